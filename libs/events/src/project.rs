@@ -1,0 +1,163 @@
+//! Projects: the commands a client sends about them and the events the
+//! session-orchestrator records in answer.
+
+use crate::message_macro::message_family;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Create a project (the gateway sends it; the orchestrator decides).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    /// Unique name, 1-63 characters of `[a-z0-9-]`.
+    pub name: String,
+    /// Absolute path of the project's working tree on the nodes.
+    pub path: String,
+    /// Free text shown in listings.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Labels for filtering.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Change a project's description or tags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    /// The project.
+    pub name: String,
+    /// New description; absent leaves it unchanged.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// New tags; absent leaves them unchanged.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// Archive or unarchive a project: the payload names only the project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectRef {
+    /// The project.
+    pub name: String,
+}
+
+message_family! {
+    /// Commands about projects, handled by the session-orchestrator.
+    pub enum ProjectCommand: Command {
+        /// Create a project.
+        Create(CreateProject) => "io.stratavore.command.project.create.v1", "session-orchestrator.project.create";
+        /// Change a project's description or tags.
+        Update(UpdateProject) => "io.stratavore.command.project.update.v1", "session-orchestrator.project.update";
+        /// Archive a project: no new launches.
+        Archive(ProjectRef) => "io.stratavore.command.project.archive.v1", "session-orchestrator.project.archive";
+        /// Bring an archived project back.
+        Unarchive(ProjectRef) => "io.stratavore.command.project.unarchive.v1", "session-orchestrator.project.unarchive";
+    }
+}
+
+/// A project was created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectCreated {
+    /// The command this answers.
+    pub command_id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Normalised absolute path.
+    pub path: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Labels.
+    pub tags: Vec<String>,
+}
+
+/// A project command was refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectCommandRejected {
+    /// The command this answers.
+    pub command_id: Uuid,
+    /// The project named by the command.
+    pub name: String,
+    /// A stable machine-readable reason (`name_taken`, `path_outside_roots`, …).
+    pub reason: String,
+    /// The input field at fault, when one is.
+    pub field: Option<String>,
+    /// A sentence for people.
+    pub message: String,
+}
+
+/// A project's description or tags changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUpdated {
+    /// The command this answers.
+    pub command_id: Uuid,
+    /// The project.
+    pub name: String,
+    /// The description after the change.
+    pub description: Option<String>,
+    /// The tags after the change.
+    pub tags: Vec<String>,
+}
+
+/// A project was archived or unarchived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectArchiveChanged {
+    /// The command this answers.
+    pub command_id: Uuid,
+    /// The project.
+    pub name: String,
+}
+
+message_family! {
+    /// What happened to projects, recorded by the session-orchestrator.
+    pub enum ProjectEvent: Event {
+        /// A project was created.
+        Created(ProjectCreated) => "io.stratavore.project.created.v1", "project.created";
+        /// A project command was refused.
+        Rejected(ProjectCommandRejected) => "io.stratavore.project.rejected.v1", "project.rejected";
+        /// Description or tags changed.
+        Updated(ProjectUpdated) => "io.stratavore.project.updated.v1", "project.updated";
+        /// The project was archived.
+        Archived(ProjectArchiveChanged) => "io.stratavore.project.archived.v1", "project.archived";
+        /// The project was unarchived.
+        Unarchived(ProjectArchiveChanged) => "io.stratavore.project.unarchived.v1", "project.unarchived";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DecodeError, Message};
+
+    #[test]
+    fn a_command_round_trips_through_its_type_name_and_data() {
+        let cmd = ProjectCommand::Create(CreateProject {
+            name: "web".into(),
+            path: "/srv/web".into(),
+            description: None,
+            tags: vec!["a".into()],
+        });
+        let back = ProjectCommand::from_data(cmd.type_name(), cmd.to_data()).unwrap();
+        assert_eq!(back, cmd);
+        assert_eq!(cmd.routing_key(), "session-orchestrator.project.create");
+    }
+
+    #[test]
+    fn an_unknown_field_or_type_is_a_decode_error() {
+        let data = serde_json::json!({"name": "web", "path": "/x", "bogus": 1});
+        assert!(matches!(
+            ProjectCommand::from_data("io.stratavore.command.project.create.v1", data.clone()),
+            Err(DecodeError::Payload { .. })
+        ));
+        assert!(matches!(
+            ProjectCommand::from_data("io.stratavore.command.project.create.v9", data),
+            Err(DecodeError::UnknownType(_))
+        ));
+    }
+}

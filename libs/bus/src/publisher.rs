@@ -48,6 +48,9 @@ pub enum PublishError {
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
+    /// The connection, when this publisher owns it: kept so it lives as long
+    /// as the channel, and checked so a dead connection is noticed.
+    connection: Option<std::sync::Arc<Connection>>,
 }
 
 impl Publisher {
@@ -67,7 +70,17 @@ impl Publisher {
                 operation: "confirm.select",
                 source,
             })?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            connection: None,
+        })
+    }
+
+    /// Open a confirm-mode channel on a connection this publisher then owns.
+    pub async fn open_owning(connection: Connection) -> Result<Self, BrokerError> {
+        let mut publisher = Self::open(&connection).await?;
+        publisher.connection = Some(std::sync::Arc::new(connection));
+        Ok(publisher)
     }
 
     /// The underlying channel (for declarations).
@@ -78,6 +91,7 @@ impl Publisher {
     /// Whether the channel can still publish.
     pub fn is_usable(&self) -> bool {
         self.channel.status().connected()
+            && self.connection.as_ref().is_none_or(|c| c.status().connected())
     }
 
     /// Publish every message as mandatory and wait for all confirms. Ok only

@@ -1,0 +1,14 @@
+//! Provisioning of the infrastructure Stratavore runs on: an embedded
+//! PostgreSQL with pgvector, the RabbitMQ broker, and private instances of
+//! both for tests that kill or restart them.
+#![deny(missing_docs)]
+
+pub mod external_command;
+pub mod loopback;
+pub mod os_user;
+pub mod postgres_install;
+pub mod postgres_private;
+pub mod postgres_server;
+pub mod rabbitmq_private_node;
+pub mod rabbitmq_server;
+pub mod unique_name;

@@ -1,0 +1,22 @@
+//! The one test kit of the workspace (DESIGN.md section 7): a database per
+//! test created from a migrated template, a broker prefix per test, private
+//! Postgres and RabbitMQ instances for tests that restart them, a loopback
+//! TCP proxy that delays and cuts connections, services as real processes,
+//! and polling with a deadline instead of sleeps.
+
+#![deny(missing_docs)]
+
+pub mod broker;
+pub mod database;
+pub mod env;
+pub mod paths;
+pub mod process;
+pub mod tcp_proxy;
+pub mod wait;
+
+pub use broker::{Subscriber, TestBroker};
+pub use database::TestDatabase;
+pub use env::TestEnv;
+pub use process::ServiceProcess;
+pub use tcp_proxy::{CutMode, TcpProxy};
+pub use wait::wait_until;

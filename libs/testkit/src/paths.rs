@@ -1,0 +1,24 @@
+//! Where the kit keeps what it downloads and starts: the repository's
+//! git-ignored `.local/` folder, shared with `make up`.
+
+use std::path::PathBuf;
+
+/// The repository root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `.local/` of the repository.
+pub fn local_dir() -> PathBuf {
+    repo_root().join(".local")
+}
+
+/// Where the embedded Postgres is installed and its shared cluster lives.
+pub fn postgres_root() -> PathBuf {
+    local_dir().join("postgres")
+}
+
+/// Scratch space for private instances and process logs.
+pub fn scratch_dir() -> PathBuf {
+    local_dir().join("tmp")
+}

@@ -1,0 +1,83 @@
+//! Services as real processes, for the tests that kill or restart them.
+
+use crate::paths;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::process::{Child, Command};
+
+/// A service binary running as a child process; killed when dropped.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ServiceProcess {
+    /// Start `binary` with `env` added to the environment; its output goes
+    /// to `.local/tmp/logs/<name>.log` (appended across restarts).
+    pub async fn start(binary: &Path, name: &str, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+        let dir = paths::scratch_dir().join("logs");
+        std::fs::create_dir_all(&dir)?;
+        let mut process = Self {
+            binary: binary.to_owned(),
+            env,
+            log: dir.join(format!("{name}.log")),
+            child: None,
+        };
+        process.spawn()?;
+        Ok(process)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.binary)
+            .envs(self.env.iter().cloned())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Where its output goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// SIGKILL it and reap it.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM it and wait for it to exit; returns its exit code.
+    pub async fn terminate(&mut self) -> anyhow::Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        if let Some(pid) = child.id() {
+            let pid = rustix::process::Pid::from_raw(i32::try_from(pid)?)
+                .ok_or_else(|| anyhow::anyhow!("pid 0"))?;
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        }
+        Ok(child.wait().await?.code())
+    }
+
+    /// Start it again after a kill or terminate.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill9().await?;
+        self.spawn()
+    }
+}

@@ -1,0 +1,279 @@
+//! Relaying one source schema's log: hold its lease, read the rows above the
+//! cursor, publish them as a batch with confirms, and advance the cursor only
+//! once the whole batch is confirmed. A crash anywhere republishes from the
+//! cursor: duplicates, never loss.
+//!
+//! The lease is a session advisory lock held on a dedicated connection (not
+//! a pooled one, which the pool may recycle and so release the lock behind
+//! our back). Reading, the lease check and the cursor update all go through
+//! that connection, so if it dies the relay stops at once: it cannot advance
+//! a cursor it no longer owns.
+
+use crate::domain::{poll_schedule::PollSchedule, wire::outgoing_for};
+use crate::metrics as m;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use std::time::{Duration, Instant};
+use stratavore_bus::{PublishError, Publisher, Topology, connect};
+use stratavore_runtime::{Readiness, Shutdown};
+use stratavore_store::{Log, StoreError};
+
+/// Advisory-lock key space of relay leases (append locks use space 1).
+pub const LEASE_KEY_SPACE: i32 = 2;
+
+/// Everything one source's relay loop needs.
+#[derive(Debug, Clone)]
+pub struct SourceRelay {
+    /// The log relayed.
+    pub log: Log,
+    /// The relay role's connection options (search path `relay`).
+    pub db: PgConnectOptions,
+    /// AMQP URL.
+    pub broker_url: String,
+    /// Names of exchanges.
+    pub topology: Topology,
+    /// Polling.
+    pub schedule: PollSchedule,
+    /// How often a standby tries for the lease.
+    pub lease_retry: Duration,
+    /// Wait after a failure before retrying.
+    pub retry_backoff: Duration,
+    /// How often lag is measured.
+    pub measure_interval: Duration,
+    /// Where to report database and broker health.
+    pub readiness: Readiness,
+}
+
+/// Why the loop let go of the lease.
+#[derive(Debug, thiserror::Error)]
+enum LoopError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the lease of {0} was lost")]
+    LeaseLost(String),
+    #[error(transparent)]
+    Encode(#[from] crate::domain::wire::WireError),
+}
+
+/// The lease key of a schema: the log's lock key, kept non-negative so it
+/// compares cleanly with `pg_locks.objid` (an unsigned oid).
+fn lease_key(schema: &str) -> i32 {
+    stratavore_store::log::log_lock_key(schema) & i32::MAX
+}
+
+impl SourceRelay {
+    fn source(&self) -> String {
+        self.log.schema().to_owned()
+    }
+
+    /// Run until shutdown: contend for the lease, relay while holding it,
+    /// and start over after any failure.
+    pub async fn run(self, shutdown: Shutdown) {
+        let source = self.source();
+        let mut publisher: Option<Publisher> = None;
+        while !shutdown.is_triggered() {
+            match self.lead(&shutdown, &mut publisher).await {
+                Ok(()) => break,
+                Err(e) => {
+                    metrics::gauge!(m::LEASE_HELD, "source" => source.clone()).set(0.0);
+                    tracing::warn!(source = %source, error = %e, "relay loop failed; retrying");
+                    self.readiness.set("database", false, e.to_string());
+                    pause(&shutdown, self.retry_backoff).await;
+                }
+            }
+        }
+        metrics::gauge!(m::LEASE_HELD, "source" => source).set(0.0);
+    }
+
+    /// Connect, wait to hold the lease, then relay. Ok means shutdown.
+    async fn lead(&self, shutdown: &Shutdown, publisher: &mut Option<Publisher>) -> Result<(), LoopError> {
+        let source = self.source();
+        let mut conn = self
+            .db
+            .connect()
+            .await
+            .map_err(StoreError::new("opening the lease connection"))?;
+        self.readiness.set("database", true, "connected");
+        let key = lease_key(&source);
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(LEASE_KEY_SPACE)
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(StoreError::new("trying for the lease"))?;
+            if got {
+                break;
+            }
+            if !pause(shutdown, self.lease_retry).await {
+                return Ok(());
+            }
+        }
+        metrics::gauge!(m::LEASE_HELD, "source" => source.clone()).set(1.0);
+        tracing::info!(source = %source, "holding the relay lease");
+        let result = self.relay_while_leader(&mut conn, key, shutdown, publisher).await;
+        // Closing the connection releases the lease for a standby at once.
+        let _ = conn.close().await;
+        result
+    }
+
+    async fn relay_while_leader(
+        &self,
+        conn: &mut PgConnection,
+        key: i32,
+        shutdown: &Shutdown,
+        publisher: &mut Option<Publisher>,
+    ) -> Result<(), LoopError> {
+        let source = self.source();
+        let mut cursor: i64 = sqlx::query_scalar(
+            "SELECT coalesce((SELECT position FROM relay.cursors WHERE source_schema = $1), 0)",
+        )
+        .bind(&source)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::new("reading the relay cursor"))?;
+        let mut delay = Duration::ZERO;
+        let mut last_measure: Option<Instant> = None;
+        let batch_limit = i64::try_from(self.schedule.batch_size).unwrap_or(i64::MAX);
+        while !shutdown.is_triggered() {
+            self.check_lease(conn, key).await?;
+            let rows = self.log.read_after(conn, cursor, batch_limit).await?;
+            if let Some(last) = rows.last().map(|r| r.position) {
+                let started = Instant::now();
+                if !self.publish(&rows, publisher, shutdown).await? {
+                    return Ok(());
+                }
+                // Monotone: a stale leader (if one could exist) never moves
+                // the cursor back.
+                sqlx::query(
+                    "INSERT INTO relay.cursors (source_schema, position) VALUES ($1, $2)
+                     ON CONFLICT (source_schema) DO UPDATE
+                     SET position = greatest(relay.cursors.position, excluded.position),
+                         updated_at = now()",
+                )
+                .bind(&source)
+                .bind(last)
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::new("advancing the relay cursor"))?;
+                cursor = last;
+                let count = rows.len();
+                metrics::counter!(m::PUBLISHED_TOTAL, "source" => source.clone()).increment(count as u64);
+                metrics::histogram!(m::BATCH_SIZE, "source" => source.clone()).record(count as f64);
+                metrics::histogram!(m::BATCH_SECONDS, "source" => source.clone())
+                    .record(started.elapsed().as_secs_f64());
+            }
+            if last_measure.is_none_or(|t| t.elapsed() >= self.measure_interval) {
+                let (max_position, lag_seconds) = self.log.lag_after(conn, cursor).await?;
+                metrics::gauge!(m::LAG_POSITIONS, "source" => source.clone())
+                    .set((max_position - cursor).max(0) as f64);
+                metrics::gauge!(m::LAG_SECONDS, "source" => source.clone()).set(lag_seconds);
+                last_measure = Some(Instant::now());
+            }
+            delay = self.schedule.next_delay(delay, rows.len());
+            if !delay.is_zero() && !pause(shutdown, delay).await {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_lease(&self, conn: &mut PgConnection, key: i32) -> Result<(), LoopError> {
+        let held: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                 AND pid = pg_backend_pid() AND classid = $1::oid AND objid = $2::oid
+                 AND objsubid = 2 AND granted)",
+        )
+        .bind(i64::from(LEASE_KEY_SPACE))
+        .bind(i64::from(key))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::new("checking the relay lease"))?;
+        if held { Ok(()) } else { Err(LoopError::LeaseLost(self.source())) }
+    }
+
+    /// Publish the batch, retrying through broker failures until it is
+    /// wholly confirmed. False when shutdown came first (the cursor then
+    /// stays, and the batch is published again by whoever leads next).
+    async fn publish(
+        &self,
+        rows: &[stratavore_store::LogRow],
+        publisher: &mut Option<Publisher>,
+        shutdown: &Shutdown,
+    ) -> Result<bool, LoopError> {
+        let source = self.source();
+        let mut batch = Vec::with_capacity(rows.len());
+        for row in rows {
+            match outgoing_for(&self.topology, row) {
+                Ok(out) => batch.push(out),
+                Err(e) => {
+                    // A row that cannot be encoded is a writer bug; skipping
+                    // it would lose it, so the relay stops at it, loudly,
+                    // and retries from the cursor.
+                    tracing::error!(source = %source, error = %e, "cannot encode a log row");
+                    metrics::counter!(m::PUBLISH_FAILURES_TOTAL, "source" => source.clone(), "reason" => "encode")
+                        .increment(1);
+                    return Err(e.into());
+                }
+            }
+        }
+        loop {
+            if shutdown.is_triggered() {
+                return Ok(false);
+            }
+            let result = match self.publisher(publisher).await {
+                Ok(p) => p.publish_batch(&batch).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return Ok(true),
+                Err(e) => {
+                    let reason = match &e {
+                        PublishError::Broker(_) => "broker",
+                        PublishError::Nacked { .. } => "nacked",
+                        PublishError::Returned { .. } => "returned",
+                    };
+                    metrics::counter!(m::PUBLISH_FAILURES_TOTAL, "source" => source.clone(), "reason" => reason)
+                        .increment(1);
+                    tracing::warn!(source = %source, error = %e, "publishing a batch failed; retrying it");
+                    // Unconfirmed publishes count as not sent: start over on
+                    // a fresh channel.
+                    *publisher = None;
+                    self.readiness.set("broker", false, e.to_string());
+                    if !pause(shutdown, self.retry_backoff).await {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn publisher<'a>(&self, slot: &'a mut Option<Publisher>) -> Result<&'a Publisher, PublishError> {
+        let publisher = match slot.take() {
+            Some(p) if p.is_usable() => p,
+            _ => {
+                let name = format!("outbox-relay/{}", self.source());
+                let connection = connect(&self.broker_url, &name).await?;
+                let publisher = Publisher::open_owning(connection).await?;
+                // The exchanges (and their alternate exchange) must exist
+                // before anything is published, or the broker would close
+                // the channel.
+                self.topology
+                    .declare_exchanges(publisher.channel())
+                    .await
+                    .map_err(stratavore_bus::BrokerError::from)?;
+                self.readiness.set("broker", true, "connected");
+                publisher
+            }
+        };
+        Ok(slot.insert(publisher))
+    }
+}
+
+/// Sleep unless shutdown comes first; true when the full wait elapsed.
+async fn pause(shutdown: &Shutdown, wait: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.wait() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}

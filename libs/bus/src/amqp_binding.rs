@@ -9,12 +9,12 @@
 //! `cloudEvents_<name>`. On read the older `cloudEvents:` prefix is accepted
 //! as well.
 
+use cloudevents::Event;
 use cloudevents::event::SpecVersion;
 use cloudevents::message::{
     BinaryDeserializer, BinarySerializer, Encoding, MessageAttributeValue, MessageDeserializer,
     StructuredDeserializer, StructuredSerializer,
 };
-use cloudevents::Event;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
@@ -49,7 +49,10 @@ pub enum BindingError {
 
 /// Serialise an event into an AMQP message (binary content mode).
 pub fn encode_event(event: Event) -> Result<AmqpMessage, BindingError> {
-    Ok(BinaryDeserializer::deserialize_binary(event, AmqpSerializer::default())?)
+    Ok(BinaryDeserializer::deserialize_binary(
+        event,
+        AmqpSerializer::default(),
+    )?)
 }
 
 /// Read an AMQP message as a CloudEvent (binary mode, or structured mode
@@ -88,7 +91,11 @@ impl BinarySerializer<AmqpMessage> for AmqpSerializer {
         Ok(self)
     }
 
-    fn set_attribute(mut self, name: &str, value: MessageAttributeValue) -> cloudevents::message::Result<Self> {
+    fn set_attribute(
+        mut self,
+        name: &str,
+        value: MessageAttributeValue,
+    ) -> cloudevents::message::Result<Self> {
         match (name, &value) {
             ("datacontenttype", _) => {
                 self.properties = self.properties.with_content_type(value.to_string().into());
@@ -107,7 +114,11 @@ impl BinarySerializer<AmqpMessage> for AmqpSerializer {
         Ok(self)
     }
 
-    fn set_extension(mut self, name: &str, value: MessageAttributeValue) -> cloudevents::message::Result<Self> {
+    fn set_extension(
+        mut self,
+        name: &str,
+        value: MessageAttributeValue,
+    ) -> cloudevents::message::Result<Self> {
         self.header(name, value.to_string());
         Ok(self)
     }
@@ -133,7 +144,8 @@ struct AmqpDeserializer {
 
 fn header_text(name: &str, value: &AMQPValue) -> Result<String, BindingError> {
     Ok(match value {
-        AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).map_err(|_| BindingError::HeaderType(name.into()))?,
+        AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec())
+            .map_err(|_| BindingError::HeaderType(name.into()))?,
         AMQPValue::ShortString(s) => s.as_str().to_owned(),
         AMQPValue::Boolean(b) => b.to_string(),
         AMQPValue::LongLongInt(i) => i.to_string(),
@@ -141,7 +153,8 @@ fn header_text(name: &str, value: &AMQPValue) -> Result<String, BindingError> {
         AMQPValue::LongUInt(i) => i.to_string(),
         AMQPValue::ShortInt(i) => i.to_string(),
         AMQPValue::Timestamp(t) => t.to_string(),
-        AMQPValue::ByteArray(b) => String::from_utf8(b.as_slice().to_vec()).map_err(|_| BindingError::HeaderType(name.into()))?,
+        AMQPValue::ByteArray(b) => String::from_utf8(b.as_slice().to_vec())
+            .map_err(|_| BindingError::HeaderType(name.into()))?,
         _ => return Err(BindingError::HeaderType(name.into())),
     })
 }
@@ -162,15 +175,24 @@ impl AmqpDeserializer {
         }
         Ok(Self {
             attributes,
-            content_type: properties.content_type().as_ref().map(|s| s.as_str().to_owned()),
-            message_id: properties.message_id().as_ref().map(|s| s.as_str().to_owned()),
+            content_type: properties
+                .content_type()
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
+            message_id: properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
             body: body.to_vec(),
         })
     }
 }
 
 impl BinaryDeserializer for AmqpDeserializer {
-    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(self, mut visitor: V) -> cloudevents::message::Result<R> {
+    fn deserialize_binary<R: Sized, V: BinarySerializer<R>>(
+        self,
+        mut visitor: V,
+    ) -> cloudevents::message::Result<R> {
         let spec = self
             .attributes
             .iter()
@@ -181,7 +203,8 @@ impl BinaryDeserializer for AmqpDeserializer {
         let names = spec_version.attribute_names();
         visitor = visitor.set_spec_version(spec_version)?;
         if let Some(ct) = self.content_type {
-            visitor = visitor.set_attribute("datacontenttype", MessageAttributeValue::String(ct))?;
+            visitor =
+                visitor.set_attribute("datacontenttype", MessageAttributeValue::String(ct))?;
         }
         let has_id = self.attributes.iter().any(|(n, _)| n == "id");
         if let (false, Some(id)) = (has_id, self.message_id) {
@@ -206,14 +229,21 @@ impl BinaryDeserializer for AmqpDeserializer {
 }
 
 impl StructuredDeserializer for AmqpDeserializer {
-    fn deserialize_structured<R: Sized, V: StructuredSerializer<R>>(self, visitor: V) -> cloudevents::message::Result<R> {
+    fn deserialize_structured<R: Sized, V: StructuredSerializer<R>>(
+        self,
+        visitor: V,
+    ) -> cloudevents::message::Result<R> {
         visitor.set_structured_event(self.body)
     }
 }
 
 impl MessageDeserializer for AmqpDeserializer {
     fn encoding(&self) -> Encoding {
-        if self.content_type.as_deref().is_some_and(|ct| ct.starts_with(STRUCTURED_CONTENT_TYPE)) {
+        if self
+            .content_type
+            .as_deref()
+            .is_some_and(|ct| ct.starts_with(STRUCTURED_CONTENT_TYPE))
+        {
             Encoding::STRUCTURED
         } else if self.attributes.iter().any(|(n, _)| n == "specversion") {
             Encoding::BINARY
@@ -236,7 +266,9 @@ mod tests {
             source: "/stratavore/session-orchestrator".into(),
             type_name: "io.stratavore.project.created.v1".into(),
             subject: "web".into(),
-            time: DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z").unwrap().with_timezone(&Utc),
+            time: DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
             data: serde_json::json!({"name": "web", "tags": ["a"]}),
             stream: "project-web".into(),
             sequence: 3,
@@ -248,15 +280,24 @@ mod tests {
     }
 
     fn header<'a>(m: &'a AmqpMessage, name: &str) -> Option<&'a AMQPValue> {
-        m.properties.headers().as_ref().and_then(|h| h.inner().get(name))
+        m.properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name))
     }
 
     #[test]
     fn binary_mode_puts_attributes_in_properties_and_prefixed_headers() {
         let env = envelope();
         let m = encode_event(env.to_cloudevent().unwrap()).unwrap();
-        assert_eq!(m.properties.content_type().as_ref().unwrap().as_str(), "application/json");
-        assert_eq!(m.properties.message_id().as_ref().unwrap().as_str(), env.id.to_string());
+        assert_eq!(
+            m.properties.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
+        assert_eq!(
+            m.properties.message_id().as_ref().unwrap().as_str(),
+            env.id.to_string()
+        );
         assert_eq!(*m.properties.timestamp(), Some(env.time.timestamp() as u64));
         assert!(header(&m, "cloudEvents_specversion").is_some());
         assert!(header(&m, "cloudEvents_type").is_some());

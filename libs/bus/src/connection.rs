@@ -43,10 +43,12 @@ pub fn redact_url(url: &str) -> String {
 /// broker's management UI and `rabbitmqctl list_connections`).
 pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-    Connection::connect(url, props).await.map_err(|source| BrokerError::Connect {
-        url: redact_url(url),
-        source,
-    })
+    Connection::connect(url, props)
+        .await
+        .map_err(|source| BrokerError::Connect {
+            url: redact_url(url),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -35,7 +35,9 @@ pub enum PublishError {
     },
     /// Some mandatory messages matched no queue and came back. With the
     /// alternate exchange in place this means the topology is missing.
-    #[error("{count} message(s) of the batch were returned unroutable (first: {first_routing_key})")]
+    #[error(
+        "{count} message(s) of the batch were returned unroutable (first: {first_routing_key})"
+    )]
     Returned {
         /// How many.
         count: usize,
@@ -56,13 +58,14 @@ pub struct Publisher {
 impl Publisher {
     /// Open a channel in confirm mode on `connection`.
     pub async fn open(connection: &Connection) -> Result<Self, BrokerError> {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|source| BrokerError::Operation {
-                operation: "channel.open",
-                source,
-            })?;
+        let channel =
+            connection
+                .create_channel()
+                .await
+                .map_err(|source| BrokerError::Operation {
+                    operation: "channel.open",
+                    source,
+                })?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -91,7 +94,10 @@ impl Publisher {
     /// Whether the channel can still publish.
     pub fn is_usable(&self) -> bool {
         self.channel.status().connected()
-            && self.connection.as_ref().is_none_or(|c| c.status().connected())
+            && self
+                .connection
+                .as_ref()
+                .is_none_or(|c| c.status().connected())
     }
 
     /// Publish every message as mandatory and wait for all confirms. Ok only

@@ -164,7 +164,10 @@ impl Topology {
 
     fn queue_arguments(&self, spec: &QueueSpec) -> FieldTable {
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
         if spec.single_active_consumer {
             args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         }
@@ -202,7 +205,14 @@ impl Topology {
             ..Default::default()
         };
         let ae = self.unroutable_exchange();
-        declare_exchange(channel, &ae, ExchangeKind::Fanout, durable, FieldTable::default()).await?;
+        declare_exchange(
+            channel,
+            &ae,
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
         let unroutable = QueueSpec {
             name: self.unroutable_queue(),
             bindings: vec![(ae.clone(), String::new())],
@@ -211,12 +221,21 @@ impl Topology {
         };
         self.declare_queue(channel, &unroutable).await?;
         let mut with_ae = FieldTable::default();
-        with_ae.insert("alternate-exchange".into(), AMQPValue::LongString(LongString::from(ae)));
+        with_ae.insert(
+            "alternate-exchange".into(),
+            AMQPValue::LongString(LongString::from(ae)),
+        );
         for ex in [self.events_exchange(), self.commands_exchange()] {
             declare_exchange(channel, &ex, ExchangeKind::Topic, durable, with_ae.clone()).await?;
         }
-        declare_exchange(channel, &self.live_exchange(), ExchangeKind::Topic, durable, FieldTable::default())
-            .await?;
+        declare_exchange(
+            channel,
+            &self.live_exchange(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
         declare_exchange(
             channel,
             &self.dead_letter_exchange(),
@@ -229,7 +248,11 @@ impl Topology {
     }
 
     /// Declare one queue, its bindings and (when it dead-letters) its DLQ.
-    pub async fn declare_queue(&self, channel: &Channel, spec: &QueueSpec) -> Result<(), TopologyError> {
+    pub async fn declare_queue(
+        &self,
+        channel: &Channel,
+        spec: &QueueSpec,
+    ) -> Result<(), TopologyError> {
         let options = QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -237,15 +260,25 @@ impl Topology {
         if spec.dead_letters {
             let dlq = Self::dead_letter_queue(&spec.name);
             let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from("quorum")),
+            );
             channel
                 .queue_declare(dlq.as_str().into(), options, args)
                 .await
-                .map_err(|source| TopologyError { what: format!("queue {dlq}"), source })?;
+                .map_err(|source| TopologyError {
+                    what: format!("queue {dlq}"),
+                    source,
+                })?;
             bind_queue(channel, &dlq, &self.dead_letter_exchange(), &dlq).await?;
         }
         channel
-            .queue_declare(spec.name.as_str().into(), options, self.queue_arguments(spec))
+            .queue_declare(
+                spec.name.as_str().into(),
+                options,
+                self.queue_arguments(spec),
+            )
             .await
             .map_err(|source| TopologyError {
                 what: format!("queue {}", spec.name),
@@ -296,7 +329,12 @@ async fn declare_exchange(
         })
 }
 
-async fn bind_queue(channel: &Channel, queue: &str, exchange: &str, key: &str) -> Result<(), TopologyError> {
+async fn bind_queue(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<(), TopologyError> {
     channel
         .queue_bind(
             queue.into(),
@@ -312,7 +350,6 @@ async fn bind_queue(channel: &Channel, queue: &str, exchange: &str, key: &str) -
         })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,17 +357,28 @@ mod tests {
     #[test]
     fn every_name_starts_with_the_prefix() {
         let t = Topology::new("t-42", 100);
-        for name in t.all_queue_names().into_iter().chain(t.all_exchange_names()) {
+        for name in t
+            .all_queue_names()
+            .into_iter()
+            .chain(t.all_exchange_names())
+        {
             assert!(name.starts_with("t-42."), "{name}");
         }
         assert_eq!(t.service_queue("api-gateway"), "t-42.api-gateway.inbox");
-        assert_eq!(Topology::dead_letter_queue("t-42.api-gateway.inbox"), "t-42.api-gateway.inbox.dlq");
+        assert_eq!(
+            Topology::dead_letter_queue("t-42.api-gateway.inbox"),
+            "t-42.api-gateway.inbox.dlq"
+        );
     }
 
     #[test]
     fn every_service_queue_is_single_active_and_dead_letters() {
         for spec in Topology::new("s", 100).service_queues() {
-            assert!(spec.single_active_consumer && spec.dead_letters, "{}", spec.name);
+            assert!(
+                spec.single_active_consumer && spec.dead_letters,
+                "{}",
+                spec.name
+            );
             assert!(!spec.bindings.is_empty());
         }
     }

@@ -64,9 +64,12 @@ pub struct Catalogue;
 impl Catalogue {
     /// Every known type, events and commands.
     pub fn all() -> impl Iterator<Item = &'static TypeInfo> {
-        [project::ProjectCommand::types(), project::ProjectEvent::types()]
-            .into_iter()
-            .flatten()
+        [
+            project::ProjectCommand::types(),
+            project::ProjectEvent::types(),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// The entry for one type name.
@@ -111,7 +114,11 @@ mod tests {
             let parsed = TypeName::parse(t.type_name).unwrap();
             let (service, command) = t.routing_key.split_once('.').unwrap();
             assert!(SERVICES.contains(&service), "{}", t.routing_key);
-            assert!(command.starts_with(&parsed.subject_part), "{}", t.routing_key);
+            assert!(
+                command.starts_with(&parsed.subject_part),
+                "{}",
+                t.routing_key
+            );
         }
     }
 }

@@ -10,7 +10,9 @@
 
 use crate::{TypeName, catalogue::schema_urn};
 use chrono::{DateTime, Utc};
-use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10, event::ExtensionValue};
+use cloudevents::{
+    AttributesReader, Data, Event, EventBuilder, EventBuilderV10, event::ExtensionValue,
+};
 use uuid::Uuid;
 
 /// The only content type Stratavore payloads use.
@@ -87,7 +89,11 @@ impl Envelope {
             .ty(self.type_name.clone())
             .subject(self.subject.clone())
             .time(self.time)
-            .data_with_schema(JSON, schema_urn(&self.type_name).as_str(), self.data.clone())
+            .data_with_schema(
+                JSON,
+                schema_urn(&self.type_name).as_str(),
+                self.data.clone(),
+            )
             .extension("sequence", format_sequence(self.sequence))
             .extension("stream", self.stream.clone());
         let optional = [
@@ -111,7 +117,12 @@ impl Envelope {
         TypeName::parse(&type_name).map_err(|e| invalid("type", e.to_string()))?;
         match event.datacontenttype() {
             Some(ct) if ct == JSON || ct.starts_with("application/json;") => {}
-            Some(other) => return Err(invalid("datacontenttype", format!("{other:?} is not {JSON}"))),
+            Some(other) => {
+                return Err(invalid(
+                    "datacontenttype",
+                    format!("{other:?} is not {JSON}"),
+                ));
+            }
             None => return Err(EnvelopeError::Missing("datacontenttype")),
         }
         let data = match event.data() {
@@ -119,17 +130,23 @@ impl Envelope {
             Some(Data::Binary(bytes)) => {
                 serde_json::from_slice(bytes).map_err(|e| invalid("data", e.to_string()))?
             }
-            Some(Data::String(s)) => serde_json::from_str(s).map_err(|e| invalid("data", e.to_string()))?,
+            Some(Data::String(s)) => {
+                serde_json::from_str(s).map_err(|e| invalid("data", e.to_string()))?
+            }
             None => return Err(EnvelopeError::Missing("data")),
         };
-        let subject = event.subject().ok_or(EnvelopeError::Missing("subject"))?.to_owned();
+        let subject = event
+            .subject()
+            .ok_or(EnvelopeError::Missing("subject"))?
+            .to_owned();
         let time = *event.time().ok_or(EnvelopeError::Missing("time"))?;
         let sequence = string_extension(event, "sequence")?
             .ok_or(EnvelopeError::Missing("sequence extension"))?;
         let sequence = sequence
             .parse::<u64>()
             .map_err(|e| invalid("sequence", e.to_string()))?;
-        let stream = string_extension(event, "stream")?.ok_or(EnvelopeError::Missing("stream extension"))?;
+        let stream =
+            string_extension(event, "stream")?.ok_or(EnvelopeError::Missing("stream extension"))?;
         let uuid_extension = |name: &'static str| -> Result<Option<Uuid>, EnvelopeError> {
             string_extension(event, name)?
                 .map(|s| Uuid::parse_str(&s).map_err(|e| invalid(name, e.to_string())))
@@ -193,7 +210,9 @@ fn string_extension(event: &Event, name: &'static str) -> Result<Option<String>,
         None => Ok(None),
         Some(ExtensionValue::String(s)) => Ok(Some(s.clone())),
         Some(ExtensionValue::Integer(i)) => Ok(Some(i.to_string())),
-        Some(ExtensionValue::Boolean(_)) => Err(invalid(name, "a boolean where a string was expected")),
+        Some(ExtensionValue::Boolean(_)) => {
+            Err(invalid(name, "a boolean where a string was expected"))
+        }
     }
 }
 
@@ -207,7 +226,9 @@ mod tests {
             source: "/stratavore/session-orchestrator".into(),
             type_name: "io.stratavore.project.created.v1".into(),
             subject: "web".into(),
-            time: DateTime::parse_from_rfc3339("2026-11-26T10:00:00.123Z").unwrap().into(),
+            time: DateTime::parse_from_rfc3339("2026-11-26T10:00:00.123Z")
+                .unwrap()
+                .into(),
             data: serde_json::json!({"name": "web"}),
             stream: "project-web".into(),
             sequence: 7,
@@ -235,7 +256,10 @@ mod tests {
 
     #[test]
     fn sequences_sort_as_strings_in_numeric_order() {
-        let mut v: Vec<String> = [10u64, 9, 100, 1, u64::MAX].iter().map(|v| format_sequence(*v)).collect();
+        let mut v: Vec<String> = [10u64, 9, 100, 1, u64::MAX]
+            .iter()
+            .map(|v| format_sequence(*v))
+            .collect();
         v.sort();
         assert_eq!(v.last().unwrap(), &u64::MAX.to_string());
         assert_eq!(v[0], format_sequence(1));
@@ -246,14 +270,20 @@ mod tests {
     fn a_cloudevent_without_our_extensions_or_with_foreign_types_is_refused() {
         let mut event = sample().to_cloudevent().unwrap();
         event.remove_extension("stream");
-        assert!(matches!(Envelope::from_cloudevent(&event), Err(EnvelopeError::Missing(_))));
+        assert!(matches!(
+            Envelope::from_cloudevent(&event),
+            Err(EnvelopeError::Missing(_))
+        ));
 
         let mut env = sample();
         env.type_name = "com.example.thing.v1".into();
         let event = env.to_cloudevent().unwrap();
         assert!(matches!(
             Envelope::from_cloudevent(&event),
-            Err(EnvelopeError::Invalid { attribute: "type", .. })
+            Err(EnvelopeError::Invalid {
+                attribute: "type",
+                ..
+            })
         ));
     }
 

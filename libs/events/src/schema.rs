@@ -11,10 +11,7 @@ pub fn schema_document(info: &crate::TypeInfo) -> serde_json::Value {
     if let Some(obj) = schema.as_object_mut() {
         obj.insert("$id".into(), schema_urn(info.type_name).into());
         obj.insert("title".into(), info.type_name.into());
-        obj.insert(
-            "x-stratavore-routing-key".into(),
-            info.routing_key.into(),
-        );
+        obj.insert("x-stratavore-routing-key".into(), info.routing_key.into());
         obj.insert("x-stratavore-kind".into(), info.kind.as_str().into());
     }
     schema
@@ -29,7 +26,8 @@ pub fn schema_file_name(type_name: &str) -> String {
 pub fn generate_all() -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = Catalogue::all()
         .map(|info| {
-            let text = serde_json::to_string_pretty(&schema_document(info)).unwrap_or_default() + "\n";
+            let text =
+                serde_json::to_string_pretty(&schema_document(info)).unwrap_or_default() + "\n";
             (schema_file_name(info.type_name), text)
         })
         .collect();

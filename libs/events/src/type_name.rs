@@ -44,8 +44,11 @@ impl TypeName {
             .and_then(|v| v.parse::<u32>().ok())
             .filter(|v| *v >= 1)
             .ok_or(err("version must be v1, v2, …"))?;
-        let valid_segment =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let valid_segment = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
         if !body.split('.').all(valid_segment) {
             return Err(err("segments must be [a-z0-9_]+"));
         }
@@ -57,7 +60,9 @@ impl TypeName {
                 version,
             });
         }
-        let (aggregate, event) = body.split_once('.').ok_or(err("needs <aggregate>.<event>"))?;
+        let (aggregate, event) = body
+            .split_once('.')
+            .ok_or(err("needs <aggregate>.<event>"))?;
         if event.contains('.') {
             return Err(err("an event name has exactly two segments"));
         }

@@ -7,6 +7,7 @@ pub mod external_command;
 pub mod loopback;
 pub mod os_user;
 pub mod postgres_install;
+pub mod postgres_kill;
 pub mod postgres_private;
 pub mod postgres_server;
 pub mod rabbitmq_private_node;

@@ -1,9 +1,9 @@
 //! Loopback ports: finding a free one for a private server, and asking
 //! whether a server accepts TCP connections yet.
 
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 /// The lowest port [`free_loopback_port`] picks: above the well-known and

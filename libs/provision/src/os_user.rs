@@ -144,11 +144,12 @@ impl OsUser {
                 "/usr/sbin/nologin",
                 name,
             ]);
-            let output =
-                external_command::run_captured(&mut cmd).map_err(|source| OsUserError::Command {
+            let output = external_command::run_captured(&mut cmd).map_err(|source| {
+                OsUserError::Command {
                     user: name.to_owned(),
                     source,
-                })?;
+                }
+            })?;
             if attempt >= USERADD_ATTEMPTS {
                 return match OsUser::lookup(name)? {
                     Some(user) => Ok(user),

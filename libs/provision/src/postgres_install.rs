@@ -275,7 +275,9 @@ fn create_dir_all(path: &Path) -> Result<(), PgInstallError> {
 
 fn remove_dir_all_if_exists(path: &Path) -> Result<(), PgInstallError> {
     match fs::remove_dir_all(path) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(io_error("remove", path)(error)),
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            Err(io_error("remove", path)(error))
+        }
         _ => Ok(()),
     }
 }

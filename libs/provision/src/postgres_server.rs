@@ -279,36 +279,6 @@ impl PgCluster {
         }
     }
 
-    /// Kills the postmaster with SIGKILL, as a crash would, and waits until
-    /// it is gone; for fault tests. The next [`PgCluster::start`] recovers.
-    pub fn kill9(&self) -> Result<(), PgServerError> {
-        let pid_file = self.data_dir.join("postmaster.pid");
-        let no_pid = || PgServerError::NoPostmasterPid {
-            path: pid_file.clone(),
-        };
-        let contents = fs::read_to_string(&pid_file).map_err(|_| no_pid())?;
-        let raw_pid: i32 = contents
-            .lines()
-            .next()
-            .and_then(|line| line.trim().parse().ok())
-            .ok_or_else(no_pid)?;
-        let pid = rustix::process::Pid::from_raw(raw_pid).ok_or_else(no_pid)?;
-        rustix::process::kill_process(pid, rustix::process::Signal::KILL).map_err(|errno| {
-            PgServerError::Io {
-                action: "SIGKILL the postmaster named in",
-                path: pid_file.clone(),
-                source: errno.into(),
-            }
-        })?;
-        // The process is reaped by whoever adopted it; until then it is a
-        // zombie that pg_ctl would still count as running.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process_alive(raw_pid) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
     /// The connection URL for database `db`, as the superuser `postgres`
     /// over TCP on loopback.
     pub fn url(&self, db: &str) -> String {
@@ -414,19 +384,6 @@ impl PgCluster {
     }
 }
 
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn process_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses and
-        // may itself contain spaces or parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
 fn quoted(path: &Path) -> Result<String, PgServerError> {
     let text = path.to_string_lossy();
     if text.contains('\'') {
@@ -440,7 +397,6 @@ fn quoted(path: &Path) -> Result<String, PgServerError> {
 pub(crate) fn free_port(dir: &Path) -> Result<u16, PgServerError> {
     loopback::free_loopback_port().map_err(io_error("find a free port for", dir))
 }
-
 
 /// Creates `path` and its parents; folders we make are opened to others
 /// (0755) so the server user can pass through them whatever our umask.
@@ -473,7 +429,10 @@ fn lock_file(path: &Path) -> Result<File, PgServerError> {
     Ok(file)
 }
 
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PgServerError {
+pub(crate) fn io_error(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> PgServerError {
     let path = path.to_owned();
     move |source| PgServerError::Io {
         action,

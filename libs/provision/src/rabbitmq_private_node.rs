@@ -120,7 +120,11 @@ impl PrivateRabbitNode {
     }
 
     fn write_files(&self) -> Result<(), BrokerServerError> {
-        for folder in [self.dir.clone(), self.dir.join("mnesia"), self.dir.join("log")] {
+        for folder in [
+            self.dir.clone(),
+            self.dir.join("mnesia"),
+            self.dir.join("log"),
+        ] {
             fs::create_dir_all(&folder).map_err(io_error("create", &folder))?;
         }
         let config = format!(
@@ -153,7 +157,10 @@ impl PrivateRabbitNode {
             .env("RABBITMQ_CONFIG_FILE", self.dir.join("rabbitmq.conf"))
             .env("RABBITMQ_MNESIA_BASE", self.dir.join("mnesia"))
             .env("RABBITMQ_LOG_BASE", self.dir.join("log"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.dir.join("enabled_plugins"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                self.dir.join("enabled_plugins"),
+            )
             .env("RABBITMQ_PID_FILE", self.dir.join("rabbit.pid"))
             // The detached node would hold captured pipes open for its whole
             // life, so its early output goes to a file instead.
@@ -255,7 +262,6 @@ fn write(path: &Path, contents: &str) -> Result<(), BrokerServerError> {
 fn free_port(dir: &Path) -> Result<u16, BrokerServerError> {
     loopback::free_loopback_port().map_err(io_error("find a free port for", dir))
 }
-
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BrokerServerError {
     let path = path.to_owned();

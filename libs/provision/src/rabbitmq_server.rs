@@ -116,7 +116,8 @@ fn ensure_broker_running_with(
             source,
         });
     }
-    let server = find_program("rabbitmq-server", search_path).ok_or(BrokerServerError::NotInstalled)?;
+    let server =
+        find_program("rabbitmq-server", search_path).ok_or(BrokerServerError::NotInstalled)?;
     if let Some(ctl) = find_program("rabbitmqctl", search_path) {
         // A running node that does not listen there would never start
         // listening by our starting it again; say so now, not in 90 s.
@@ -138,13 +139,15 @@ fn ensure_broker_running_with(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let status = start.status().map_err(|source| BrokerServerError::Command {
-        action: "rabbitmq-server -detached",
-        source: CommandError::Spawn {
-            program: "rabbitmq-server".to_owned(),
-            source,
-        },
-    })?;
+    let status = start
+        .status()
+        .map_err(|source| BrokerServerError::Command {
+            action: "rabbitmq-server -detached",
+            source: CommandError::Spawn {
+                program: "rabbitmq-server".to_owned(),
+                source,
+            },
+        })?;
     if !status.success() {
         tracing::warn!(%status, "rabbitmq-server -detached failed; waiting in case another process started it");
     }
@@ -236,7 +239,9 @@ impl BrokerAddress {
         };
         let port = match port {
             None | Some("") => default_port,
-            Some(port) => port.parse().map_err(|_| invalid("the port is not a number from 0 to 65535"))?,
+            Some(port) => port
+                .parse()
+                .map_err(|_| invalid("the port is not a number from 0 to 65535"))?,
         };
         // As in lapin: no host means this machine.
         let host = if host.is_empty() { "localhost" } else { host };
@@ -263,17 +268,34 @@ mod tests {
 
     #[test]
     fn amqp_urls_yield_host_and_port_with_scheme_defaults() {
-        assert_eq!(address("amqp://guest:guest@127.0.0.1:5672/%2f"), ("127.0.0.1".into(), 5672));
+        assert_eq!(
+            address("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            ("127.0.0.1".into(), 5672)
+        );
         assert_eq!(address("amqp://localhost"), ("localhost".into(), 5672));
-        assert_eq!(address("amqps://u:p@broker.example/vh?heartbeat=10"), ("broker.example".into(), 5671));
+        assert_eq!(
+            address("amqps://u:p@broker.example/vh?heartbeat=10"),
+            ("broker.example".into(), 5671)
+        );
         assert_eq!(address("amqp://[::1]:5673/%2f"), ("::1".into(), 5673));
         assert_eq!(address("amqp://u:p%40x@:5674"), ("localhost".into(), 5674));
     }
 
     #[test]
     fn malformed_amqp_urls_are_refused() {
-        for url in ["http://localhost", "localhost:5672", "amqp://host:99999", "amqp://[::1"] {
-            assert!(matches!(BrokerAddress::parse(url), Err(BrokerServerError::InvalidUrl { .. })), "{url}");
+        for url in [
+            "http://localhost",
+            "localhost:5672",
+            "amqp://host:99999",
+            "amqp://[::1",
+        ] {
+            assert!(
+                matches!(
+                    BrokerAddress::parse(url),
+                    Err(BrokerServerError::InvalidUrl { .. })
+                ),
+                "{url}"
+            );
         }
     }
 
@@ -286,14 +308,19 @@ mod tests {
             ("amqp://10.0.0.1", false),
             ("amqp://rabbit.internal", false),
         ] {
-            assert_eq!(BrokerAddress::parse(url).unwrap().is_loopback(), expected, "{url}");
+            assert_eq!(
+                BrokerAddress::parse(url).unwrap().is_loopback(),
+                expected,
+                "{url}"
+            );
         }
     }
 
     #[test]
     fn a_down_local_broker_without_rabbitmq_installed_names_the_package() {
         let port = loopback::free_loopback_port().unwrap();
-        let error = ensure_broker_running_with(&format!("amqp://127.0.0.1:{port}"), &[]).unwrap_err();
+        let error =
+            ensure_broker_running_with(&format!("amqp://127.0.0.1:{port}"), &[]).unwrap_err();
         assert_eq!(
             error.to_string(),
             "RabbitMQ is not installed: install the Debian package rabbitmq-server (apt-get install rabbitmq-server)"
@@ -304,7 +331,8 @@ mod tests {
     fn a_running_broker_is_left_alone() {
         let port = loopback::free_loopback_port().unwrap();
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-        ensure_broker_running_with(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), &[]).unwrap();
+        ensure_broker_running_with(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"), &[])
+            .unwrap();
         drop(listener);
     }
 }

@@ -15,7 +15,11 @@ static CALLS: AtomicU32 = AtomicU32::new(0);
 pub fn unique_suffix() -> String {
     let call = CALLS.fetch_add(1, Ordering::Relaxed);
     let random = RandomState::new().hash_one(Instant::now());
-    format!("{:x}-{call:x}-{:06x}", std::process::id(), random & 0xff_ffff)
+    format!(
+        "{:x}-{call:x}-{:06x}",
+        std::process::id(),
+        random & 0xff_ffff
+    )
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub mod services;
 pub use log::{AppendError, Log, LogRow, NewEntry};
 pub use migrate::{MigrateError, migrator_for};
 pub use pool::{PoolError, resolve_database_url, service_connect_options, service_pool};
-pub use services::{ServiceDb, SERVICE_DBS};
+pub use services::{SERVICE_DBS, ServiceDb};
 
 /// A database failure that is not a decision: the caller retries later.
 #[derive(Debug, thiserror::Error)]

@@ -105,17 +105,24 @@ impl Log {
 
     /// Append entries in order, in the caller's transaction (`conn` must be
     /// inside one: the lock lasts until it ends). Returns their positions.
-    pub async fn append(&self, conn: &mut PgConnection, entries: &[NewEntry]) -> Result<Vec<i64>, AppendError> {
+    pub async fn append(
+        &self,
+        conn: &mut PgConnection,
+        entries: &[NewEntry],
+    ) -> Result<Vec<i64>, AppendError> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
         let wait = format!("{}ms", self.lock_wait.as_millis().max(1));
-        sqlx::query(AssertSqlSafe(format!("SELECT {}.log_append_lock($1, $2)", self.schema)))
-            .bind(self.key)
-            .bind(&wait)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.classify(e, None))?;
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {}.log_append_lock($1, $2)",
+            self.schema
+        )))
+        .bind(self.key)
+        .bind(&wait)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.classify(e, None))?;
 
         let n = entries.len();
         let mut ids = Vec::with_capacity(n);
@@ -194,7 +201,10 @@ impl Log {
                     return AppendError::VersionConflict { stream, version };
                 }
                 (Some("23505"), Some("log_message_id_key")) => {
-                    let id = entries.and_then(|e| e.first()).map(|e| e.envelope.id).unwrap_or_default();
+                    let id = entries
+                        .and_then(|e| e.first())
+                        .map(|e| e.envelope.id)
+                        .unwrap_or_default();
                     return AppendError::DuplicateMessage(id);
                 }
                 _ => {}
@@ -207,7 +217,11 @@ impl Log {
     }
 
     /// The current version of a stream (0 when it has no rows).
-    pub async fn stream_version(&self, conn: &mut PgConnection, stream: &str) -> Result<u64, StoreError> {
+    pub async fn stream_version(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+    ) -> Result<u64, StoreError> {
         let v: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT max(stream_version) FROM {}.log WHERE stream = $1",
             self.schema
@@ -220,7 +234,12 @@ impl Log {
     }
 
     /// The rows above `after`, in position order, at most `limit`.
-    pub async fn read_after(&self, conn: &mut PgConnection, after: i64, limit: i64) -> Result<Vec<LogRow>, StoreError> {
+    pub async fn read_after(
+        &self,
+        conn: &mut PgConnection,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<LogRow>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT position, message_id, kind, stream, stream_version, type, subject, source,
                     routing_key, time, data, extensions, recorded_at
@@ -238,7 +257,11 @@ impl Log {
     /// The highest position of the log and how many seconds the oldest row
     /// above `after` has waited (0 when none waits), by the database's clock
     /// so relay hosts with skewed clocks still report true lag.
-    pub async fn lag_after(&self, conn: &mut PgConnection, after: i64) -> Result<(i64, f64), StoreError> {
+    pub async fn lag_after(
+        &self,
+        conn: &mut PgConnection,
+        after: i64,
+    ) -> Result<(i64, f64), StoreError> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT (SELECT coalesce(max(position), 0) FROM {s}.log),
                     coalesce(extract(epoch FROM now() - (SELECT recorded_at FROM {s}.log
@@ -257,7 +280,9 @@ fn conflict_detail(message: &str, entries: Option<&[NewEntry]>) -> (String, u64)
     // Postgres names the key in the message detail only; the first entry's
     // stream is the best answer when several streams were appended at once.
     let first = entries.and_then(|e| e.first());
-    let stream = first.map(|e| e.envelope.stream.clone()).unwrap_or_else(|| message.to_owned());
+    let stream = first
+        .map(|e| e.envelope.stream.clone())
+        .unwrap_or_else(|| message.to_owned());
     (stream, first.map_or(0, |e| e.envelope.sequence))
 }
 
@@ -283,10 +308,12 @@ fn row_to_log_row(row: &sqlx::postgres::PgRow) -> Result<LogRow, StoreError> {
         tracestate: None,
     };
     let ext: serde_json::Value = row.try_get("extensions").map_err(decode)?;
-    let envelope = envelope.with_extensions_json(&ext).map_err(|e| StoreError {
-        context: "decoding a log row's extensions",
-        source: sqlx::Error::Decode(Box::new(e)),
-    })?;
+    let envelope = envelope
+        .with_extensions_json(&ext)
+        .map_err(|e| StoreError {
+            context: "decoding a log row's extensions",
+            source: sqlx::Error::Decode(Box::new(e)),
+        })?;
     Ok(LogRow {
         position: row.try_get("position").map_err(decode)?,
         kind: MessageKind::parse(&kind).unwrap_or(MessageKind::Event),

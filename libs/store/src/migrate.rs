@@ -3,8 +3,8 @@
 //! service's own files (migrations/<schema>, versions 100 and up).
 
 use crate::services::ServiceDb;
-use sqlx::migrate::{Migration, Migrator};
 use sqlx::PgPool;
+use sqlx::migrate::{Migration, Migrator};
 
 /// Migrating a schema failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +37,15 @@ fn own_migrations(schema: &str) -> &'static Migrator {
 /// The migrator of a service's schema, with its history in
 /// `<schema>._sqlx_migrations`.
 pub fn migrator_for(db: &ServiceDb) -> Migrator {
-    let shared = if db.has_log { SERVICE_LOG.iter() } else { [].iter() };
-    let migrations: Vec<Migration> = shared.chain(own_migrations(db.schema).iter()).cloned().collect();
+    let shared = if db.has_log {
+        SERVICE_LOG.iter()
+    } else {
+        [].iter()
+    };
+    let migrations: Vec<Migration> = shared
+        .chain(own_migrations(db.schema).iter())
+        .cloned()
+        .collect();
     let mut migrator = Migrator::with_migrations(migrations);
     migrator.dangerous_set_table_name(format!("{}._sqlx_migrations", db.schema));
     migrator
@@ -47,10 +54,13 @@ pub fn migrator_for(db: &ServiceDb) -> Migrator {
 /// Migrate a service's schema with the service's own pool (its role owns
 /// the schema; provisioning created it).
 pub async fn migrate_service(pool: &PgPool, db: &ServiceDb) -> Result<(), MigrateError> {
-    migrator_for(db).run(pool).await.map_err(|source| MigrateError {
-        schema: db.schema.to_owned(),
-        source,
-    })
+    migrator_for(db)
+        .run(pool)
+        .await
+        .map_err(|source| MigrateError {
+            schema: db.schema.to_owned(),
+            source,
+        })
 }
 
 /// A digest of every migration of every schema: test templates are named

@@ -2,8 +2,8 @@
 //! schema first on the search path.
 
 use crate::services::ServiceDb;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
 

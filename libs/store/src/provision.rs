@@ -8,8 +8,14 @@ use sqlx::{AssertSqlSafe, PgPool};
 
 /// Create the extension, the roles and the schemas (each schema owned by its
 /// service's role, so that role, and no other service's, can use it).
-pub async fn provision_database(admin: &PgPool, role_password: Option<&str>) -> Result<(), StoreError> {
-    let mut tx = admin.begin().await.map_err(StoreError::new("opening the provisioning transaction"))?;
+pub async fn provision_database(
+    admin: &PgPool,
+    role_password: Option<&str>,
+) -> Result<(), StoreError> {
+    let mut tx = admin
+        .begin()
+        .await
+        .map_err(StoreError::new("opening the provisioning transaction"))?;
     // Two provisioning runs against one database (tests start many at once)
     // would otherwise race on CREATE EXTENSION and CREATE SCHEMA.
     sqlx::query("SELECT pg_advisory_xact_lock(3, 0)")
@@ -20,7 +26,9 @@ pub async fn provision_database(admin: &PgPool, role_password: Option<&str>) -> 
         .execute(&mut *tx)
         .await
         .map_err(StoreError::new("creating the vector extension"))?;
-    tx.commit().await.map_err(StoreError::new("committing the extension"))?;
+    tx.commit()
+        .await
+        .map_err(StoreError::new("committing the extension"))?;
 
     for db in SERVICE_DBS {
         // Roles are cluster-wide: another database's provisioning may create
@@ -46,12 +54,18 @@ pub async fn provision_database(admin: &PgPool, role_password: Option<&str>) -> 
                 .fetch_one(admin)
                 .await
                 .map_err(StoreError::new("quoting the role password"))?;
-            sqlx::query(AssertSqlSafe(format!("ALTER ROLE {} PASSWORD {quoted}", db.role)))
-                .execute(admin)
-                .await
-                .map_err(StoreError::new("setting a role password"))?;
+            sqlx::query(AssertSqlSafe(format!(
+                "ALTER ROLE {} PASSWORD {quoted}",
+                db.role
+            )))
+            .execute(admin)
+            .await
+            .map_err(StoreError::new("setting a role password"))?;
         }
-        let mut tx = admin.begin().await.map_err(StoreError::new("opening a schema transaction"))?;
+        let mut tx = admin
+            .begin()
+            .await
+            .map_err(StoreError::new("opening a schema transaction"))?;
         sqlx::query("SELECT pg_advisory_xact_lock(3, 0)")
             .execute(&mut *tx)
             .await
@@ -63,7 +77,9 @@ pub async fn provision_database(admin: &PgPool, role_password: Option<&str>) -> 
         .execute(&mut *tx)
         .await
         .map_err(StoreError::new("creating a service schema"))?;
-        tx.commit().await.map_err(StoreError::new("committing a schema"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::new("committing a schema"))?;
     }
     Ok(())
 }

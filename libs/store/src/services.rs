@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn every_schema_and_role_is_a_plain_identifier() {
         for s in SERVICE_DBS {
-            assert!(is_plain_identifier(s.schema) && is_plain_identifier(s.role), "{s:?}");
+            assert!(
+                is_plain_identifier(s.schema) && is_plain_identifier(s.role),
+                "{s:?}"
+            );
         }
         assert!(!is_plain_identifier("a;drop"));
         assert!(!is_plain_identifier("Upper"));

@@ -4,8 +4,8 @@
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, message::Delivery};
@@ -14,7 +14,8 @@ use stratavore_bus::{Topology, connect};
 
 /// The broker URL tests use: `STRATAVORE_TEST_AMQP_URL`, else the machine's.
 pub fn shared_amqp_url() -> String {
-    std::env::var("STRATAVORE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("STRATAVORE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// A prefix of a test's own on a broker, with the topology declared.
@@ -73,12 +74,17 @@ impl TestBroker {
 
     /// Bind a subscriber queue of the test's own to the events exchange.
     pub async fn subscribe_events(&self, binding: &str) -> anyhow::Result<Subscriber> {
-        self.subscribe(&self.topology.events_exchange(), binding).await
+        self.subscribe(&self.topology.events_exchange(), binding)
+            .await
     }
 
     /// Bind a subscriber queue of the test's own to `exchange`.
     pub async fn subscribe(&self, exchange: &str, binding: &str) -> anyhow::Result<Subscriber> {
-        let name = format!("{}.test-subscriber.{}", self.prefix(), uuid::Uuid::new_v4().simple());
+        let name = format!(
+            "{}.test-subscriber.{}",
+            self.prefix(),
+            uuid::Uuid::new_v4().simple()
+        );
         let conn = self.connect().await?;
         let channel = conn.create_channel().await?;
         // A plain durable classic queue, as an outside subscriber would
@@ -128,7 +134,10 @@ impl TestBroker {
     }
 
     fn extra(&self) -> Vec<String> {
-        self.extra_queues.lock().map(|q| q.clone()).unwrap_or_default()
+        self.extra_queues
+            .lock()
+            .map(|q| q.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -139,7 +148,10 @@ impl Drop for TestBroker {
         }
         let (url, topology, extra) = (self.url.clone(), self.topology.clone(), self.extra());
         let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 let _ = rt.block_on(delete_all(&url, &topology, &extra));
             }
         })

@@ -21,8 +21,10 @@ pub async fn shared_server_url() -> anyhow::Result<String> {
             return Ok(url);
         }
     }
-    let cluster = tokio::task::spawn_blocking(|| PgCluster::ensure_running(&paths::postgres_root(), LOCAL_POSTGRES_PORT))
-        .await??;
+    let cluster = tokio::task::spawn_blocking(|| {
+        PgCluster::ensure_running(&paths::postgres_root(), LOCAL_POSTGRES_PORT)
+    })
+    .await??;
     Ok(cluster.url("postgres"))
 }
 
@@ -52,9 +54,11 @@ impl TestDatabase {
         let template = ensure_template(server_url).await?;
         let name = format!("stv_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let mut admin = admin_connection(server_url).await?;
-        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {template}")))
-            .execute(&mut admin)
-            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE DATABASE {name} TEMPLATE {template}"
+        )))
+        .execute(&mut admin)
+        .await?;
         admin.close().await?;
         Ok(Self {
             server_url: server_url.to_owned(),
@@ -76,7 +80,10 @@ impl TestDatabase {
 
     /// An admin pool on this database.
     pub async fn admin_pool(&self) -> anyhow::Result<PgPool> {
-        Ok(PgPoolOptions::new().max_connections(20).connect(&self.url()).await?)
+        Ok(PgPoolOptions::new()
+            .max_connections(20)
+            .connect(&self.url())
+            .await?)
     }
 
     /// A pool as a service's own role, its schema first on the search path.
@@ -102,7 +109,9 @@ impl Drop for TestDatabase {
         // Drop may run inside a runtime, which cannot block on itself: use a
         // thread with a runtime of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 let _ = rt.block_on(drop_database(&url, &name));
             }
@@ -113,9 +122,11 @@ impl Drop for TestDatabase {
 
 async fn drop_database(server_url: &str, name: &str) -> anyhow::Result<()> {
     let mut admin = admin_connection(server_url).await?;
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-        .execute(&mut admin)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
     admin.close().await?;
     Ok(())
 }
@@ -130,33 +141,47 @@ async fn admin_connection(server_url: &str) -> anyhow::Result<PgConnection> {
 async fn ensure_template(server_url: &str) -> anyhow::Result<String> {
     let template = format!("stv_tpl_{}", migrations_digest());
     let mut admin = admin_connection(server_url).await?;
-    sqlx::query("SELECT pg_advisory_lock(4, 0)").execute(&mut admin).await?;
+    sqlx::query("SELECT pg_advisory_lock(4, 0)")
+        .execute(&mut admin)
+        .await?;
     let result = build_template_if_missing(server_url, &template, &mut admin).await;
-    sqlx::query("SELECT pg_advisory_unlock(4, 0)").execute(&mut admin).await?;
+    sqlx::query("SELECT pg_advisory_unlock(4, 0)")
+        .execute(&mut admin)
+        .await?;
     admin.close().await?;
     result.map(|()| template)
 }
 
-async fn build_template_if_missing(server_url: &str, template: &str, admin: &mut PgConnection) -> anyhow::Result<()> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(template)
-        .fetch_one(&mut *admin)
-        .await?;
+async fn build_template_if_missing(
+    server_url: &str,
+    template: &str,
+    admin: &mut PgConnection,
+) -> anyhow::Result<()> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(template)
+            .fetch_one(&mut *admin)
+            .await?;
     if exists {
         return Ok(());
     }
     // Build under a scratch name and rename at the end, so a crash half way
     // never leaves a template that looks complete.
     let scratch = format!("{template}_build");
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")))
-        .execute(&mut *admin)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"
+    )))
+    .execute(&mut *admin)
+    .await?;
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {scratch}")))
         .execute(&mut *admin)
         .await?;
     let url = url_with_database(server_url, &scratch)?;
     {
-        let admin_pool = PgPoolOptions::new().max_connections(2).connect(&url).await?;
+        let admin_pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&url)
+            .await?;
         provision_database(&admin_pool, None).await?;
         admin_pool.close().await;
         for db in SERVICE_DBS {
@@ -165,8 +190,10 @@ async fn build_template_if_missing(server_url: &str, template: &str, admin: &mut
             pool.close().await;
         }
     }
-    sqlx::query(AssertSqlSafe(format!("ALTER DATABASE {scratch} RENAME TO {template}")))
-        .execute(&mut *admin)
-        .await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "ALTER DATABASE {scratch} RENAME TO {template}"
+    )))
+    .execute(&mut *admin)
+    .await?;
     Ok(())
 }

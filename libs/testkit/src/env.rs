@@ -26,8 +26,14 @@ impl TestEnv {
     pub fn service_env(&self) -> Vec<(String, String)> {
         vec![
             ("STRATAVORE__DATABASE__URL".into(), self.db.url()),
-            ("STRATAVORE__BROKER__URL".into(), self.broker.url().to_owned()),
-            ("STRATAVORE__BROKER__PREFIX".into(), self.broker.prefix().to_owned()),
+            (
+                "STRATAVORE__BROKER__URL".into(),
+                self.broker.url().to_owned(),
+            ),
+            (
+                "STRATAVORE__BROKER__PREFIX".into(),
+                self.broker.prefix().to_owned(),
+            ),
             ("STRATAVORE__HTTP__LISTEN".into(), "127.0.0.1:0".into()),
         ]
     }

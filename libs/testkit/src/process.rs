@@ -17,7 +17,11 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Start `binary` with `env` added to the environment; its output goes
     /// to `.local/tmp/logs/<name>.log` (appended across restarts).
-    pub async fn start(binary: &Path, name: &str, env: Vec<(String, String)>) -> anyhow::Result<Self> {
+    pub async fn start(
+        binary: &Path,
+        name: &str,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
         let dir = paths::scratch_dir().join("logs");
         std::fs::create_dir_all(&dir)?;
         let mut process = Self {
@@ -31,10 +35,16 @@ impl ServiceProcess {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(&self.binary)
             .envs(self.env.iter().cloned())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

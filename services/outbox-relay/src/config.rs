@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use stratavore_runtime::{
-    BrokerSection, ClockSection, ConfigError, DatabaseSection, HttpSection, TelemetrySection, Validate,
+    BrokerSection, ClockSection, ConfigError, DatabaseSection, HttpSection, TelemetrySection,
+    Validate,
 };
 
 /// Everything the relay reads at start.
@@ -63,7 +64,9 @@ impl Default for RelayConfig {
 impl Default for RelaySection {
     fn default() -> Self {
         Self {
-            sources: stratavore_store::services::log_schemas().map(str::to_owned).collect(),
+            sources: stratavore_store::services::log_schemas()
+                .map(str::to_owned)
+                .collect(),
             batch_size: 500,
             idle_poll_min_ms: 1,
             idle_poll_max_ms: 10,
@@ -82,20 +85,44 @@ impl RelaySection {
     }
 }
 
+impl RelayConfig {
+    /// Load from defaults, the file and the environment
+    /// (`STRATAVORE__RELAY__SOURCES=a,b` for the list of sources), then
+    /// validate.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut loader = stratavore_runtime::ConfigLoader::new().list_key("relay.sources");
+        if let Some(file) = file {
+            loader = loader.file(file);
+        }
+        let config: Self = loader.load()?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
 impl Validate for RelayConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.broker.validate()?;
         let r = &self.relay;
         if r.sources.is_empty() {
-            return Err(ConfigError::invalid("relay.sources", "must name at least one schema"));
+            return Err(ConfigError::invalid(
+                "relay.sources",
+                "must name at least one schema",
+            ));
         }
         for s in &r.sources {
             if !stratavore_store::services::is_plain_identifier(s) {
-                return Err(ConfigError::invalid("relay.sources", format!("{s:?} is not a schema name")));
+                return Err(ConfigError::invalid(
+                    "relay.sources",
+                    format!("{s:?} is not a schema name"),
+                ));
             }
         }
         if r.batch_size == 0 || r.batch_size > 10_000 {
-            return Err(ConfigError::invalid("relay.batch_size", "must be 1..=10000"));
+            return Err(ConfigError::invalid(
+                "relay.batch_size",
+                "must be 1..=10000",
+            ));
         }
         if r.idle_poll_min_ms == 0 || r.idle_poll_min_ms > r.idle_poll_max_ms {
             return Err(ConfigError::invalid(
@@ -104,10 +131,16 @@ impl Validate for RelayConfig {
             ));
         }
         if r.lease_retry_ms == 0 || r.retry_backoff_ms == 0 || r.measure_interval_ms == 0 {
-            return Err(ConfigError::invalid("relay.lease_retry_ms", "intervals must be positive"));
+            return Err(ConfigError::invalid(
+                "relay.lease_retry_ms",
+                "intervals must be positive",
+            ));
         }
         if r.delivery_limit == 0 {
-            return Err(ConfigError::invalid("relay.delivery_limit", "must be positive"));
+            return Err(ConfigError::invalid(
+                "relay.delivery_limit",
+                "must be positive",
+            ));
         }
         Ok(())
     }

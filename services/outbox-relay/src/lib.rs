@@ -45,7 +45,13 @@ pub async fn start(config: RelayConfig, shutdown: Shutdown) -> Result<RunningRel
     let readiness = Readiness::new();
     readiness.set("database", false, "not connected yet");
     readiness.set("broker", false, "not connected yet");
-    let server = serve_health(config.http.listen, readiness.clone(), None, shutdown.clone()).await?;
+    let server = serve_health(
+        config.http.listen,
+        readiness.clone(),
+        None,
+        shutdown.clone(),
+    )
+    .await?;
     let base_url = resolve_database_url(config.database.url.as_deref());
     let password = config.database.role_password.clone();
     let db = service_connect_options(&base_url, RELAY_ROLE, "relay", password.as_deref())?;
@@ -90,7 +96,15 @@ pub async fn start(config: RelayConfig, shutdown: Shutdown) -> Result<RunningRel
     };
     let tasks = shutdown.clone();
     shutdown.spawn("relay supervisor", async move {
-        if !migrate_relay_schema(&base_url, &db_section, &migrate_readiness, &migrate_shutdown, backoff).await {
+        if !migrate_relay_schema(
+            &base_url,
+            &db_section,
+            &migrate_readiness,
+            &migrate_shutdown,
+            backoff,
+        )
+        .await
+        {
             return;
         }
         for relay in relays {
@@ -117,7 +131,14 @@ async fn migrate_relay_schema(
     };
     loop {
         let result = async {
-            let pool = service_pool(base_url, relay_db, db.role_password.as_deref(), 2, db.acquire_timeout()).await?;
+            let pool = service_pool(
+                base_url,
+                relay_db,
+                db.role_password.as_deref(),
+                2,
+                db.acquire_timeout(),
+            )
+            .await?;
             stratavore_store::migrate::migrate_service(&pool, relay_db).await?;
             pool.close().await;
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())

@@ -86,7 +86,11 @@ impl SourceRelay {
     }
 
     /// Connect, wait to hold the lease, then relay. Ok means shutdown.
-    async fn lead(&self, shutdown: &Shutdown, publisher: &mut Option<Publisher>) -> Result<(), LoopError> {
+    async fn lead(
+        &self,
+        shutdown: &Shutdown,
+        publisher: &mut Option<Publisher>,
+    ) -> Result<(), LoopError> {
         let source = self.source();
         let mut conn = self
             .db
@@ -95,6 +99,7 @@ impl SourceRelay {
             .map_err(StoreError::new("opening the lease connection"))?;
         self.readiness.set("database", true, "connected");
         let key = lease_key(&source);
+        metrics::gauge!(m::LEASE_HELD, "source" => source.clone()).set(0.0);
         loop {
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
                 .bind(LEASE_KEY_SPACE)
@@ -111,7 +116,9 @@ impl SourceRelay {
         }
         metrics::gauge!(m::LEASE_HELD, "source" => source.clone()).set(1.0);
         tracing::info!(source = %source, "holding the relay lease");
-        let result = self.relay_while_leader(&mut conn, key, shutdown, publisher).await;
+        let result = self
+            .relay_while_leader(&mut conn, key, shutdown, publisher)
+            .await;
         // Closing the connection releases the lease for a standby at once.
         let _ = conn.close().await;
         result
@@ -158,7 +165,8 @@ impl SourceRelay {
                 .map_err(StoreError::new("advancing the relay cursor"))?;
                 cursor = last;
                 let count = rows.len();
-                metrics::counter!(m::PUBLISHED_TOTAL, "source" => source.clone()).increment(count as u64);
+                metrics::counter!(m::PUBLISHED_TOTAL, "source" => source.clone())
+                    .increment(count as u64);
                 metrics::histogram!(m::BATCH_SIZE, "source" => source.clone()).record(count as f64);
                 metrics::histogram!(m::BATCH_SECONDS, "source" => source.clone())
                     .record(started.elapsed().as_secs_f64());
@@ -189,7 +197,11 @@ impl SourceRelay {
         .fetch_one(&mut *conn)
         .await
         .map_err(StoreError::new("checking the relay lease"))?;
-        if held { Ok(()) } else { Err(LoopError::LeaseLost(self.source())) }
+        if held {
+            Ok(())
+        } else {
+            Err(LoopError::LeaseLost(self.source()))
+        }
     }
 
     /// Publish the batch, retrying through broker failures until it is
@@ -248,7 +260,10 @@ impl SourceRelay {
         }
     }
 
-    async fn publisher<'a>(&self, slot: &'a mut Option<Publisher>) -> Result<&'a Publisher, PublishError> {
+    async fn publisher<'a>(
+        &self,
+        slot: &'a mut Option<Publisher>,
+    ) -> Result<&'a Publisher, PublishError> {
         let publisher = match slot.take() {
             Some(p) if p.is_usable() => p,
             _ => {

@@ -35,10 +35,16 @@ impl UnroutableMonitor {
                     ..Default::default()
                 };
                 match ch
-                    .queue_declare(self.topology.unroutable_queue().as_str().into(), passive, FieldTable::default())
+                    .queue_declare(
+                        self.topology.unroutable_queue().as_str().into(),
+                        passive,
+                        FieldTable::default(),
+                    )
                     .await
                 {
-                    Ok(q) => metrics::gauge!(m::UNROUTABLE_MESSAGES).set(f64::from(q.message_count())),
+                    Ok(q) => {
+                        metrics::gauge!(m::UNROUTABLE_MESSAGES).set(f64::from(q.message_count()))
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot measure the unroutable queue");
                         link = None;

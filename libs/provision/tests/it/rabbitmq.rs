@@ -15,23 +15,43 @@ fn the_machine_broker_counts_as_running() {
 fn serial_a_private_rabbit_node_stops_and_starts_its_app_and_is_gone_after_drop() {
     let started = Instant::now();
     let node = PrivateRabbitNode::start(&scratch_dir()).unwrap();
-    eprintln!("private node {} up in {:?}", node.node_name(), started.elapsed());
+    eprintln!(
+        "private node {} up in {:?}",
+        node.node_name(),
+        started.elapsed()
+    );
     let port = node.amqp_port();
     assert!(node.amqp_url().ends_with(&format!(":{port}/%2f")));
-    assert!(loopback::accepts_tcp("127.0.0.1", port, Duration::from_secs(1)));
+    assert!(loopback::accepts_tcp(
+        "127.0.0.1",
+        port,
+        Duration::from_secs(1)
+    ));
 
     let stopping = Instant::now();
     node.stop_app().unwrap();
     eprintln!("stop_app took {:?}", stopping.elapsed());
-    assert!(!loopback::accepts_tcp("127.0.0.1", port, Duration::from_secs(1)));
+    assert!(!loopback::accepts_tcp(
+        "127.0.0.1",
+        port,
+        Duration::from_secs(1)
+    ));
 
     let starting = Instant::now();
     node.start_app().unwrap();
     eprintln!("start_app took {:?}", starting.elapsed());
-    assert!(loopback::accepts_tcp("127.0.0.1", port, Duration::from_secs(1)));
+    assert!(loopback::accepts_tcp(
+        "127.0.0.1",
+        port,
+        Duration::from_secs(1)
+    ));
 
     let dropping = Instant::now();
     drop(node);
     eprintln!("stop and cleanup took {:?}", dropping.elapsed());
-    assert!(!loopback::accepts_tcp("127.0.0.1", port, Duration::from_secs(1)));
+    assert!(!loopback::accepts_tcp(
+        "127.0.0.1",
+        port,
+        Duration::from_secs(1)
+    ));
 }

@@ -22,7 +22,10 @@ pub fn outgoing_for(topology: &Topology, row: &LogRow) -> Result<OutgoingMessage
         position: row.position,
         reason,
     };
-    let event = row.envelope.to_cloudevent().map_err(|e| fail(e.to_string()))?;
+    let event = row
+        .envelope
+        .to_cloudevent()
+        .map_err(|e| fail(e.to_string()))?;
     let message = encode_event(event).map_err(|e| fail(e.to_string()))?;
     let exchange = match row.kind {
         MessageKind::Event => topology.events_exchange(),
@@ -69,7 +72,11 @@ mod tests {
     #[test]
     fn commands_go_to_the_commands_exchange_with_the_stored_key() {
         let t = Topology::new("p", 100);
-        let out = outgoing_for(&t, &row(MessageKind::Command, "session-orchestrator.project.create")).unwrap();
+        let out = outgoing_for(
+            &t,
+            &row(MessageKind::Command, "session-orchestrator.project.create"),
+        )
+        .unwrap();
         assert_eq!(out.exchange, "p.commands");
         assert_eq!(out.routing_key, "session-orchestrator.project.create");
         assert!(out.persistent);

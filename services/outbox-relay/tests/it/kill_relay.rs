@@ -1,0 +1,82 @@
+//! The relay SIGKILLed in the middle of batches, again and again: nothing
+//! is missing afterwards, and the only extras are repeats of the batch that
+//! was in flight at each kill.
+
+use crate::support::*;
+use rand::Rng;
+use std::collections::HashSet;
+use std::time::Duration;
+use stratavore_provision::loopback::free_loopback_port;
+use stratavore_testkit::{ServiceProcess, TestEnv};
+use uuid::Uuid;
+
+const BATCH: usize = 50;
+const KILLS: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_a_relay_killed_mid_batch_again_and_again_loses_nothing_and_repeats_only_its_last_batch()
+ {
+    let env = TestEnv::new().await.unwrap();
+    let mut subscriber = env.broker.subscribe_events("#").await.unwrap();
+    let pool = env.db.service_pool(SERVICE).await.unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_outbox-relay"));
+    let mut vars = relay_env(&env, free_loopback_port().unwrap());
+    vars.push(("STRATAVORE__RELAY__BATCH_SIZE".into(), BATCH.to_string()));
+    let mut relay = ServiceProcess::start(bin, &format!("{}-relay", env.broker.prefix()), vars)
+        .await
+        .unwrap();
+
+    let writer_pool = pool.clone();
+    let writer = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for round in 0..60 {
+            let entries: Vec<_> = (0..40)
+                .map(|i| project_created(&format!("r{round}-{i}"), 1))
+                .collect();
+            ids.extend(append_committed(&writer_pool, &entries).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        ids
+    });
+    let mut received: Vec<Uuid> = Vec::new();
+    for _ in 0..KILLS {
+        let wait = Duration::from_millis(rand::rng().random_range(150..500));
+        // Keep consuming while the relay runs, so the kill lands mid-stream.
+        if let Some(d) = subscriber.next(wait).await.unwrap() {
+            received.push(message_id(&d));
+        }
+        while let Some(d) = subscriber.next(Duration::from_millis(1)).await.unwrap() {
+            received.push(message_id(&d));
+        }
+        relay.kill9().await.unwrap();
+        relay.restart().await.unwrap();
+    }
+    let committed = writer.await.unwrap();
+    let expected: HashSet<Uuid> = committed.iter().copied().collect();
+    let rest = subscriber
+        .collect_until(Duration::from_secs(120), |got| {
+            let mut seen: HashSet<Uuid> = received.iter().copied().collect();
+            seen.extend(got.iter().map(message_id));
+            expected.is_subset(&seen)
+        })
+        .await
+        .unwrap();
+    received.extend(rest.iter().map(message_id));
+    while let Some(d) = subscriber.next(Duration::from_millis(500)).await.unwrap() {
+        received.push(message_id(&d));
+    }
+
+    let mut conn = pool.acquire().await.unwrap();
+    let in_order = ids_in_position_order(&mut conn).await.unwrap();
+    let repeats = assert_published_in_order(&received, &in_order);
+    assert!(
+        repeats <= KILLS * BATCH,
+        "{repeats} repeats after {KILLS} kills with batches of {BATCH}"
+    );
+    eprintln!("{} rows, {KILLS} kills, {repeats} repeats", in_order.len());
+
+    relay.terminate().await.unwrap();
+    drop(conn);
+    pool.close().await;
+    env.cleanup().await.unwrap();
+}

@@ -1,0 +1,12 @@
+//! The outbox relay against real Postgres (with pgvector) and RabbitMQ.
+//! Tests whose names start with `serial_` kill processes or restart
+//! servers; `make test` runs them after the parallel suite, one at a time.
+
+mod support;
+
+mod concurrent_appends;
+mod failover;
+mod kill_relay;
+mod postgres_restart;
+mod subscriber;
+mod unroutable;

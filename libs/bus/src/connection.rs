@@ -25,16 +25,22 @@ pub enum BrokerError {
     },
 }
 
-/// Hide the password of an AMQP URL, for logs and errors.
+/// Hide the password of `scheme://user:password@host/...` (an AMQP or a
+/// Postgres URL), for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}{}:<redacted>{}",
+            &url[..scheme_end + 3],
+            &authority[..colon],
+            &rest[at..]
+        ),
         _ => url.to_owned(),
     }
 }
@@ -57,7 +63,7 @@ mod tests {
     fn a_password_never_shows_in_a_redacted_url() {
         assert_eq!(
             super::redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
+            "amqp://guest:<redacted>@127.0.0.1:5672/%2f"
         );
         assert_eq!(super::redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
     }

@@ -12,4 +12,5 @@ pub mod postgres_private;
 pub mod postgres_server;
 pub mod rabbitmq_private_node;
 pub mod rabbitmq_server;
+pub mod stack;
 pub mod unique_name;

@@ -202,14 +202,16 @@ fn is_executable_file(path: &Path) -> bool {
 
 /// Host and port of an AMQP URL.
 #[derive(Debug, PartialEq, Eq)]
-struct BrokerAddress {
-    host: String,
-    port: u16,
+pub struct BrokerAddress {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
 }
 
 impl BrokerAddress {
     /// Reads `amqp[s]://[user[:password]@]host[:port][/vhost][?query]`.
-    fn parse(url: &str) -> Result<BrokerAddress, BrokerServerError> {
+    pub fn parse(url: &str) -> Result<BrokerAddress, BrokerServerError> {
         let invalid = |reason| BrokerServerError::InvalidUrl {
             url: url.to_owned(),
             reason,

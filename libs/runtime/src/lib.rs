@@ -7,6 +7,8 @@ pub mod boottime;
 pub mod clock;
 pub mod config;
 pub mod metrics_server;
+pub mod service_base;
+pub mod service_main;
 pub mod shutdown;
 pub mod telemetry;
 
@@ -21,5 +23,7 @@ pub use config::{
 pub use metrics_server::{
     BoundServer, Check, HttpError, Readiness, health_router, prometheus_handle, serve_health,
 };
+pub use service_base::{ServiceBase, ServiceConfig, ServiceStartError, start_service_base};
+pub use service_main::{RunError, SHUTDOWN_GRACE, run_until_signalled};
 pub use shutdown::{Shutdown, ShutdownError, trigger_on_signals};
 pub use telemetry::{TelemetryError, init_tracing};

@@ -1,1 +1,22 @@
+//! api-gateway: the REST API, the live event stream, the dashboard and the read models of everything.
+//!
+//! It runs on the shared service harness: its own role and schema
+//! (migrated at start), the broker topology, and health, readiness and
+//! metrics on its own port.
 
+use stratavore_runtime::{ServiceBase, ServiceStartError, Shutdown, start_service_base};
+
+/// The service's name: its binary, its role's and its queues' names.
+pub const SERVICE: &str = "api-gateway";
+
+stratavore_runtime::service_config!(
+    /// The api-gateway's configuration (health server on 127.0.0.1:7480).
+    GatewayConfig,
+    port = 7480
+);
+
+/// Start the service under `shutdown`; None when shutdown came before
+/// Postgres and RabbitMQ were reachable.
+pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<Option<ServiceBase>, ServiceStartError> {
+    start_service_base(SERVICE, &config.0, &shutdown).await
+}

@@ -44,8 +44,6 @@ pub struct RelaySection {
     pub retry_backoff_ms: u64,
     /// How often lag and the unroutable queue are measured.
     pub measure_interval_ms: u64,
-    /// The delivery limit of the service queues this relay declares.
-    pub delivery_limit: u32,
 }
 
 impl Default for RelayConfig {
@@ -73,7 +71,6 @@ impl Default for RelaySection {
             lease_retry_ms: 1000,
             retry_backoff_ms: 500,
             measure_interval_ms: 1000,
-            delivery_limit: 100,
         }
     }
 }
@@ -134,12 +131,6 @@ impl Validate for RelayConfig {
             return Err(ConfigError::invalid(
                 "relay.lease_retry_ms",
                 "intervals must be positive",
-            ));
-        }
-        if r.delivery_limit == 0 {
-            return Err(ConfigError::invalid(
-                "relay.delivery_limit",
-                "must be positive",
             ));
         }
         Ok(())

@@ -55,7 +55,7 @@ pub async fn start(config: RelayConfig, shutdown: Shutdown) -> Result<RunningRel
     let base_url = resolve_database_url(config.database.url.as_deref());
     let password = config.database.role_password.clone();
     let db = service_connect_options(&base_url, RELAY_ROLE, "relay", password.as_deref())?;
-    let topology = Topology::new(config.broker.prefix.clone(), config.relay.delivery_limit);
+    let topology = Topology::new(config.broker.prefix.clone(), config.broker.delivery_limit);
     let r = &config.relay;
 
     // The relay's own schema (its cursors) is migrated before anything runs;

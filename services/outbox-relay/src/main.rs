@@ -1,13 +1,10 @@
-//! The outbox-relay binary: load config, run until SIGTERM.
+//! The outbox-relay binary.
 
-use anyhow::Context;
 use clap::Parser;
 use std::path::PathBuf;
-use std::time::Duration;
-use stratavore_runtime::{Shutdown, init_tracing, trigger_on_signals};
 
 #[derive(Parser)]
-#[command(about = "Publishes every service's log to RabbitMQ")]
+#[command(about = "Publishes every service's log to RabbitMQ, in order, at least once")]
 struct Args {
     /// Config file (default: $STRATAVORE_CONFIG or ./stratavore.toml).
     #[arg(long)]
@@ -18,14 +15,10 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = outbox_relay::config::RelayConfig::load(args.config.as_deref())?;
-    init_tracing(&config.telemetry, "outbox-relay")?;
-    let shutdown = Shutdown::new();
-    trigger_on_signals(&shutdown)?;
-    let running = outbox_relay::start(config, shutdown.clone())
-        .await
-        .context("starting the relay")?;
-    tracing::info!(health = %running.health_addr, "outbox-relay running");
-    shutdown.wait().await;
-    shutdown.wait_for_tasks(Duration::from_secs(30)).await?;
+    let telemetry = config.telemetry.clone();
+    stratavore_runtime::run_until_signalled("outbox-relay", &telemetry, |shutdown| {
+        outbox_relay::start(config, shutdown)
+    })
+    .await?;
     Ok(())
 }

@@ -97,6 +97,11 @@ pub struct BrokerSection {
     /// Prefix of every exchange and queue name, so tests (and tenants) can
     /// share one broker without seeing each other's messages.
     pub prefix: String,
+    /// Quorum-queue delivery limit: a safety net against crash loops, set
+    /// high because RabbitMQ 3.10 counts every return toward it (the whole
+    /// unacknowledged window of a consumer that dies included). Every
+    /// declarer must use the same value, or the broker refuses the queue.
+    pub delivery_limit: u32,
 }
 
 impl Default for BrokerSection {
@@ -104,6 +109,7 @@ impl Default for BrokerSection {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             prefix: "stratavore".to_owned(),
+            delivery_limit: 100,
         }
     }
 }
@@ -113,6 +119,7 @@ impl fmt::Debug for BrokerSection {
         f.debug_struct("BrokerSection")
             .field("url", &redact_url(&self.url))
             .field("prefix", &self.prefix)
+            .field("delivery_limit", &self.delivery_limit)
             .finish()
     }
 }
@@ -124,6 +131,9 @@ impl Validate for BrokerSection {
                 "broker.url",
                 "must start with amqp:// or amqps://",
             ));
+        }
+        if self.delivery_limit == 0 {
+            return Err(ConfigError::invalid("broker.delivery_limit", "must be positive"));
         }
         validate_prefix(&self.prefix)
             .map_err(|reason| ConfigError::invalid("broker.prefix", reason))
@@ -226,24 +236,7 @@ impl Validate for ClockSection {
     }
 }
 
-/// Hides the password of `scheme://user:password@host/...`.
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match (authority.rfind('@'), authority.find(':')) {
-        (Some(at), Some(colon)) if colon < at => format!(
-            "{}{}:<redacted>{}",
-            &url[..scheme_end + 3],
-            &authority[..colon],
-            &rest[at..]
-        ),
-        _ => url.to_owned(),
-    }
-}
+use stratavore_bus::connection::redact_url;
 
 #[cfg(test)]
 mod tests {

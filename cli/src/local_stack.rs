@@ -77,7 +77,11 @@ impl LocalStack {
         println!(
             "provisioned: Postgres {} ({}), RabbitMQ {} (prefix {})",
             redact(&done.database_url),
-            if done.local_postgres { "embedded, with pgvector" } else { "given" },
+            if done.local_postgres {
+                "embedded, with pgvector"
+            } else {
+                "given"
+            },
             stratavore_bus::connection::redact_url(&c.broker.url),
             c.broker.prefix
         );
@@ -101,7 +105,10 @@ impl LocalStack {
             }
             let binary = bin_dir.join(service);
             if !binary.exists() {
-                bail!("{} is missing: build the workspace first (cargo build --bins)", binary.display());
+                bail!(
+                    "{} is missing: build the workspace first (cargo build --bins)",
+                    binary.display()
+                );
             }
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -119,16 +126,19 @@ impl LocalStack {
             if let Some(file) = &self.config_file_env() {
                 command.env("STRATAVORE_CONFIG", file);
             }
-            let child = command.spawn().with_context(|| format!("starting {service}"))?;
+            let child = command
+                .spawn()
+                .with_context(|| format!("starting {service}"))?;
             std::fs::write(self.pid_file(service), child.id().to_string())?;
         }
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
         for (service, port) in SERVICES {
             wait_ready(&client, service, *port).await?;
         }
         println!();
         println!("Stratavore is up:");
-        println!("  API and dashboard   http://127.0.0.1:7480/");
         for (service, port) in SERVICES {
             println!("  {service:<20} http://127.0.0.1:{port}/readyz  /metrics");
         }
@@ -143,7 +153,11 @@ impl LocalStack {
 
     /// The pid of a running service started by `up`, if any.
     fn running_pid(&self, service: &str) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.pid_file(service)).ok()?.trim().parse().ok()?;
+        let pid: i32 = std::fs::read_to_string(self.pid_file(service))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         is_alive(pid).then_some(pid)
     }
 
@@ -168,7 +182,9 @@ impl LocalStack {
             println!("embedded Postgres: stopped");
         }
         if self.broker_marker().exists() {
-            let status = std::process::Command::new("rabbitmqctl").arg("stop").status();
+            let status = std::process::Command::new("rabbitmqctl")
+                .arg("stop")
+                .status();
             match status {
                 Ok(s) if s.success() => println!("RabbitMQ (started by up): stopped"),
                 _ => eprintln!("RabbitMQ (started by up): rabbitmqctl stop failed"),
@@ -180,10 +196,16 @@ impl LocalStack {
 
     /// Print each service's state.
     pub async fn status(&self) -> anyhow::Result<()> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
         for (service, port) in SERVICES {
             let pid = self.running_pid(service);
-            let ready = match client.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+            let ready = match client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+            {
                 Ok(r) if r.status().is_success() => "ready",
                 Ok(_) => "not ready",
                 Err(_) => "not answering",
@@ -230,7 +252,9 @@ async fn wait_ready(client: &reqwest::Client, service: &str, port: u16) -> anyho
             Err(e) => e.to_string(),
         };
         if Instant::now() >= deadline {
-            bail!("{service} was not ready within {READY_TIMEOUT:?} ({url}: {last}); see its log under .local/logs");
+            bail!(
+                "{service} was not ready within {READY_TIMEOUT:?} ({url}: {last}); see its log under .local/logs"
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -8,10 +8,19 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "stratavore", about = "Control plane for AI coding agents", version)]
+#[command(
+    name = "stratavore",
+    about = "Control plane for AI coding agents",
+    version
+)]
 struct Cli {
     /// Folder for downloads, local servers, logs and pid files (git-ignored).
-    #[arg(long, env = "STRATAVORE_LOCAL_DIR", default_value = ".local", global = true)]
+    #[arg(
+        long,
+        env = "STRATAVORE_LOCAL_DIR",
+        default_value = ".local",
+        global = true
+    )]
     local_dir: PathBuf,
     /// Config file (default: $STRATAVORE_CONFIG or ./stratavore.toml).
     #[arg(long, global = true)]

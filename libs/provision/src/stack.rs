@@ -85,8 +85,10 @@ pub async fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionE
         Some(url) => (url.clone(), false),
         None => {
             let root = local_postgres_root(&req.local_dir);
-            let cluster =
-                tokio::task::spawn_blocking(move || PgCluster::ensure_running(&root, LOCAL_POSTGRES_PORT)).await??;
+            let cluster = tokio::task::spawn_blocking(move || {
+                PgCluster::ensure_running(&root, LOCAL_POSTGRES_PORT)
+            })
+            .await??;
             create_database_if_missing(&cluster.url("postgres"), LOCAL_DATABASE).await?;
             (cluster.url(LOCAL_DATABASE), true)
         }
@@ -101,13 +103,13 @@ pub async fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionE
 
     let topology = Topology::new(req.prefix.clone(), req.delivery_limit);
     let conn = connect(&req.broker_url, "stratavore provision").await?;
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|source| stratavore_bus::BrokerError::Operation {
-            operation: "channel.open",
-            source,
-        })?;
+    let channel =
+        conn.create_channel()
+            .await
+            .map_err(|source| stratavore_bus::BrokerError::Operation {
+                operation: "channel.open",
+                source,
+            })?;
     topology
         .declare_all(&channel)
         .await
@@ -124,10 +126,11 @@ pub async fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionE
 async fn create_database_if_missing(server_url: &str, name: &str) -> Result<(), ProvisionError> {
     debug_assert!(is_plain_identifier(name));
     let mut admin = PgConnection::connect(server_url).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)

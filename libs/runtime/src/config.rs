@@ -45,9 +45,10 @@ pub enum ConfigError {
     Load {
         /// Dotted key of the offending value, when the `config` crate knows it.
         key: Option<String>,
-        /// The error of the `config` crate, kept for its full message.
+        /// The error of the `config` crate, kept for its full message
+        /// (boxed: it is large, and errors travel in every `Result`).
         #[source]
-        source: ::config::ConfigError,
+        source: Box<::config::ConfigError>,
     },
     /// The config file was named explicitly but does not exist.
     #[error("configuration file {} does not exist", .path.display())]
@@ -90,7 +91,10 @@ impl From<::config::ConfigError> for ConfigError {
             }
             _ => None,
         };
-        Self::Load { key, source }
+        Self::Load {
+            key,
+            source: Box::new(source),
+        }
     }
 }
 

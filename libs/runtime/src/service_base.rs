@@ -95,23 +95,35 @@ pub async fn start_service_base(
     config: &ServiceConfig,
     shutdown: &Shutdown,
 ) -> Result<Option<ServiceBase>, ServiceStartError> {
-    let db = service_db(service).ok_or_else(|| ServiceStartError::UnknownService(service.to_owned()))?;
+    let db =
+        service_db(service).ok_or_else(|| ServiceStartError::UnknownService(service.to_owned()))?;
     let readiness = Readiness::new();
     readiness.set("database", false, "not connected yet");
     readiness.set("broker", false, "not connected yet");
-    let server = serve_health(config.http.listen, readiness.clone(), None, shutdown.clone()).await?;
+    let server = serve_health(
+        config.http.listen,
+        readiness.clone(),
+        None,
+        shutdown.clone(),
+    )
+    .await?;
     let backoff = Duration::from_millis(config.retry_backoff_ms);
     let topology = Topology::new(config.broker.prefix.clone(), config.broker.delivery_limit);
 
-    let Some(pool) = retry(shutdown, backoff, &readiness, "database", || connect_and_migrate(config, db)).await
+    let Some(pool) = retry(shutdown, backoff, &readiness, "database", || {
+        connect_and_migrate(config, db)
+    })
+    .await
     else {
         return Ok(None);
     };
     let declare = || async {
         let conn = connect(&config.broker.url, service).await?;
-        let channel = conn.create_channel().await.map_err(|source| stratavore_bus::BrokerError::Operation {
-            operation: "channel.open",
-            source,
+        let channel = conn.create_channel().await.map_err(|source| {
+            stratavore_bus::BrokerError::Operation {
+                operation: "channel.open",
+                source,
+            }
         })?;
         topology.declare_all(&channel).await?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(conn)
@@ -206,7 +218,11 @@ async fn probe_readiness(
         readiness.set(
             "broker",
             broker_up,
-            if broker_up { "connected" } else { "connection lost" },
+            if broker_up {
+                "connected"
+            } else {
+                "connection lost"
+            },
         );
         tokio::select! {
             _ = shutdown.wait() => break,

@@ -32,7 +32,11 @@ pub enum RunError {
 /// Run a service until SIGTERM or SIGINT: `start` spawns its tasks under
 /// the shutdown it is given and returns; then this waits for the signal and
 /// for the tasks.
-pub async fn run_until_signalled<F, Fut, T, E>(service: &str, telemetry: &TelemetrySection, start: F) -> Result<(), RunError>
+pub async fn run_until_signalled<F, Fut, T, E>(
+    service: &str,
+    telemetry: &TelemetrySection,
+    start: F,
+) -> Result<(), RunError>
 where
     F: FnOnce(Shutdown) -> Fut,
     Fut: Future<Output = Result<T, E>>,

@@ -27,8 +27,11 @@ pub struct TestBroker {
     cleaned: bool,
 }
 
-/// The delivery limit tests declare queues with (the services' default).
-pub const TEST_DELIVERY_LIMIT: u32 = 100;
+/// The delivery limit tests declare queues with: the services' default, so
+/// a service started by a test declares the same queue arguments.
+pub fn test_delivery_limit() -> u32 {
+    stratavore_runtime::BrokerSection::default().delivery_limit
+}
 
 impl TestBroker {
     /// A fresh prefix on the shared broker, topology declared.
@@ -39,7 +42,7 @@ impl TestBroker {
     /// A fresh prefix on the broker at `url`, topology declared.
     pub async fn create_on(url: &str) -> anyhow::Result<Self> {
         let prefix = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let topology = Topology::new(prefix, TEST_DELIVERY_LIMIT);
+        let topology = Topology::new(prefix, test_delivery_limit());
         let conn = connect(url, "testkit").await?;
         let channel = conn.create_channel().await?;
         topology.declare_all(&channel).await?;

@@ -8,9 +8,12 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// `$STRATAVORE_LOCAL_DIR` when set (as for `stratavore up`), else
 /// `.local/` of the repository.
 pub fn local_dir() -> PathBuf {
-    repo_root().join(".local")
+    std::env::var_os("STRATAVORE_LOCAL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".local"))
 }
 
 /// Where the embedded Postgres is installed and its shared cluster lives.

@@ -16,6 +16,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = agent_registry::RegistryConfig::load(args.config.as_deref())?;
     let telemetry = config.0.telemetry.clone();
-    stratavore_runtime::run_until_signalled(agent_registry::SERVICE, &telemetry, |shutdown| agent_registry::start(config, shutdown)).await?;
+    stratavore_runtime::run_until_signalled(agent_registry::SERVICE, &telemetry, |shutdown| {
+        agent_registry::start(config, shutdown)
+    })
+    .await?;
     Ok(())
 }

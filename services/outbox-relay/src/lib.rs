@@ -93,6 +93,7 @@ pub async fn start(config: RelayConfig, shutdown: Shutdown) -> Result<RunningRel
         broker_url: config.broker.url.clone(),
         topology: topology.clone(),
         interval: RelaySection::ms(r.measure_interval_ms),
+        readiness: readiness.clone(),
     };
     let tasks = shutdown.clone();
     shutdown.spawn("relay supervisor", async move {

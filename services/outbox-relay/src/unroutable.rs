@@ -1,6 +1,8 @@
 //! Watching the unroutable queue: every message that matched no binding is
 //! kept there (the events and commands exchanges' alternate exchange), and
-//! its depth is exported so it can be alerted on.
+//! its depth is exported so it can be alerted on. The same periodic check is
+//! the relay's broker readiness probe, so a standby with nothing to publish
+//! still reports the broker truthfully.
 
 use crate::metrics as m;
 use lapin::options::QueueDeclareOptions;
@@ -18,6 +20,8 @@ pub struct UnroutableMonitor {
     pub topology: Topology,
     /// How often to measure.
     pub interval: Duration,
+    /// Where the broker's health is reported.
+    pub readiness: stratavore_runtime::Readiness,
 }
 
 impl UnroutableMonitor {
@@ -43,13 +47,17 @@ impl UnroutableMonitor {
                     .await
                 {
                     Ok(q) => {
-                        metrics::gauge!(m::UNROUTABLE_MESSAGES).set(f64::from(q.message_count()))
+                        metrics::gauge!(m::UNROUTABLE_MESSAGES).set(f64::from(q.message_count()));
+                        self.readiness.set("broker", true, "connected");
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot measure the unroutable queue");
+                        self.readiness.set("broker", false, e.to_string());
                         link = None;
                     }
                 }
+            } else {
+                self.readiness.set("broker", false, "not reachable");
             }
             tokio::select! {
                 _ = shutdown.wait() => break,

@@ -17,6 +17,9 @@ stratavore_runtime::service_config!(
 
 /// Start the service under `shutdown`; None when shutdown came before
 /// Postgres and RabbitMQ were reachable.
-pub async fn start(config: SupervisorConfig, shutdown: Shutdown) -> Result<Option<ServiceBase>, ServiceStartError> {
+pub async fn start(
+    config: SupervisorConfig,
+    shutdown: Shutdown,
+) -> Result<Option<ServiceBase>, ServiceStartError> {
     start_service_base(SERVICE, &config.0, &shutdown).await
 }

@@ -16,6 +16,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = runner_supervisor::SupervisorConfig::load(args.config.as_deref())?;
     let telemetry = config.0.telemetry.clone();
-    stratavore_runtime::run_until_signalled(runner_supervisor::SERVICE, &telemetry, |shutdown| runner_supervisor::start(config, shutdown)).await?;
+    stratavore_runtime::run_until_signalled(runner_supervisor::SERVICE, &telemetry, |shutdown| {
+        runner_supervisor::start(config, shutdown)
+    })
+    .await?;
     Ok(())
 }

@@ -133,7 +133,10 @@ impl Validate for BrokerSection {
             ));
         }
         if self.delivery_limit == 0 {
-            return Err(ConfigError::invalid("broker.delivery_limit", "must be positive"));
+            return Err(ConfigError::invalid(
+                "broker.delivery_limit",
+                "must be positive",
+            ));
         }
         validate_prefix(&self.prefix)
             .map_err(|reason| ConfigError::invalid("broker.prefix", reason))

@@ -30,7 +30,7 @@ async fn lease_holders(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn of_two_relays_exactly_one_publishes_and_the_other_takes_over_when_it_is_killed() {
+async fn serial_of_two_relays_exactly_one_publishes_and_the_other_takes_over_when_it_is_killed() {
     let env = TestEnv::new().await.unwrap();
     let mut subscriber = env.broker.subscribe_events("#").await.unwrap();
     let admin = env.db.admin_pool().await.unwrap();

@@ -136,3 +136,31 @@ impl Validate for RelayConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_in_deploy_loads_and_validates() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/stratavore.example.toml");
+        let config: RelayConfig = stratavore_runtime::ConfigLoader::new()
+            .file(&path)
+            .env(Default::default())
+            .list_key("relay.sources")
+            .load()
+            .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.relay.batch_size, 500);
+        assert_eq!(config.http.listen.port(), 7484);
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_naming_its_key() {
+        let mut config = RelayConfig::default();
+        config.relay.batch_size = 0;
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.key(), Some("relay.batch_size"));
+    }
+}

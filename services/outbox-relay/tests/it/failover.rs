@@ -23,7 +23,8 @@ pub async fn gateway_metric(port: u16, name: &str) -> anyhow::Result<Option<f64>
 
 async fn lease_holders(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 2 AND granted",
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 2 AND granted
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .fetch_one(pool)
     .await?)

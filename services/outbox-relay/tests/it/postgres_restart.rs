@@ -5,22 +5,13 @@ use crate::support::*;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use stratavore_provision::postgres_install::PgInstall;
-use stratavore_provision::postgres_server::PgCluster;
-use stratavore_testkit::{TestBroker, TestDatabase, TestEnv, paths};
+use stratavore_testkit::{TestBroker, TestDatabase, TestEnv, private_postgres};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_every_append_that_reported_success_before_or_after_a_postgres_restart_is_published()
 {
-    let private = tokio::task::spawn_blocking(|| {
-        let install = PgInstall::ensure(&paths::postgres_root())?;
-        PgCluster::private(&install, &paths::scratch_dir())
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let private = Arc::new(private);
+    let private = Arc::new(private_postgres().await.unwrap());
     let db = TestDatabase::create_on(&private.cluster().url("postgres"))
         .await
         .unwrap();

@@ -46,6 +46,7 @@ fmt:
 ## Regenerate schemas/ from the Rust types (a test fails when they drift).
 schemas:
 	STRATAVORE_UPDATE_SCHEMAS=1 cargo test -p stratavore-events --test it -- --test-threads=1
+	STRATAVORE_UPDATE_SCHEMAS=1 cargo test -p stratavore-bus --test it -- --test-threads=1
 
 ## Remove downloads and local servers (stop them first with make down).
 clean-local:

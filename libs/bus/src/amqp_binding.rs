@@ -276,6 +276,7 @@ mod tests {
             causation_id: Some(Uuid::now_v7()),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             tracestate: None,
+            idempotency_key: None,
         }
     }
 

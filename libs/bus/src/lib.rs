@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod amqp_binding;
+pub mod asyncapi;
 pub mod connection;
 pub mod publisher;
 pub mod topology;

@@ -47,6 +47,9 @@ pub struct Envelope {
     pub traceparent: Option<String>,
     /// W3C trace state, beside `traceparent`.
     pub tracestate: Option<String>,
+    /// On a command a client sent: the client's `Idempotency-Key`, kept in
+    /// the log so the gateway's read model of keys can be rebuilt from it.
+    pub idempotency_key: Option<String>,
 }
 
 /// Why a CloudEvent is not a valid Stratavore message.
@@ -101,6 +104,7 @@ impl Envelope {
             ("causationid", self.causation_id.map(|u| u.to_string())),
             ("traceparent", self.traceparent.clone()),
             ("tracestate", self.tracestate.clone()),
+            ("idempotencykey", self.idempotency_key.clone()),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -165,6 +169,7 @@ impl Envelope {
             causation_id: uuid_extension("causationid")?,
             traceparent: string_extension(event, "traceparent")?,
             tracestate: string_extension(event, "tracestate")?,
+            idempotency_key: string_extension(event, "idempotencykey")?,
         })
     }
 
@@ -184,6 +189,9 @@ impl Envelope {
         if let Some(v) = &self.tracestate {
             map.insert("tracestate".into(), v.clone().into());
         }
+        if let Some(v) = &self.idempotency_key {
+            map.insert("idempotencykey".into(), v.clone().into());
+        }
         serde_json::Value::Object(map)
     }
 
@@ -199,6 +207,7 @@ impl Envelope {
         self.causation_id = uuid("causationid")?;
         self.traceparent = get("traceparent");
         self.tracestate = get("tracestate");
+        self.idempotency_key = get("idempotencykey");
         Ok(self)
     }
 }
@@ -236,6 +245,7 @@ mod tests {
             causation_id: None,
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             tracestate: None,
+            idempotency_key: None,
         }
     }
 

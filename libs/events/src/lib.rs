@@ -12,6 +12,7 @@
 
 pub mod catalogue;
 pub mod envelope;
+pub mod inbox;
 mod message_macro;
 pub mod project;
 pub mod schema;

@@ -6,6 +6,25 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Longest project name: it must fit a DNS label, since names end up in
+/// host names and Kubernetes labels.
+pub const MAX_PROJECT_NAME: usize = 63;
+
+/// Check a project name: 1-63 characters of `[a-z0-9-]`. The gateway checks
+/// it to answer at once; the orchestrator checks it again as the authority.
+pub fn validate_project_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_PROJECT_NAME {
+        return Err("must be 1 to 63 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("may contain only a-z, 0-9 and '-'");
+    }
+    Ok(())
+}
+
 /// Create a project (the gateway sends it; the orchestrator decides).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +165,16 @@ mod tests {
         let back = ProjectCommand::from_data(cmd.type_name(), cmd.to_data()).unwrap();
         assert_eq!(back, cmd);
         assert_eq!(cmd.routing_key(), "session-orchestrator.project.create");
+    }
+
+    #[test]
+    fn project_names_are_short_lowercase_dns_labels() {
+        for good in ["a", "web-2", &"x".repeat(63)] {
+            assert!(validate_project_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Web", "a_b", "a b", "a/b", &"x".repeat(64), "ünï"] {
+            assert!(validate_project_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

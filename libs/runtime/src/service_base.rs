@@ -48,6 +48,13 @@ impl ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// `retry_backoff_ms` as a `Duration`.
+    pub fn retry_backoff(&self) -> Duration {
+        Duration::from_millis(self.retry_backoff_ms)
+    }
+}
+
 impl Validate for ServiceConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.database.validate()?;
@@ -72,6 +79,9 @@ pub enum ServiceStartError {
     /// The health server could not bind.
     #[error(transparent)]
     Http(#[from] crate::HttpError),
+    /// A setting that passed validation could not be applied.
+    #[error(transparent)]
+    Config(Box<ConfigError>),
 }
 
 /// What a started service has: its pool, topology names and readiness.
@@ -93,6 +103,7 @@ pub struct ServiceBase {
 pub async fn start_service_base(
     service: &str,
     config: &ServiceConfig,
+    extra_routes: Option<axum::Router>,
     shutdown: &Shutdown,
 ) -> Result<Option<ServiceBase>, ServiceStartError> {
     let db =
@@ -103,7 +114,7 @@ pub async fn start_service_base(
     let server = serve_health(
         config.http.listen,
         readiness.clone(),
-        None,
+        extra_routes,
         shutdown.clone(),
     )
     .await?;
@@ -149,7 +160,10 @@ pub async fn start_service_base(
     }))
 }
 
-async fn connect_and_migrate(
+/// Connect as the service's role and migrate its schema (what operator
+/// subcommands use; the running service goes through
+/// [`start_service_base`]).
+pub async fn connect_and_migrate(
     config: &ServiceConfig,
     db: &ServiceDb,
 ) -> Result<PgPool, Box<dyn std::error::Error + Send + Sync>> {

@@ -27,6 +27,50 @@ pub struct NewEntry {
     pub routing_key: String,
 }
 
+impl NewEntry {
+    /// A new message (a fresh UUIDv7 id) of a catalogue type, as version
+    /// `version` of `stream`, from `source` (`/stratavore/<service>`), at
+    /// `time` by the writer's wall clock.
+    pub fn of<M: stratavore_events::Message>(
+        message: &M,
+        source: &str,
+        stream: impl Into<String>,
+        version: u64,
+        subject: impl Into<String>,
+        time: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            envelope: Envelope {
+                id: Uuid::now_v7(),
+                source: source.to_owned(),
+                type_name: message.type_name().to_owned(),
+                subject: subject.into(),
+                time,
+                data: message.to_data(),
+                stream: stream.into(),
+                sequence: version,
+                correlation_id: None,
+                causation_id: None,
+                traceparent: None,
+                tracestate: None,
+                idempotency_key: None,
+            },
+            kind: M::KIND,
+            routing_key: message.routing_key(),
+        }
+    }
+
+    /// Mark this message as caused by `cause`: same conversation (its
+    /// correlation id, or its own id when it starts one) and trace.
+    pub fn caused_by(mut self, cause: &Envelope) -> Self {
+        self.envelope.causation_id = Some(cause.id);
+        self.envelope.correlation_id = Some(cause.correlation_id.unwrap_or(cause.id));
+        self.envelope.traceparent = cause.traceparent.clone();
+        self.envelope.tracestate = cause.tracestate.clone();
+        self
+    }
+}
+
 /// A row read back from a log.
 #[derive(Debug, Clone)]
 pub struct LogRow {
@@ -306,6 +350,7 @@ fn row_to_log_row(row: &sqlx::postgres::PgRow) -> Result<LogRow, StoreError> {
         causation_id: None,
         traceparent: None,
         tracestate: None,
+        idempotency_key: None,
     };
     let ext: serde_json::Value = row.try_get("extensions").map_err(decode)?;
     let envelope = envelope

@@ -1,25 +1,84 @@
-//! api-gateway: the REST API, the live event stream, the dashboard and the read models of everything.
-//!
-//! It runs on the shared service harness: its own role and schema
-//! (migrated at start), the broker topology, and health, readiness and
-//! metrics on its own port.
+//! api-gateway: the REST API, the live event stream, the dashboard and the
+//! read models of everything. It accepts clients' commands into its log and
+//! answers from read models it folds from the events it consumes.
 
-use stratavore_runtime::{ServiceBase, ServiceStartError, Shutdown, start_service_base};
+pub mod api;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod read_models;
+pub mod service;
 
-/// The service's name: its binary, its role's and its queues' names.
+use crate::api::ApiState;
+use crate::commands::Api;
+use crate::config::GatewayConfig;
+use crate::service::GatewayService;
+use std::sync::Arc;
+use std::time::Duration;
+use stratavore_consumer::{Consumer, Drainer};
+use stratavore_runtime::{
+    ServiceBase, ServiceStartError, Shutdown, clock_from_section, start_service_base,
+};
+use stratavore_store::Log;
+
+/// The service's name: its binary, its role's and its queue's names.
 pub const SERVICE: &str = "api-gateway";
+/// Its schema (and log).
+pub const SCHEMA: &str = "gateway";
 
-stratavore_runtime::service_config!(
-    /// The api-gateway's configuration (health server on 127.0.0.1:7480).
-    GatewayConfig,
-    port = 7480
-);
+/// The drainer over an existing pool (the running service and the
+/// operator subcommands alike).
+pub fn drainer(config: &GatewayConfig, pool: sqlx::PgPool) -> Drainer<GatewayService> {
+    Drainer {
+        pool,
+        log: gateway_log(config),
+        service: Arc::new(GatewayService),
+        max_attempts: config.consumer.max_attempts,
+        name: SERVICE.to_owned(),
+    }
+}
+
+fn gateway_log(config: &GatewayConfig) -> Log {
+    // SCHEMA is a constant plain identifier, so a log always exists.
+    Log::new(SCHEMA, config.base.database.append_lock_wait())
+        .expect("gateway is a plain schema name")
+}
 
 /// Start the service under `shutdown`; None when shutdown came before
-/// Postgres and RabbitMQ were reachable.
+/// Postgres and RabbitMQ were reachable. The API answers 503 until then.
 pub async fn start(
     config: GatewayConfig,
     shutdown: Shutdown,
 ) -> Result<Option<ServiceBase>, ServiceStartError> {
-    start_service_base(SERVICE, &config.0, &shutdown).await
+    let state = ApiState::default();
+    let allowed = config
+        .allowed_hosts()
+        .map_err(|e| ServiceStartError::Config(Box::new(e)))?;
+    let routes = api::router(state.clone(), allowed);
+    let Some(base) = start_service_base(SERVICE, &config.base, Some(routes), &shutdown).await?
+    else {
+        return Ok(None);
+    };
+    state.set(Api {
+        pool: base.pool.clone(),
+        log: gateway_log(&config),
+        service: Arc::new(GatewayService),
+        clock: clock_from_section(&config.base.clock),
+        outcome_poll: Duration::from_millis(config.api.outcome_poll_ms),
+    });
+    let consumer = Consumer {
+        drainer: drainer(&config, base.pool.clone()),
+        broker_url: config.base.broker.url.clone(),
+        topology: base.topology.clone(),
+        settings: config.consumer.settings(
+            base.topology.service_queue(SERVICE),
+            config.base.retry_backoff(),
+        ),
+        readiness: base.readiness.clone(),
+    };
+    shutdown.spawn(
+        format!("{SERVICE} consumer"),
+        consumer.run(shutdown.clone()),
+    );
+    Ok(Some(base))
 }

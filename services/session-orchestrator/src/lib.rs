@@ -1,19 +1,45 @@
-//! session-orchestrator: owns projects, the runners' lifecycle (launch saga, placement, restarts), sessions, budgets and durable timers.
-//!
-//! It runs on the shared service harness: its own role and schema
-//! (migrated at start), the broker topology, and health, readiness and
-//! metrics on its own port.
+//! session-orchestrator: owns projects, the runners' lifecycle (launch
+//! saga, placement, restarts), sessions, budgets and durable timers. It is
+//! the one owner of those decisions: it consumes commands and the facts
+//! supervisors report, decides with pure domain code, and records the
+//! outcome in its log.
 
-use stratavore_runtime::{ServiceBase, ServiceStartError, Shutdown, start_service_base};
+pub mod config;
+pub mod domain;
+pub mod handlers;
+pub mod projections;
 
-/// The service's name: its binary, its role's and its queues' names.
+use crate::config::OrchestratorConfig;
+use crate::handlers::Orchestrator;
+use std::sync::Arc;
+use stratavore_consumer::{Consumer, Drainer};
+use stratavore_runtime::{
+    ServiceBase, ServiceStartError, Shutdown, clock_from_section, start_service_base,
+};
+use stratavore_store::Log;
+
+/// The service's name: its binary, its role's and its queue's names.
 pub const SERVICE: &str = "session-orchestrator";
+/// Its schema (and log).
+pub const SCHEMA: &str = "orchestrator";
 
-stratavore_runtime::service_config!(
-    /// The session-orchestrator's configuration (health server on 127.0.0.1:7481).
-    OrchestratorConfig,
-    port = 7481
-);
+/// The drainer (decider, projection, pool, log) over an existing pool; used
+/// by the running service and by the operator subcommands alike.
+pub fn drainer(config: &OrchestratorConfig, pool: sqlx::PgPool) -> Drainer<Orchestrator> {
+    let service = Orchestrator {
+        allowed_roots: config.projects.allowed_roots.clone(),
+        clock: clock_from_section(&config.base.clock),
+    };
+    Drainer {
+        pool,
+        // SCHEMA is a constant plain identifier, so a log always exists.
+        log: Log::new(SCHEMA, config.base.database.append_lock_wait())
+            .expect("orchestrator is a plain schema name"),
+        service: Arc::new(service),
+        max_attempts: config.consumer.max_attempts,
+        name: SERVICE.to_owned(),
+    }
+}
 
 /// Start the service under `shutdown`; None when shutdown came before
 /// Postgres and RabbitMQ were reachable.
@@ -21,5 +47,22 @@ pub async fn start(
     config: OrchestratorConfig,
     shutdown: Shutdown,
 ) -> Result<Option<ServiceBase>, ServiceStartError> {
-    start_service_base(SERVICE, &config.0, &shutdown).await
+    let Some(base) = start_service_base(SERVICE, &config.base, None, &shutdown).await? else {
+        return Ok(None);
+    };
+    let consumer = Consumer {
+        drainer: drainer(&config, base.pool.clone()),
+        broker_url: config.base.broker.url.clone(),
+        topology: base.topology.clone(),
+        settings: config.consumer.settings(
+            base.topology.service_queue(SERVICE),
+            config.base.retry_backoff(),
+        ),
+        readiness: base.readiness.clone(),
+    };
+    shutdown.spawn(
+        format!("{SERVICE} consumer"),
+        consumer.run(shutdown.clone()),
+    );
+    Ok(Some(base))
 }

@@ -27,6 +27,9 @@ pub struct DatabaseSection {
     /// How long a query waits for a pooled connection before failing, so a
     /// stuck pool surfaces as an error instead of a hang.
     pub acquire_timeout_ms: u64,
+    /// The longest an append waits for its log's lock before it fails (and
+    /// is retried): only this wait is bounded, not the whole transaction.
+    pub append_lock_wait_ms: u64,
 }
 
 impl Default for DatabaseSection {
@@ -36,11 +39,17 @@ impl Default for DatabaseSection {
             role_password: None,
             max_connections: 8,
             acquire_timeout_ms: 30_000,
+            append_lock_wait_ms: 5_000,
         }
     }
 }
 
 impl DatabaseSection {
+    /// `append_lock_wait_ms` as a `Duration`.
+    pub fn append_lock_wait(&self) -> Duration {
+        Duration::from_millis(self.append_lock_wait_ms)
+    }
+
     /// `acquire_timeout_ms` as a `Duration`.
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.acquire_timeout_ms)
@@ -58,6 +67,7 @@ impl fmt::Debug for DatabaseSection {
             )
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("append_lock_wait_ms", &self.append_lock_wait_ms)
             .finish()
     }
 }

@@ -65,6 +65,7 @@ mod tests {
                 causation_id: None,
                 traceparent: None,
                 tracestate: None,
+                idempotency_key: None,
             },
         }
     }

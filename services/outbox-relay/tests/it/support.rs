@@ -43,6 +43,7 @@ pub fn project_created(stream: &str, version: u64) -> NewEntry {
             causation_id: None,
             traceparent: None,
             tracestate: None,
+            idempotency_key: None,
         },
         kind: MessageKind::Event,
         routing_key: event.routing_key(),

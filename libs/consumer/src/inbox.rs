@@ -1,0 +1,320 @@
+//! The inbox table and the stream versions, in SQL. Every statement runs
+//! on a service pool, whose search path puts the service's schema first.
+
+use crate::received::ReceivedMessage;
+use sqlx::{PgConnection, Row};
+use stratavore_store::StoreError;
+use uuid::Uuid;
+
+/// Insert a batch of deliveries; a message already in the inbox is left as
+/// it is (a redelivery ends here). Returns how many rows were new.
+pub async fn insert_batch(
+    conn: &mut PgConnection,
+    batch: &[ReceivedMessage],
+) -> Result<u64, StoreError> {
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut sources = Vec::with_capacity(batch.len());
+    let mut streams = Vec::with_capacity(batch.len());
+    let mut versions = Vec::with_capacity(batch.len());
+    let mut types = Vec::with_capacity(batch.len());
+    let mut statuses = Vec::with_capacity(batch.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(batch.len());
+    let mut stored = Vec::with_capacity(batch.len());
+    for m in batch {
+        ids.push(m.message_id);
+        sources.push(m.source_log.clone());
+        streams.push(m.stream.clone());
+        versions.push(m.stream_version);
+        types.push(m.type_name.clone());
+        statuses.push(
+            if m.unreadable.is_some() {
+                "dead"
+            } else {
+                "received"
+            }
+            .to_owned(),
+        );
+        errors.push(m.unreadable.clone());
+        stored.push(m.stored.clone());
+    }
+    let result = sqlx::query(
+        "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, attempts,
+                            last_error, message)
+         SELECT id, source, stream, version, type, status, CASE WHEN status = 'dead' THEN 1 ELSE 0 END,
+                error, message
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                     $7::text[], $8::jsonb[])
+              AS t(id, source, stream, version, type, status, error, message)
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&sources)
+    .bind(&streams)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&stored)
+    .execute(conn)
+    .await
+    .map_err(StoreError::new("inserting deliveries into the inbox"))?;
+    Ok(result.rows_affected())
+}
+
+/// Record what the broker dead-lettered (past its delivery limit) as a dead
+/// row, unless the message is already in the inbox.
+pub async fn insert_dead(
+    conn: &mut PgConnection,
+    m: &ReceivedMessage,
+    reason: &str,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query(
+        "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, attempts,
+                            last_error, message)
+         VALUES ($1, $2, $3, $4, $5, 'dead', 0, $6, $7)
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(m.message_id)
+    .bind(&m.source_log)
+    .bind(&m.stream)
+    .bind(m.stream_version)
+    .bind(&m.type_name)
+    .bind(reason)
+    .bind(&m.stored)
+    .execute(conn)
+    .await
+    .map_err(StoreError::new("recording a dead letter"))?;
+    Ok(result.rows_affected())
+}
+
+/// The version of a stream this service's state reflects (0: none yet).
+pub async fn stream_version(
+    conn: &mut PgConnection,
+    source_log: &str,
+    stream: &str,
+) -> Result<i64, StoreError> {
+    let v: Option<i64> = sqlx::query_scalar(
+        "SELECT version FROM stream_versions WHERE source_log = $1 AND stream = $2",
+    )
+    .bind(source_log)
+    .bind(stream)
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::new("reading a stream version"))?;
+    Ok(v.unwrap_or(0))
+}
+
+/// Record that the state now reflects `version` of the stream.
+pub async fn set_stream_version(
+    conn: &mut PgConnection,
+    source_log: &str,
+    stream: &str,
+    version: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO stream_versions (source_log, stream, version) VALUES ($1, $2, $3)
+         ON CONFLICT (source_log, stream) DO UPDATE SET version = excluded.version",
+    )
+    .bind(source_log)
+    .bind(stream)
+    .bind(version)
+    .execute(conn)
+    .await
+    .map_err(StoreError::new("recording a stream version"))?;
+    Ok(())
+}
+
+/// A row that is next in its stream: to apply, or skipped by an operator.
+#[derive(Debug, Clone)]
+pub struct NextRow {
+    /// Skipped by an operator: the stream moves past it with no effect.
+    pub skipped: bool,
+    /// The message.
+    pub message_id: Uuid,
+    /// Its version.
+    pub stream_version: i64,
+    /// The stored message.
+    pub stored: serde_json::Value,
+    /// Failed attempts so far.
+    pub attempts: i32,
+}
+
+/// The row with `version` in the stream, locked for this transaction, when
+/// it is `received` or `skipped`; None when it has not arrived, is dead or
+/// applied, or another replica is applying it right now.
+pub async fn lock_row(
+    conn: &mut PgConnection,
+    source_log: &str,
+    stream: &str,
+    version: i64,
+) -> Result<Option<NextRow>, StoreError> {
+    let row = sqlx::query(
+        "SELECT message_id, stream_version, message, attempts, status = 'skipped' FROM inbox
+         WHERE source_log = $1 AND stream = $2 AND stream_version = $3
+           AND status IN ('received', 'skipped')
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(source_log)
+    .bind(stream)
+    .bind(version)
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::new("locking the next inbox row"))?;
+    Ok(row.map(|r| NextRow {
+        message_id: r.get(0),
+        stream_version: r.get(1),
+        stored: r.get(2),
+        attempts: r.get(3),
+        skipped: r.get(4),
+    }))
+}
+
+/// Mark a row applied, numbering it in apply order (the order a rebuild
+/// replays received messages in).
+pub async fn mark_applied(conn: &mut PgConnection, message_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE inbox SET status = 'applied', applied_seq = nextval('inbox_applied_seq') WHERE message_id = $1")
+        .bind(message_id)
+        .execute(conn)
+        .await
+        .map_err(StoreError::new("marking an inbox row applied"))?;
+    Ok(())
+}
+
+/// Count a failed attempt; at `max_attempts` the row becomes dead. Returns
+/// whether it is dead now.
+pub async fn record_failure(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    error: &str,
+    max_attempts: i32,
+) -> Result<bool, StoreError> {
+    let dead: bool = sqlx::query_scalar(
+        "UPDATE inbox SET attempts = attempts + 1, last_error = $2,
+                status = CASE WHEN attempts + 1 >= $3 THEN 'dead' ELSE status END
+         WHERE message_id = $1 AND status = 'received'
+         RETURNING status = 'dead'",
+    )
+    .bind(message_id)
+    .bind(error)
+    .bind(max_attempts)
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::new("recording a failed attempt"))?
+    .unwrap_or(false);
+    Ok(dead)
+}
+
+/// A dead row, as operators see it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadRow {
+    /// The message.
+    pub message_id: Uuid,
+    /// The log it came from.
+    pub source_log: String,
+    /// Its stream.
+    pub stream: String,
+    /// Its version.
+    pub stream_version: i64,
+    /// Its type.
+    pub type_name: String,
+    /// Failed attempts.
+    pub attempts: i32,
+    /// Why it is dead.
+    pub last_error: Option<String>,
+    /// When it arrived.
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    /// The stored message.
+    pub stored: serde_json::Value,
+}
+
+fn dead_row(r: &sqlx::postgres::PgRow) -> DeadRow {
+    DeadRow {
+        message_id: r.get(0),
+        source_log: r.get(1),
+        stream: r.get(2),
+        stream_version: r.get(3),
+        type_name: r.get(4),
+        attempts: r.get(5),
+        last_error: r.get(6),
+        received_at: r.get(7),
+        stored: r.get(8),
+    }
+}
+
+const DEAD_COLUMNS: &str = "message_id, source_log, stream, stream_version, type, attempts, last_error, received_at, message";
+
+/// Every dead row, oldest first.
+pub async fn list_dead(conn: &mut PgConnection) -> Result<Vec<DeadRow>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEAD_COLUMNS} FROM inbox WHERE status = 'dead' ORDER BY received_at, message_id"
+    )))
+    .fetch_all(conn)
+    .await
+    .map_err(StoreError::new("listing dead rows"))?;
+    Ok(rows.iter().map(dead_row).collect())
+}
+
+/// One dead row, locked for this transaction.
+pub async fn lock_dead(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+) -> Result<Option<DeadRow>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEAD_COLUMNS} FROM inbox WHERE message_id = $1 AND status = 'dead' FOR UPDATE"
+    )))
+    .bind(message_id)
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::new("reading a dead row"))?;
+    Ok(row.as_ref().map(dead_row))
+}
+
+/// Put a dead row back to `received`, attempts reset.
+pub async fn revive(conn: &mut PgConnection, message_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE inbox SET status = 'received', attempts = 0, last_error = NULL WHERE message_id = $1")
+        .bind(message_id)
+        .execute(conn)
+        .await
+        .map_err(StoreError::new("replaying a dead row"))?;
+    Ok(())
+}
+
+/// Mark a dead row skipped, numbered in apply order like an applied one
+/// (a rebuild moves its stream past it at the same point).
+pub async fn mark_skipped(conn: &mut PgConnection, message_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("UPDATE inbox SET status = 'skipped', applied_seq = nextval('inbox_applied_seq') WHERE message_id = $1")
+        .bind(message_id)
+        .execute(conn)
+        .await
+        .map_err(StoreError::new("skipping a dead row"))?;
+    Ok(())
+}
+
+/// Every stream with rows waiting to be applied.
+pub async fn waiting_streams(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT source_log, stream FROM inbox WHERE status = 'received'
+         GROUP BY source_log, stream ORDER BY min(received_at) LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+    .map_err(StoreError::new("listing waiting streams"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Dead rows and the age of the oldest row still waiting, for metrics.
+pub async fn health(conn: &mut PgConnection) -> Result<(i64, f64), StoreError> {
+    let row = sqlx::query(
+        "SELECT (SELECT count(*) FROM inbox WHERE status = 'dead'),
+                coalesce(extract(epoch FROM now() - (SELECT min(received_at) FROM inbox
+                                                     WHERE status = 'received'))::float8, 0)",
+    )
+    .fetch_one(conn)
+    .await
+    .map_err(StoreError::new("measuring the inbox"))?;
+    Ok((row.get(0), row.get(1)))
+}

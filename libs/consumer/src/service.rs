@@ -1,0 +1,62 @@
+//! What a consuming service provides: a decider (what a message leads to)
+//! and a projection (how messages change its read tables). The consumer
+//! machinery does the rest: ordering, idempotence, retries, dead rows,
+//! rebuilds.
+
+use sqlx::PgConnection;
+use std::future::Future;
+use stratavore_events::Envelope;
+use stratavore_store::{NewEntry, StoreError};
+
+/// Why a message could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The message's own fault (it does not parse, fails validation, the
+    /// handler refuses it): it would fail the same way again. Counts an
+    /// attempt; at the limit the row is dead.
+    #[error("{0}")]
+    Message(String),
+    /// The database or another dependency failed: the transaction is
+    /// rolled back and the stream drained again later, without limit.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Decides what a received message leads to. It reads state through `conn`
+/// (inside the drain transaction), decides with pure domain code, and
+/// returns the messages to append. It writes nothing itself.
+pub trait Decider: Send + Sync + 'static {
+    /// The messages that applying `message` appends to the log.
+    fn decide(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+    ) -> impl Future<Output = Result<Vec<NewEntry>, HandleError>> + Send;
+
+    /// The terminal answer to a message an operator skipped (a command
+    /// gets its `rejected`, so it still has an outcome).
+    fn on_skipped(&self, message: &Envelope) -> Vec<NewEntry>;
+}
+
+/// Folds messages into a service's read tables. Both folds must be
+/// deterministic (no `now()`, no serial ids) and independent of how the
+/// service's own messages interleave with received ones, because a rebuild
+/// replays the log and the inbox one after the other.
+pub trait Projection: Send + Sync + 'static {
+    /// The tables a rebuild empties (with DELETE) before replaying.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Fold one of the service's own log rows.
+    fn project_own(
+        &self,
+        conn: &mut PgConnection,
+        entry: &Envelope,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Fold one applied received message.
+    fn project_received(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

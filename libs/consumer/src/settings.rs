@@ -1,0 +1,71 @@
+//! The consumer's configuration section, shared by every consuming service.
+
+use crate::amqp_loop::ConsumerSettings;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use stratavore_runtime::ConfigError;
+
+/// `[consumer]` in a service's config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ConsumerSection {
+    /// Deliveries per batch (and the prefetch).
+    pub batch_size: u16,
+    /// How long a batch waits for more deliveries after its first.
+    pub batch_linger_ms: u64,
+    /// Attempts before a failing message is dead.
+    pub max_attempts: i32,
+    /// How often waiting streams are drained and the inbox measured.
+    pub sweep_interval_ms: u64,
+    /// A message waiting this long for its predecessor raises an alert.
+    pub gap_alert_after_ms: u64,
+}
+
+impl Default for ConsumerSection {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            batch_linger_ms: 2,
+            max_attempts: 5,
+            sweep_interval_ms: 2000,
+            gap_alert_after_ms: 60_000,
+        }
+    }
+}
+
+impl ConsumerSection {
+    /// Check the values, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.batch_size == 0 {
+            return Err(ConfigError::invalid(
+                "consumer.batch_size",
+                "must be positive",
+            ));
+        }
+        if self.max_attempts < 1 {
+            return Err(ConfigError::invalid(
+                "consumer.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.sweep_interval_ms == 0 {
+            return Err(ConfigError::invalid(
+                "consumer.sweep_interval_ms",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The settings for consuming `queue`, retrying after `retry_backoff`.
+    pub fn settings(&self, queue: String, retry_backoff: Duration) -> ConsumerSettings {
+        ConsumerSettings {
+            queue,
+            batch_size: self.batch_size,
+            batch_linger: Duration::from_millis(self.batch_linger_ms),
+            retry_backoff,
+            sweep_interval: Duration::from_millis(self.sweep_interval_ms),
+            gap_alert_after: Duration::from_millis(self.gap_alert_after_ms),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The gateway's configuration: the shared sections, the consumer, and the
+//! API's own settings.
+
+use serde::{Deserialize, Serialize};
+use stratavore_consumer::ConsumerSection;
+use stratavore_runtime::{ConfigError, ConfigLoader, ServiceConfig, Validate};
+
+/// Everything the gateway reads at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    /// Database, broker, HTTP server (API and health share it), logs, clock.
+    #[serde(flatten)]
+    pub base: ServiceConfig,
+    /// How it consumes its queue.
+    #[serde(default)]
+    pub consumer: ConsumerSection,
+    /// The REST API.
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ApiSection {
+    /// Host names (optionally `host:port`) the API answers to besides the
+    /// loopback names; every request's Host and Origin must be one of them,
+    /// so a web page cannot drive the API through DNS rebinding
+    /// (`STRATAVORE__API__ALLOWED_HOSTS=a.example,b.example:8443`).
+    pub allowed_hosts: Vec<String>,
+    /// How often a request waiting for its command's outcome reads the read
+    /// model (every replica learns outcomes from it, not from deliveries).
+    pub outcome_poll_ms: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: Vec::new(),
+            outcome_poll_ms: 5,
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            base: ServiceConfig::with_port(7480),
+            consumer: ConsumerSection::default(),
+            api: ApiSection::default(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Load defaults, the file, the environment; validate.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut loader = ConfigLoader::new().list_key("api.allowed_hosts");
+        if let Some(file) = file {
+            loader = loader.file(file);
+        }
+        let config: Self = loader.load()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The hosts the API answers to: the loopback names on any port, and
+    /// the configured ones.
+    pub fn allowed_hosts(&self) -> Result<crate::http::AllowedHosts, ConfigError> {
+        let names = ["127.0.0.1", "localhost", "[::1]"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(self.api.allowed_hosts.iter().cloned());
+        crate::http::AllowedHosts::new(names)
+            .map_err(|e| ConfigError::invalid("api.allowed_hosts", e.to_string()))
+    }
+}
+
+impl Validate for GatewayConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.base.validate()?;
+        self.consumer.validate()?;
+        // Until API tokens exist, anyone who reaches the port drives the
+        // whole system: refuse to be reachable from elsewhere.
+        if !self.base.http.listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "http.listen",
+                "the gateway has no authentication yet, so it listens on loopback addresses only",
+            ));
+        }
+        if self.api.outcome_poll_ms == 0 {
+            return Err(ConfigError::invalid(
+                "api.outcome_poll_ms",
+                "must be positive",
+            ));
+        }
+        self.allowed_hosts().map(|_| ())
+    }
+}

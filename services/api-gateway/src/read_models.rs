@@ -1,0 +1,283 @@
+//! The gateway's read models: folded from received events (projects and
+//! command outcomes) and from its own log (the commands it accepted and
+//! their idempotency keys). Every fold is an upsert, so it gives the same
+//! rows whichever of the two histories a rebuild replays first.
+
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+use stratavore_events::Envelope;
+use stratavore_events::Message;
+use stratavore_events::project::{ProjectCommand, ProjectEvent};
+use stratavore_store::StoreError;
+use uuid::Uuid;
+
+/// Tables a rebuild empties and refills.
+pub const TABLES: &[&str] = &["projects", "commands", "idempotency_keys"];
+
+/// A project as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProjectView {
+    /// Unique name.
+    pub name: String,
+    /// Normalised absolute path.
+    pub path: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Labels.
+    pub tags: Vec<String>,
+    /// Archived projects take no new launches.
+    pub archived: bool,
+    /// When it was created (the event's time).
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it last changed.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A command as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CommandView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub type_name: Option<String>,
+    /// What it is about.
+    pub subject: Option<String>,
+    /// `pending`, `succeeded` or `rejected`.
+    pub status: String,
+    /// Why it was rejected (stable code).
+    pub reason: Option<String>,
+    /// The input field at fault.
+    pub field: Option<String>,
+    /// A sentence for people.
+    pub message: Option<String>,
+    /// Where the resource it made or changed is.
+    pub resource: Option<String>,
+    /// When it was accepted.
+    pub accepted_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When its outcome happened.
+    pub decided_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A hash of what a request asked for, to tell a retry (same key, same
+/// request) from a key reused for something else.
+pub fn request_hash(type_name: &str, data: &serde_json::Value) -> String {
+    // serde_json keeps object keys sorted, so equal values print equally.
+    let text = format!("{type_name}\n{data}");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    StoreError::new(context)
+}
+
+/// Fold one of the gateway's own log rows: an accepted command.
+pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<(), StoreError> {
+    if ProjectCommand::from_data(&entry.type_name, entry.data.clone()).is_err() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO commands (command_id, type, subject, status, accepted_at)
+         VALUES ($1, $2, $3, 'pending', $4)
+         ON CONFLICT (command_id) DO UPDATE
+         SET type = excluded.type, subject = excluded.subject, accepted_at = excluded.accepted_at",
+    )
+    .bind(entry.id)
+    .bind(&entry.type_name)
+    .bind(&entry.subject)
+    .bind(entry.time)
+    .execute(&mut *conn)
+    .await
+    .map_err(store("recording an accepted command"))?;
+    if let Some(key) = &entry.idempotency_key {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, command_id, request_hash) VALUES ($1, $2, $3)",
+        )
+        .bind(key)
+        .bind(entry.id)
+        .bind(request_hash(&entry.type_name, &entry.data))
+        .execute(&mut *conn)
+        .await
+        .map_err(store("recording an idempotency key"))?;
+    }
+    Ok(())
+}
+
+async fn command_outcome(
+    conn: &mut PgConnection,
+    command_id: Uuid,
+    event: &Envelope,
+    rejection: Option<(&str, Option<&str>, &str)>,
+    resource: Option<String>,
+) -> Result<(), StoreError> {
+    let (status, reason, field, message) = match rejection {
+        Some((reason, field, message)) => ("rejected", Some(reason), field, Some(message)),
+        None => ("succeeded", None, None, None),
+    };
+    sqlx::query(
+        "INSERT INTO commands (command_id, status, reason, field, message, resource, decided_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (command_id) DO UPDATE
+         SET status = excluded.status, reason = excluded.reason, field = excluded.field,
+             message = excluded.message, resource = excluded.resource, decided_at = excluded.decided_at",
+    )
+    .bind(command_id)
+    .bind(status)
+    .bind(reason)
+    .bind(field)
+    .bind(message)
+    .bind(resource)
+    .bind(event.time)
+    .execute(conn)
+    .await
+    .map_err(store("recording a command outcome"))?;
+    Ok(())
+}
+
+fn project_resource(name: &str) -> Option<String> {
+    Some(format!("/api/v1/projects/{name}"))
+}
+
+/// Fold one received message. Types the gateway has no read model for yet
+/// change nothing.
+pub async fn project_received(
+    conn: &mut PgConnection,
+    message: &Envelope,
+) -> Result<(), StoreError> {
+    let Ok(event) = ProjectEvent::from_data(&message.type_name, message.data.clone()) else {
+        return Ok(());
+    };
+    match &event {
+        ProjectEvent::Created(e) => {
+            sqlx::query(
+                "INSERT INTO projects (name, path, description, tags, archived, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, false, $5, $5)
+                 ON CONFLICT (name) DO UPDATE SET path = excluded.path, description = excluded.description,
+                     tags = excluded.tags, archived = false, created_at = excluded.created_at,
+                     updated_at = excluded.updated_at",
+            )
+            .bind(&e.name)
+            .bind(&e.path)
+            .bind(&e.description)
+            .bind(&e.tags)
+            .bind(message.time)
+            .execute(&mut *conn)
+            .await
+            .map_err(store("projecting a created project"))?;
+            command_outcome(conn, e.command_id, message, None, project_resource(&e.name)).await
+        }
+        ProjectEvent::Updated(e) => {
+            sqlx::query(
+                "UPDATE projects SET description = $2, tags = $3, updated_at = $4 WHERE name = $1",
+            )
+            .bind(&e.name)
+            .bind(&e.description)
+            .bind(&e.tags)
+            .bind(message.time)
+            .execute(&mut *conn)
+            .await
+            .map_err(store("projecting an updated project"))?;
+            command_outcome(conn, e.command_id, message, None, project_resource(&e.name)).await
+        }
+        ProjectEvent::Archived(e) | ProjectEvent::Unarchived(e) => {
+            let archived = matches!(event, ProjectEvent::Archived(_));
+            sqlx::query("UPDATE projects SET archived = $2, updated_at = $3 WHERE name = $1")
+                .bind(&e.name)
+                .bind(archived)
+                .bind(message.time)
+                .execute(&mut *conn)
+                .await
+                .map_err(store("projecting an archive change"))?;
+            command_outcome(conn, e.command_id, message, None, project_resource(&e.name)).await
+        }
+        ProjectEvent::Rejected(e) => {
+            let rejection = (e.reason.as_str(), e.field.as_deref(), e.message.as_str());
+            command_outcome(conn, e.command_id, message, Some(rejection), None).await
+        }
+    }
+}
+
+fn project_view(r: &sqlx::postgres::PgRow) -> ProjectView {
+    ProjectView {
+        name: r.get(0),
+        path: r.get(1),
+        description: r.get(2),
+        tags: r.get(3),
+        archived: r.get(4),
+        created_at: r.get(5),
+        updated_at: r.get(6),
+    }
+}
+
+const PROJECT_COLUMNS: &str = "name, path, description, tags, archived, created_at, updated_at";
+
+/// One project.
+pub async fn get_project(pool: &PgPool, name: &str) -> Result<Option<ProjectView>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE name = $1"
+    )))
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+    .map_err(store("reading a project"))?;
+    Ok(row.as_ref().map(project_view))
+}
+
+/// Projects in name order after `after`, at most `limit`.
+pub async fn list_projects(
+    pool: &PgPool,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<ProjectView>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE ($1::text IS NULL OR name > $1) ORDER BY name LIMIT $2"
+    )))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(store("listing projects"))?;
+    Ok(rows.iter().map(project_view).collect())
+}
+
+/// One command.
+pub async fn get_command(pool: &PgPool, id: Uuid) -> Result<Option<CommandView>, StoreError> {
+    let row = sqlx::query(
+        "SELECT command_id, type, subject, status, reason, field, message, resource, accepted_at, decided_at
+         FROM commands WHERE command_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(store("reading a command"))?;
+    Ok(row.map(|r| CommandView {
+        id: r.get(0),
+        type_name: r.get(1),
+        subject: r.get(2),
+        status: r.get(3),
+        reason: r.get(4),
+        field: r.get(5),
+        message: r.get(6),
+        resource: r.get(7),
+        accepted_at: r.get(8),
+        decided_at: r.get(9),
+    }))
+}
+
+/// The command an idempotency key names, with the hash of its request.
+pub async fn command_for_key(
+    conn: &mut PgConnection,
+    key: &str,
+) -> Result<Option<(Uuid, String)>, StoreError> {
+    let row = sqlx::query("SELECT command_id, request_hash FROM idempotency_keys WHERE key = $1")
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+        .map_err(store("reading an idempotency key"))?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}

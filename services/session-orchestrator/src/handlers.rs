@@ -1,0 +1,120 @@
+//! What the orchestrator does with each message it receives: load the
+//! state, decide (pure, in `domain`), return the events to append.
+
+use crate::domain::projects::{self, target};
+use crate::projections;
+use sqlx::PgConnection;
+use std::path::PathBuf;
+use std::sync::Arc;
+use stratavore_consumer::{Decider, HandleError, Projection};
+use stratavore_events::project::{ProjectCommand, ProjectEvent};
+use stratavore_events::{Envelope, Message, MessageKind, TypeName};
+use stratavore_runtime::Clock;
+use stratavore_store::{NewEntry, StoreError};
+
+/// The CloudEvents source of everything the orchestrator writes.
+pub const SOURCE: &str = "/stratavore/session-orchestrator";
+
+/// The stream of a project's lifecycle.
+pub fn project_stream(name: &str) -> String {
+    format!("project-{name}")
+}
+
+/// The stream of the rejection of one command (a rejected command changes
+/// no aggregate, so its answer gets a stream of its own).
+pub fn rejection_stream(command: &Envelope) -> String {
+    format!("rejection-{}", command.id)
+}
+
+/// The orchestrator's decider and projection.
+#[derive(Debug, Clone)]
+pub struct Orchestrator {
+    /// Where projects may live.
+    pub allowed_roots: Vec<PathBuf>,
+    /// Wall clock for event times.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Orchestrator {
+    fn entry_for(
+        &self,
+        event: &ProjectEvent,
+        version_after: u64,
+        command: &Envelope,
+        name: &str,
+    ) -> NewEntry {
+        let (stream, version) = match event {
+            ProjectEvent::Rejected(_) => (rejection_stream(command), 1),
+            _ => (project_stream(name), version_after),
+        };
+        NewEntry::of(event, SOURCE, stream, version, name, self.clock.now()).caused_by(command)
+    }
+
+    async fn decide_project(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+        command: ProjectCommand,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        let name = target(&command).to_owned();
+        let loaded = projections::load_project(conn, &name).await?;
+        let (state, version) = match loaded {
+            Some((project, version)) => (Some(project), version),
+            None => (None, 0),
+        };
+        let event = projects::decide(state.as_ref(), &command, message.id, &self.allowed_roots);
+        Ok(vec![self.entry_for(&event, version + 1, message, &name)])
+    }
+}
+
+impl Decider for Orchestrator {
+    async fn decide(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        let kind =
+            TypeName::parse(&message.type_name).map_err(|e| HandleError::Message(e.to_string()))?;
+        match ProjectCommand::from_data(&message.type_name, message.data.clone()) {
+            Ok(command) => self.decide_project(conn, message, command).await,
+            // A command nobody here understands cannot be answered: it goes
+            // dead, and an operator can skip it.
+            Err(e) if kind.kind == MessageKind::Command => Err(HandleError::Message(e.to_string())),
+            // Facts of aggregates this service follows but does not act on
+            // yet change nothing.
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn on_skipped(&self, message: &Envelope) -> Vec<NewEntry> {
+        match ProjectCommand::from_data(&message.type_name, message.data.clone()) {
+            Ok(command) => {
+                let event = projects::skipped(&command, message.id);
+                vec![self.entry_for(&event, 1, message, target(&command))]
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Projection for Orchestrator {
+    fn tables(&self) -> &'static [&'static str] {
+        projections::TABLES
+    }
+
+    async fn project_own(
+        &self,
+        conn: &mut PgConnection,
+        entry: &Envelope,
+    ) -> Result<(), StoreError> {
+        projections::project_own(conn, entry).await
+    }
+
+    async fn project_received(
+        &self,
+        _conn: &mut PgConnection,
+        _message: &Envelope,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -200,3 +200,57 @@ async fn an_early_transaction_that_appends_late_is_still_published_after_the_one
     pool.close().await;
     env.cleanup().await.unwrap();
 }
+
+/// A backlog larger than many batches drains in order; the rate it drains
+/// at is printed (the figure `make bench` will measure properly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_a_backlog_of_twenty_thousand_rows_is_published_in_position_order() {
+    let env = TestEnv::new().await.unwrap();
+    let mut subscriber = env.broker.subscribe_events("#").await.unwrap();
+    let pool = env.db.service_pool(SERVICE).await.unwrap();
+    const ROWS: usize = 20_000;
+    for chunk in 0..ROWS / 500 {
+        let entries: Vec<_> = (0..500)
+            .map(|i| project_created(&format!("b{chunk}-{i}"), 1))
+            .collect();
+        append_committed(&pool, &entries).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let relay = start_relay(relay_config(&env)).await.unwrap();
+    let admin = env.db.admin_pool().await.unwrap();
+    stratavore_testkit::wait_until(
+        "the relay's cursor to pass the backlog",
+        Duration::from_secs(300),
+        || async {
+            let cursor: Option<i64> = sqlx::query_scalar(
+                "SELECT position FROM relay.cursors WHERE source_schema = 'gateway'",
+            )
+            .fetch_optional(&admin)
+            .await?;
+            Ok((cursor.unwrap_or(0) >= ROWS as i64).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let confirmed = started.elapsed();
+    admin.close().await;
+    let got = subscriber
+        .collect_until(Duration::from_secs(300), |got| got.len() >= ROWS)
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    let received: Vec<Uuid> = got.iter().map(message_id).collect();
+    let mut conn = pool.acquire().await.unwrap();
+    let in_order = ids_in_position_order(&mut conn).await.unwrap();
+    assert_eq!(assert_published_in_order(&received, &in_order), 0);
+    eprintln!(
+        "{ROWS} rows confirmed by the broker in {confirmed:?} ({:.0} rows/s), received by a subscriber in \
+         {elapsed:?} ({:.0} rows/s)",
+        ROWS as f64 / confirmed.as_secs_f64(),
+        ROWS as f64 / elapsed.as_secs_f64()
+    );
+    stop_relay(relay).await.unwrap();
+    drop(conn);
+    pool.close().await;
+    env.cleanup().await.unwrap();
+}

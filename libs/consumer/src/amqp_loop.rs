@@ -187,6 +187,7 @@ impl<S: Decider + Projection> Consumer<S> {
             metrics::counter!(m::MESSAGES_TOTAL, "service" => name.clone(), "outcome" => "dead")
                 .increment(1);
         }
+        stratavore_runtime::failpoint::failpoint("consumer_after_inbox_commit");
         // Everything of the batch is committed: ack exactly these.
         if let Some(last) = batch.last() {
             last.acker

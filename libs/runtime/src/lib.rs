@@ -6,6 +6,7 @@
 pub mod boottime;
 pub mod clock;
 pub mod config;
+pub mod failpoint;
 pub mod metrics_server;
 pub mod service_base;
 pub mod service_main;

@@ -5,6 +5,20 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::process::{Child, Command};
 
+/// The path of a workspace binary, next to the running test binary's
+/// folder (`cargo nextest run --workspace` builds every binary first).
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // <target>/debug/deps/<test binary> -> <target>/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("no target folder above {}", exe.display()))?;
+    let path = dir.join(name);
+    anyhow::ensure!(path.exists(), "{} is not built (run the tests with --workspace)", path.display());
+    Ok(path)
+}
+
 /// A service binary running as a child process; killed when dropped.
 #[derive(Debug)]
 pub struct ServiceProcess {

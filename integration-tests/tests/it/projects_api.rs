@@ -17,7 +17,10 @@ async fn a_project_is_created_read_listed_updated_archived_and_unarchived_throug
     .await;
     assert_eq!(created.status.as_u16(), 201, "{created:?}");
     assert_eq!(created.headers["location"], "/api/v1/projects/web");
-    assert_eq!(created.body["path"], "/srv/projects/web", "the path is normalised");
+    assert_eq!(
+        created.body["path"], "/srv/projects/web",
+        "the path is normalised"
+    );
     assert_eq!(created.body["archived"], false);
 
     let read = get(&stack, "/api/v1/projects/web").await;
@@ -27,7 +30,10 @@ async fn a_project_is_created_read_listed_updated_archived_and_unarchived_throug
     let updated = patch(&stack, "/api/v1/projects/web", json!({"tags": ["a", "b"]})).await;
     assert_eq!(updated.status.as_u16(), 200, "{updated:?}");
     assert_eq!(updated.body["tags"], json!(["a", "b"]));
-    assert_eq!(updated.body["description"], "the site", "what a PATCH does not name stays");
+    assert_eq!(
+        updated.body["description"], "the site",
+        "what a PATCH does not name stays"
+    );
 
     let archived = post(&stack, "/api/v1/projects/web/archive", json!({}), None).await;
     assert_eq!(archived.body["archived"], true, "{archived:?}");
@@ -38,7 +44,13 @@ async fn a_project_is_created_read_listed_updated_archived_and_unarchived_throug
     assert_eq!(unarchived.body["archived"], false, "{unarchived:?}");
 
     for name in ["b-two", "c-three", "a-one"] {
-        let r = post(&stack, "/api/v1/projects", json!({"name": name, "path": format!("{ROOT}/{name}")}), None).await;
+        let r = post(
+            &stack,
+            "/api/v1/projects",
+            json!({"name": name, "path": format!("{ROOT}/{name}")}),
+            None,
+        )
+        .await;
         assert_eq!(r.status.as_u16(), 201, "{r:?}");
     }
     let mut names = Vec::new();
@@ -61,7 +73,13 @@ async fn a_project_is_created_read_listed_updated_archived_and_unarchived_throug
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_not_decided_within_its_wait_answers_202_and_its_status_can_be_read() {
     let stack = Stack::start().await;
-    let r = post(&stack, "/api/v1/projects?wait=0", json!({"name": "later", "path": "/srv/projects/later"}), None).await;
+    let r = post(
+        &stack,
+        "/api/v1/projects?wait=0",
+        json!({"name": "later", "path": "/srv/projects/later"}),
+        None,
+    )
+    .await;
     assert_eq!(r.status.as_u16(), 202, "{r:?}");
     let location = r.headers["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with("/api/v1/commands/"));
@@ -76,29 +94,68 @@ async fn a_command_not_decided_within_its_wait_answers_202_and_its_status_can_be
     };
     assert_eq!(status.body["status"], "succeeded", "{status:?}");
     assert_eq!(status.body["resource"], "/api/v1/projects/later");
-    assert_eq!(status.body["type"], "io.stratavore.command.project.create.v1");
-    get(&stack, "/api/v1/commands/not-a-uuid").await.assert_problem(404, "not-found");
-    get(&stack, &format!("/api/v1/commands/{}", uuid::Uuid::now_v7()))
+    assert_eq!(
+        status.body["type"],
+        "io.stratavore.command.project.create.v1"
+    );
+    get(&stack, "/api/v1/commands/not-a-uuid")
         .await
         .assert_problem(404, "not-found");
+    get(
+        &stack,
+        &format!("/api/v1/commands/{}", uuid::Uuid::now_v7()),
+    )
+    .await
+    .assert_problem(404, "not-found");
     stack.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_input_is_answered_4xx_problem_json_naming_the_field_and_changes_nothing() {
     let stack = Stack::start().await;
-    let first = post(&stack, "/api/v1/projects", json!({"name": "web", "path": "/srv/projects/web"}), None).await;
+    let first = post(
+        &stack,
+        "/api/v1/projects",
+        json!({"name": "web", "path": "/srv/projects/web"}),
+        None,
+    )
+    .await;
     assert_eq!(first.status.as_u16(), 201, "{first:?}");
     let before = get(&stack, "/api/v1/projects/web").await.body;
     let (log_before, projects_before) = gateway_counts(&stack).await;
 
     // Refused at the gateway's edge: not even a command is recorded.
     let edge = [
-        (json!({"name": "Bad Name", "path": "/srv/projects/x"}), 422, "validation-failed", Some("name")),
-        (json!({"name": "rel", "path": "srv/projects/rel"}), 422, "validation-failed", Some("path")),
-        (json!({"name": "x", "path": "/srv/projects/x", "colour": "red"}), 422, "validation-failed", Some("colour")),
-        (json!({"name": "x", "path": 42}), 422, "validation-failed", Some("path")),
-        (json!({"path": "/srv/projects/x"}), 422, "validation-failed", Some("name")),
+        (
+            json!({"name": "Bad Name", "path": "/srv/projects/x"}),
+            422,
+            "validation-failed",
+            Some("name"),
+        ),
+        (
+            json!({"name": "rel", "path": "srv/projects/rel"}),
+            422,
+            "validation-failed",
+            Some("path"),
+        ),
+        (
+            json!({"name": "x", "path": "/srv/projects/x", "colour": "red"}),
+            422,
+            "validation-failed",
+            Some("colour"),
+        ),
+        (
+            json!({"name": "x", "path": 42}),
+            422,
+            "validation-failed",
+            Some("path"),
+        ),
+        (
+            json!({"path": "/srv/projects/x"}),
+            422,
+            "validation-failed",
+            Some("name"),
+        ),
     ];
     for (body, status, slug, field) in edge {
         let r = post(&stack, "/api/v1/projects", body.clone(), None).await;
@@ -155,18 +212,45 @@ async fn every_bad_input_is_answered_4xx_problem_json_naming_the_field_and_chang
     )
     .await;
     evil_origin.assert_problem(403, "forbidden-host");
-    get(&stack, "/api/v1/projects/nope").await.assert_problem(404, "not-found");
-    get(&stack, "/api/v1/projects?limit=0").await.assert_problem(422, "validation-failed");
-    get(&stack, "/api/v1/projects?cursor=%%%").await.assert_problem(400, "invalid-request");
-    get(&stack, "/api/v1/nothing-here").await.assert_problem(404, "not-found");
-    assert_eq!(gateway_counts(&stack).await, (log_before, projects_before), "edge refusals record nothing");
+    get(&stack, "/api/v1/projects/nope")
+        .await
+        .assert_problem(404, "not-found");
+    get(&stack, "/api/v1/projects?limit=0")
+        .await
+        .assert_problem(422, "validation-failed");
+    get(&stack, "/api/v1/projects?cursor=%%%")
+        .await
+        .assert_problem(400, "invalid-request");
+    get(&stack, "/api/v1/nothing-here")
+        .await
+        .assert_problem(404, "not-found");
+    assert_eq!(
+        gateway_counts(&stack).await,
+        (log_before, projects_before),
+        "edge refusals record nothing"
+    );
 
     // Decided by the orchestrator: the command is recorded, the project
     // is not changed.
     let decided = [
-        (json!({"name": "web", "path": "/srv/projects/other"}), 409, "conflict", None),
-        (json!({"name": "esc", "path": "/srv/projects/../../etc"}), 422, "validation-failed", Some("path")),
-        (json!({"name": "out", "path": "/etc/passwd"}), 422, "validation-failed", Some("path")),
+        (
+            json!({"name": "web", "path": "/srv/projects/other"}),
+            409,
+            "conflict",
+            None,
+        ),
+        (
+            json!({"name": "esc", "path": "/srv/projects/../../etc"}),
+            422,
+            "validation-failed",
+            Some("path"),
+        ),
+        (
+            json!({"name": "out", "path": "/etc/passwd"}),
+            422,
+            "validation-failed",
+            Some("path"),
+        ),
     ];
     for (body, status, slug, field) in decided {
         let r = post(&stack, "/api/v1/projects", body.clone(), None).await;
@@ -175,7 +259,13 @@ async fn every_bad_input_is_answered_4xx_problem_json_naming_the_field_and_chang
             assert!(r.fields().iter().any(|f| f == field), "{body}: {r:?}");
         }
     }
-    let conflict = post(&stack, "/api/v1/projects", json!({"name": "web", "path": "/srv/projects/o"}), None).await;
+    let conflict = post(
+        &stack,
+        "/api/v1/projects",
+        json!({"name": "web", "path": "/srv/projects/o"}),
+        None,
+    )
+    .await;
     assert_eq!(conflict.body["reason"], "name_taken", "{conflict:?}");
     patch(&stack, "/api/v1/projects/nope", json!({"description": "x"}))
         .await
@@ -185,7 +275,10 @@ async fn every_bad_input_is_answered_4xx_problem_json_naming_the_field_and_chang
         .assert_problem(404, "not-found");
     assert_eq!(get(&stack, "/api/v1/projects/web").await.body, before);
     let (_, projects_after) = gateway_counts(&stack).await;
-    assert_eq!(projects_after, projects_before, "no rejected command made a project");
+    assert_eq!(
+        projects_after, projects_before,
+        "no rejected command made a project"
+    );
     stack.cleanup().await;
 }
 
@@ -196,14 +289,26 @@ async fn the_same_idempotency_key_twice_creates_one_project_and_a_reused_key_is_
     let a = post(&stack, "/api/v1/projects", body.clone(), Some("key-1")).await;
     let b = post(&stack, "/api/v1/projects", body.clone(), Some("key-1")).await;
     assert_eq!(a.status.as_u16(), 201, "{a:?}");
-    assert_eq!(b.status.as_u16(), 201, "the retry gets the same outcome: {b:?}");
+    assert_eq!(
+        b.status.as_u16(),
+        201,
+        "the retry gets the same outcome: {b:?}"
+    );
     assert_eq!(a.body, b.body);
     let pool = stack.env.db.service_pool("api-gateway").await.unwrap();
-    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway.log").fetch_one(&pool).await.unwrap();
-    assert_eq!(commands, 1, "one command for one key");
-    post(&stack, "/api/v1/projects", json!({"name": "other", "path": "/srv/projects/o"}), Some("key-1"))
+    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway.log")
+        .fetch_one(&pool)
         .await
-        .assert_problem(409, "conflict");
+        .unwrap();
+    assert_eq!(commands, 1, "one command for one key");
+    post(
+        &stack,
+        "/api/v1/projects",
+        json!({"name": "other", "path": "/srv/projects/o"}),
+        Some("key-1"),
+    )
+    .await
+    .assert_problem(409, "conflict");
     // Concurrent retries with a new key race for it; still one command.
     let body = json!({"name": "raced", "path": "/srv/projects/raced"});
     let (x, y, z) = tokio::join!(
@@ -214,7 +319,10 @@ async fn the_same_idempotency_key_twice_creates_one_project_and_a_reused_key_is_
     for r in [&x, &y, &z] {
         assert_eq!(r.status.as_u16(), 201, "{r:?}");
     }
-    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway.log").fetch_one(&pool).await.unwrap();
+    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway.log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(commands, 2);
     pool.close().await;
     stack.cleanup().await;
@@ -228,7 +336,13 @@ async fn serial_post_to_201_latency_is_measured_over_a_hundred_creates() {
     let mut samples = Vec::new();
     for i in 0..100 {
         let started = Instant::now();
-        let r = post(&stack, "/api/v1/projects", json!({"name": format!("p{i}"), "path": format!("{ROOT}/p{i}")}), None).await;
+        let r = post(
+            &stack,
+            "/api/v1/projects",
+            json!({"name": format!("p{i}"), "path": format!("{ROOT}/p{i}")}),
+            None,
+        )
+        .await;
         assert_eq!(r.status.as_u16(), 201, "{r:?}");
         samples.push(started.elapsed());
     }

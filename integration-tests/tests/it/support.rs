@@ -68,8 +68,13 @@ impl Stack {
             .await
             .unwrap()
             .unwrap();
-        let gateway = api_gateway::start(gateway_config(&env), g.clone()).await.unwrap().unwrap();
-        outbox_relay::start(relay_config(&env), r.clone()).await.unwrap();
+        let gateway = api_gateway::start(gateway_config(&env), g.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        outbox_relay::start(relay_config(&env), r.clone())
+            .await
+            .unwrap();
         Stack {
             api: gateway.health_addr,
             env,
@@ -87,7 +92,9 @@ impl Stack {
             s.trigger();
         }
         for s in self.shutdowns {
-            s.wait_for_tasks(std::time::Duration::from_secs(20)).await.unwrap();
+            s.wait_for_tasks(std::time::Duration::from_secs(20))
+                .await
+                .unwrap();
         }
         self.env
     }
@@ -111,7 +118,11 @@ impl Reply {
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub fn content_type(&self) -> &str {
@@ -137,7 +148,11 @@ impl Reply {
     pub fn fields(&self) -> Vec<String> {
         self.body["errors"]
             .as_array()
-            .map(|a| a.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -156,18 +171,131 @@ pub async fn get(stack: &Stack, path: &str) -> Reply {
 }
 
 pub async fn patch(stack: &Stack, path: &str, body: serde_json::Value) -> Reply {
-    Reply::of(stack.http.patch(stack.url(path)).json(&body).send().await.unwrap()).await
+    Reply::of(
+        stack
+            .http
+            .patch(stack.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
 }
 
 /// Counts that must not move when a request is refused: the gateway's log
 /// and its projects.
 pub async fn gateway_counts(stack: &Stack) -> (i64, i64) {
     let pool = stack.env.db.service_pool("api-gateway").await.unwrap();
-    let log: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway.log").fetch_one(&pool).await.unwrap();
+    let log: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway.log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let projects: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway.projects")
         .fetch_one(&pool)
         .await
         .unwrap();
     pool.close().await;
     (log, projects)
+}
+
+/// A fake orchestrator: publishes project events straight to the events
+/// exchange, as the relay would, so a consumer can be tested alone.
+pub struct FakeOrchestrator {
+    publisher: stratavore_bus::Publisher,
+    exchange: String,
+}
+
+impl FakeOrchestrator {
+    pub async fn connect(broker: &stratavore_testkit::TestBroker) -> FakeOrchestrator {
+        let conn = broker.connect().await.unwrap();
+        FakeOrchestrator {
+            publisher: stratavore_bus::Publisher::open_owning(conn).await.unwrap(),
+            exchange: broker.topology().events_exchange(),
+        }
+    }
+
+    /// `project.created` (version 1) or `project.updated` (later versions)
+    /// of project `name`, with `description` set to `text`.
+    pub fn event(name: &str, version: u64, text: &str) -> stratavore_events::Envelope {
+        use stratavore_events::project::{ProjectCreated, ProjectEvent, ProjectUpdated};
+        let event = if version == 1 {
+            ProjectEvent::Created(ProjectCreated {
+                command_id: uuid::Uuid::now_v7(),
+                name: name.into(),
+                path: format!("{ROOT}/{name}"),
+                description: Some(text.into()),
+                tags: vec![],
+            })
+        } else {
+            ProjectEvent::Updated(ProjectUpdated {
+                command_id: uuid::Uuid::now_v7(),
+                name: name.into(),
+                description: Some(text.into()),
+                tags: vec![],
+            })
+        };
+        stratavore_store::NewEntry::of(
+            &event,
+            "/stratavore/session-orchestrator",
+            format!("project-{name}"),
+            version,
+            name,
+            chrono::Utc::now(),
+        )
+        .envelope
+    }
+
+    pub async fn publish(&self, envelopes: &[stratavore_events::Envelope]) {
+        let batch: Vec<_> = envelopes
+            .iter()
+            .map(|env| stratavore_bus::OutgoingMessage {
+                exchange: self.exchange.clone(),
+                routing_key: stratavore_events::TypeName::parse(&env.type_name)
+                    .unwrap()
+                    .event_routing_key()
+                    .unwrap(),
+                message: stratavore_bus::encode_event(env.to_cloudevent().unwrap()).unwrap(),
+                persistent: true,
+            })
+            .collect();
+        self.publisher.publish_batch(&batch).await.unwrap();
+    }
+}
+
+/// Inbox rows of a service's schema by status.
+pub async fn inbox_statuses(
+    pool: &sqlx::PgPool,
+    schema: &str,
+) -> std::collections::BTreeMap<String, i64> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT status, count(*) FROM {schema}.inbox GROUP BY status"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+/// Check that every applied row of each stream was applied in version
+/// order, each version once, from 1 up without gaps.
+pub async fn assert_applied_in_order(pool: &sqlx::PgPool, schema: &str) {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT source_log, stream, stream_version FROM {schema}.inbox
+         WHERE status = 'applied' ORDER BY applied_seq"
+    )))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut last: std::collections::HashMap<(String, String), i64> = Default::default();
+    for (source, stream, version) in rows {
+        let previous = last
+            .insert((source.clone(), stream.clone()), version)
+            .unwrap_or(0);
+        assert_eq!(
+            version,
+            previous + 1,
+            "{source}/{stream} applied {version} after {previous}"
+        );
+    }
 }

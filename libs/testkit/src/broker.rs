@@ -41,8 +41,17 @@ impl TestBroker {
 
     /// A fresh prefix on the broker at `url`, topology declared.
     pub async fn create_on(url: &str) -> anyhow::Result<Self> {
+        Self::create_with_delivery_limit(url, test_delivery_limit()).await
+    }
+
+    /// A fresh prefix whose queues have their own delivery limit (the
+    /// services of the test must be configured with the same).
+    pub async fn create_with_delivery_limit(
+        url: &str,
+        delivery_limit: u32,
+    ) -> anyhow::Result<Self> {
         let prefix = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let topology = Topology::new(prefix, test_delivery_limit());
+        let topology = Topology::new(prefix, delivery_limit);
         let conn = connect(url, "testkit").await?;
         let channel = conn.create_channel().await?;
         topology.declare_all(&channel).await?;

@@ -15,7 +15,11 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
         .and_then(Path::parent)
         .ok_or_else(|| anyhow::anyhow!("no target folder above {}", exe.display()))?;
     let path = dir.join(name);
-    anyhow::ensure!(path.exists(), "{} is not built (run the tests with --workspace)", path.display());
+    anyhow::ensure!(
+        path.exists(),
+        "{} is not built (run the tests with --workspace)",
+        path.display()
+    );
     Ok(path)
 }
 

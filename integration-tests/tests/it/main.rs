@@ -1,6 +1,7 @@
 //! Tests of the whole stack: provisioning, roles and topology, and the
 //! project flow across gateway, relay and orchestrator.
 
+mod consumer_crashes;
 mod consumer_faults;
 mod projects_api;
 mod provisioning;

@@ -164,11 +164,23 @@ impl ConfigLoader {
     where
         T: DeserializeOwned + Serialize + Default,
     {
+        self.load_with_defaults(&T::default())
+    }
+
+    /// Loads `T` through every layer, starting from `defaults`. Fields the
+    /// sources have but `T` does not are ignored, so a service can load its
+    /// common sections and its own from the same sources separately (serde's
+    /// `flatten` would lose the string-to-number leniency environment
+    /// values need).
+    pub fn load_with_defaults<T>(&self, defaults: &T) -> Result<T, ConfigError>
+    where
+        T: DeserializeOwned + Serialize,
+    {
         let env = match &self.env {
             Some(env) => env.clone(),
             None => process_env(),
         };
-        let defaults = ::config::Config::try_from(&T::default())?;
+        let defaults = ::config::Config::try_from(defaults)?;
         let mut builder = ::config::Config::builder().add_source(defaults);
         if let Some(path) = self.config_file(&env)? {
             builder = builder.add_source(

@@ -24,7 +24,9 @@ pub use config::{
 pub use metrics_server::{
     BoundServer, Check, HttpError, Readiness, health_router, prometheus_handle, serve_health,
 };
-pub use service_base::{ServiceBase, ServiceConfig, ServiceStartError, start_service_base};
+pub use service_base::{
+    ServiceBase, ServiceConfig, ServiceStartError, load_service_config, start_service_base,
+};
 pub use service_main::{RunError, SHUTDOWN_GRACE, run_until_signalled};
 pub use shutdown::{Shutdown, ShutdownError, trigger_on_signals};
 pub use telemetry::{TelemetryError, init_tracing};

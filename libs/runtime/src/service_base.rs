@@ -48,6 +48,21 @@ impl ServiceConfig {
     }
 }
 
+/// Load a service's config: the common sections (health server on
+/// 127.0.0.1:`port` unless configured) and the service's own sections `E`,
+/// both from the same layered sources, both validated by the caller.
+pub fn load_service_config<E>(
+    loader: &crate::ConfigLoader,
+    port: u16,
+) -> Result<(ServiceConfig, E), ConfigError>
+where
+    E: serde::de::DeserializeOwned + Serialize + Default,
+{
+    let base = loader.load_with_defaults(&ServiceConfig::with_port(port))?;
+    base.validate()?;
+    Ok((base, loader.load()?))
+}
+
 impl ServiceConfig {
     /// `retry_backoff_ms` as a `Duration`.
     pub fn retry_backoff(&self) -> Duration {

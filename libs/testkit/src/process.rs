@@ -77,6 +77,13 @@ impl ServiceProcess {
         self.child.as_ref().and_then(Child::id)
     }
 
+    /// Whether it has exited (by itself: a crash, a failpoint).
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     /// Where its output goes.
     pub fn log_path(&self) -> &Path {
         &self.log

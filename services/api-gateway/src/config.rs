@@ -3,20 +3,25 @@
 
 use serde::{Deserialize, Serialize};
 use stratavore_consumer::ConsumerSection;
-use stratavore_runtime::{ConfigError, ConfigLoader, ServiceConfig, Validate};
+use stratavore_runtime::{ConfigError, ConfigLoader, ServiceConfig, Validate, load_service_config};
 
 /// Everything the gateway reads at start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct GatewayConfig {
     /// Database, broker, HTTP server (API and health share it), logs, clock.
-    #[serde(flatten)]
     pub base: ServiceConfig,
     /// How it consumes its queue.
-    #[serde(default)]
     pub consumer: ConsumerSection,
     /// The REST API.
-    #[serde(default)]
     pub api: ApiSection,
+}
+
+/// The gateway's own sections, loaded beside the common ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct OwnSections {
+    consumer: ConsumerSection,
+    api: ApiSection,
 }
 
 /// `[api]`.
@@ -55,11 +60,22 @@ impl Default for GatewayConfig {
 impl GatewayConfig {
     /// Load defaults, the file, the environment; validate.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
-        let mut loader = ConfigLoader::new().list_key("api.allowed_hosts");
+        let mut loader = ConfigLoader::new();
         if let Some(file) = file {
             loader = loader.file(file);
         }
-        let config: Self = loader.load()?;
+        Self::load_with(loader)
+    }
+
+    /// Load through `loader` (tests inject an environment); validate.
+    pub fn load_with(loader: ConfigLoader) -> Result<Self, ConfigError> {
+        let loader = loader.list_key("api.allowed_hosts");
+        let (base, own): (ServiceConfig, OwnSections) = load_service_config(&loader, 7480)?;
+        let config = Self {
+            base,
+            consumer: own.consumer,
+            api: own.api,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -95,5 +111,40 @@ impl Validate for GatewayConfig {
             ));
         }
         self.allowed_hosts().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> ConfigLoader {
+        ConfigLoader::new().current_dir("/nonexistent").env(
+            vars.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_gateway_listens_on_7480_and_takes_extra_hosts_from_the_environment() {
+        let config = GatewayConfig::load_with(env(&[
+            (
+                "STRATAVORE__API__ALLOWED_HOSTS",
+                "stratavore.internal,ops.example:8443",
+            ),
+            ("STRATAVORE__API__OUTCOME_POLL_MS", "3"),
+        ]))
+        .unwrap();
+        assert_eq!(config.base.http.listen.port(), 7480);
+        assert_eq!(config.api.outcome_poll_ms, 3);
+        assert_eq!(config.api.allowed_hosts.len(), 2);
+    }
+
+    #[test]
+    fn without_authentication_the_gateway_refuses_a_non_loopback_address() {
+        let err = GatewayConfig::load_with(env(&[("STRATAVORE__HTTP__LISTEN", "0.0.0.0:7480")]))
+            .unwrap_err();
+        assert_eq!(err.key(), Some("http.listen"));
     }
 }

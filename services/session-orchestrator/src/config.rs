@@ -4,20 +4,25 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use stratavore_consumer::ConsumerSection;
-use stratavore_runtime::{ConfigError, ConfigLoader, ServiceConfig, Validate};
+use stratavore_runtime::{ConfigError, ConfigLoader, ServiceConfig, Validate, load_service_config};
 
 /// Everything the orchestrator reads at start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct OrchestratorConfig {
     /// Database, broker, health server, logs, clock.
-    #[serde(flatten)]
     pub base: ServiceConfig,
     /// How it consumes its queue.
-    #[serde(default)]
     pub consumer: ConsumerSection,
     /// Projects.
-    #[serde(default)]
     pub projects: ProjectsSection,
+}
+
+/// The orchestrator's own sections, loaded beside the common ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct OwnSections {
+    consumer: ConsumerSection,
+    projects: ProjectsSection,
 }
 
 /// `[projects]`.
@@ -54,11 +59,22 @@ impl Default for OrchestratorConfig {
 impl OrchestratorConfig {
     /// Load defaults, the file, the environment; validate.
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
-        let mut loader = ConfigLoader::new().list_key("projects.allowed_roots");
+        let mut loader = ConfigLoader::new();
         if let Some(file) = file {
             loader = loader.file(file);
         }
-        let config: Self = loader.load()?;
+        Self::load_with(loader)
+    }
+
+    /// Load through `loader` (tests inject an environment); validate.
+    pub fn load_with(loader: ConfigLoader) -> Result<Self, ConfigError> {
+        let loader = loader.list_key("projects.allowed_roots");
+        let (base, own): (ServiceConfig, OwnSections) = load_service_config(&loader, 7481)?;
+        let config = Self {
+            base,
+            consumer: own.consumer,
+            projects: own.projects,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -86,5 +102,52 @@ impl Validate for OrchestratorConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> ConfigLoader {
+        ConfigLoader::new().current_dir("/nonexistent").env(
+            vars.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn environment_values_reach_the_common_and_the_own_sections() {
+        let config = OrchestratorConfig::load_with(env(&[
+            ("STRATAVORE__RETRY_BACKOFF_MS", "100"),
+            ("STRATAVORE__CONSUMER__MAX_ATTEMPTS", "7"),
+            ("STRATAVORE__PROJECTS__ALLOWED_ROOTS", "/srv/a,/srv/b"),
+            ("STRATAVORE__BROKER__PREFIX", "t-1"),
+        ]))
+        .unwrap();
+        assert_eq!(config.base.retry_backoff_ms, 100);
+        assert_eq!(config.base.http.listen.port(), 7481);
+        assert_eq!(config.consumer.max_attempts, 7);
+        assert_eq!(
+            config.projects.allowed_roots,
+            vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
+        assert_eq!(config.base.broker.prefix, "t-1");
+    }
+
+    #[test]
+    fn a_relative_root_or_a_bad_number_is_refused_naming_the_key() {
+        let err =
+            OrchestratorConfig::load_with(env(&[("STRATAVORE__PROJECTS__ALLOWED_ROOTS", "srv")]))
+                .unwrap_err();
+        assert_eq!(err.key(), Some("projects.allowed_roots"));
+        let err =
+            OrchestratorConfig::load_with(env(&[("STRATAVORE__CONSUMER__MAX_ATTEMPTS", "many")]))
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("max_attempts") || err.key() == Some("consumer.max_attempts"),
+            "{err}"
+        );
     }
 }

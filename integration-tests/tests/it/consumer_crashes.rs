@@ -108,6 +108,7 @@ async fn serial_the_active_consumer_killed_mid_batch_hands_over_and_every_event_
     for s in 0..STREAMS {
         assert_eq!(final_state[&format!("s{s}")], format!("v{VERSIONS}"));
     }
+    crate::rebuild::assert_rebuilds_match_live(&env).await;
     pool.close().await;
     env.cleanup().await.unwrap();
 }

@@ -49,7 +49,7 @@ async fn the_same_message_delivered_twice_is_applied_once() {
     let created = FakeOrchestrator::event("twice", 1, "v1");
     fake.publish(&[created.clone(), created.clone()]).await;
     let updated = FakeOrchestrator::event("twice", 2, "v2");
-    fake.publish(&[updated.clone()]).await;
+    fake.publish(std::slice::from_ref(&updated)).await;
     fake.publish(&[created.clone(), updated]).await;
     wait_until("both versions applied", Duration::from_secs(20), || async {
         Ok((description(&pool, "twice").await.as_deref() == Some("v2")).then_some(()))

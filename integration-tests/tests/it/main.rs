@@ -3,7 +3,9 @@
 
 mod consumer_crashes;
 mod consumer_faults;
+mod infrastructure_faults;
 mod projects_api;
 mod provisioning;
+mod rebuild;
 mod roles;
 mod support;

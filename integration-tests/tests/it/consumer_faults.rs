@@ -31,6 +31,32 @@ async fn stop(shutdown: Shutdown) {
         .unwrap();
 }
 
+fn operator_command(env: &TestEnv, args: &[&str]) -> tokio::process::Command {
+    let bin = stratavore_testkit::process::workspace_binary("session-orchestrator").unwrap();
+    let mut command = tokio::process::Command::new(bin);
+    command
+        .args(args)
+        .envs(env.service_env())
+        .env("STRATAVORE__PROJECTS__ALLOWED_ROOTS", ROOT)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// Run an operator subcommand of the orchestrator binary; its stdout.
+async fn operator(env: &TestEnv, args: &[&str]) -> String {
+    let out = operator_command(env, args).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn operator_status(env: &TestEnv, args: &[&str]) -> std::process::ExitStatus {
+    operator_command(env, args).output().await.unwrap().status
+}
+
 async fn description(pool: &sqlx::PgPool, name: &str) -> Option<String> {
     sqlx::query_scalar("SELECT description FROM gateway.projects WHERE name = $1")
         .bind(name)
@@ -94,14 +120,16 @@ async fn a_malformed_message_and_one_the_handler_keeps_refusing_become_dead_rows
         },
         persistent: true,
     };
-    // A well-formed command of a type the orchestrator does not handle.
+    // A well-formed CloudEvent whose command the handler refuses every
+    // time (its payload lacks the path).
     let mut unknown = FakeOrchestrator::event("x", 1, "x");
-    unknown.type_name = "io.stratavore.command.project.explode.v1".into();
+    unknown.type_name = "io.stratavore.command.project.create.v1".into();
+    unknown.data = serde_json::json!({"name": "x"});
     unknown.source = "/stratavore/api-gateway".into();
     unknown.stream = format!("command-{}", unknown.id);
     let unknown_out = stratavore_bus::OutgoingMessage {
         exchange: commands.clone(),
-        routing_key: "session-orchestrator.project.explode".into(),
+        routing_key: "session-orchestrator.project.create".into(),
         message: stratavore_bus::encode_event(unknown.to_cloudevent().unwrap()).unwrap(),
         persistent: true,
     };
@@ -159,14 +187,14 @@ async fn a_malformed_message_and_one_the_handler_keeps_refusing_become_dead_rows
     .await
     .unwrap();
     let (refused, unreadable) = (&dead[0], &dead[1]);
-    assert_eq!(refused.0, "io.stratavore.command.project.explode.v1");
+    assert_eq!(refused.0, "io.stratavore.command.project.create.v1");
     assert_eq!(refused.1, 3, "it was tried max_attempts times");
     assert!(
         refused
             .2
             .as_deref()
             .unwrap_or("")
-            .contains("unknown message type"),
+            .contains("missing field `path`"),
         "{refused:?}"
     );
     assert_eq!(unreadable.0, "unknown");
@@ -175,16 +203,29 @@ async fn a_malformed_message_and_one_the_handler_keeps_refusing_become_dead_rows
         "{unreadable:?}"
     );
 
-    // Skipping the refused command answers it `rejected`, so it still has
+    // Operators list and skip through the service binary's subcommands;
+    // skipping the refused command answers it `rejected`, so it still has
     // an outcome.
-    let drainer = session_orchestrator::drainer(
-        &orchestrator_config(&env),
-        env.db.service_pool("session-orchestrator").await.unwrap(),
-    );
     let id = unknown.id;
-    stratavore_consumer::dead_letters::skip(&drainer, &stratavore_runtime::SystemClock, id)
-        .await
-        .unwrap();
+    let listed = operator(&env, &["dead-letters", "list"]).await;
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains(&id.to_string()), "{listed}");
+    let skipped = operator(&env, &["dead-letters", "skip", &id.to_string()]).await;
+    assert!(skipped.starts_with(&format!("skipped {id}")), "{skipped}");
+    let again = operator_status(&env, &["dead-letters", "skip", &id.to_string()]).await;
+    assert!(
+        !again.success(),
+        "a row that is no longer dead cannot be skipped again"
+    );
+    let answered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orchestrator.log WHERE type = 'io.stratavore.project.rejected.v1'
+         AND data->>'reason' = 'skipped_by_operator' AND data->>'command_id' = $1",
+    )
+    .bind(id.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(answered, 1, "the skipped command is answered rejected");
     let types: Vec<String> =
         sqlx::query_scalar("SELECT type FROM orchestrator.log ORDER BY position")
             .fetch_all(&pool)

@@ -79,12 +79,11 @@ pub async fn execute<S: Decider + Projection>(
         AdminCommand::DeadLetters { action } => match action {
             DeadLetterAction::List => {
                 let rows = dead_letters::list(drainer).await?;
-                let mut out = String::new();
-                for row in rows {
-                    out.push_str(&serde_json::to_string(&row)?);
-                    out.push('\n');
-                }
-                Ok(out)
+                let lines = rows
+                    .iter()
+                    .map(serde_json::to_string)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(lines.join("\n"))
             }
             DeadLetterAction::Replay { id } => {
                 let outcome = dead_letters::replay(drainer, clock, *id).await?;

@@ -62,7 +62,13 @@ pub fn read_delivery(properties: &BasicProperties, body: &[u8]) -> ReceivedMessa
             stream: env.stream.clone(),
             stream_version: i64::try_from(env.sequence).unwrap_or(i64::MAX),
             type_name: env.type_name.clone(),
-            stored: serde_json::to_value(&event).unwrap_or(serde_json::Value::Null),
+            // Stored re-encoded from the validated envelope, so the data is
+            // JSON an operator can read, not the wire's base64 bytes.
+            stored: env
+                .to_cloudevent()
+                .ok()
+                .and_then(|canonical| serde_json::to_value(&canonical).ok())
+                .unwrap_or_else(|| serde_json::to_value(&event).unwrap_or(serde_json::Value::Null)),
             unreadable: None,
         },
         Err(reason) => unreadable(properties, body, reason),
@@ -174,6 +180,10 @@ mod tests {
         assert!(r.unreadable.is_none());
         assert_eq!(r.source_log, "api-gateway");
         assert_eq!((r.stream.as_str(), r.stream_version), ("command-1", 1));
+        assert_eq!(
+            r.stored["data"], env.data,
+            "the stored data is readable JSON"
+        );
         let back = envelope_of_stored(&r.stored).unwrap();
         assert_eq!(back.data, env.data);
         assert_eq!(back.time.timestamp_millis(), env.time.timestamp_millis());

@@ -87,13 +87,17 @@ impl Decider for Orchestrator {
     }
 
     fn on_skipped(&self, message: &Envelope) -> Vec<NewEntry> {
-        match ProjectCommand::from_data(&message.type_name, message.data.clone()) {
-            Ok(command) => {
-                let event = projects::skipped(&command, message.id);
-                vec![self.entry_for(&event, 1, message, target(&command))]
-            }
-            Err(_) => Vec::new(),
+        // A project command gets its terminal `rejected` even when it never
+        // parsed (the reason it went dead): the gateway tracks it by id, and
+        // its subject names the project.
+        let is_project_command = TypeName::parse(&message.type_name).is_ok_and(|t| {
+            t.kind == MessageKind::Command && t.subject_part.starts_with("project.")
+        });
+        if !is_project_command {
+            return Vec::new();
         }
+        let event = projects::skipped(&message.subject, message.id);
+        vec![self.entry_for(&event, 1, message, &message.subject)]
     }
 }
 

@@ -236,10 +236,10 @@ pub fn decide(
 }
 
 /// The answer to a project command an operator skipped.
-pub fn skipped(command: &ProjectCommand, command_id: Uuid) -> ProjectEvent {
+pub fn skipped(name: &str, command_id: Uuid) -> ProjectEvent {
     reject(
         command_id,
-        target(command),
+        name,
         "skipped_by_operator",
         None,
         "an operator skipped this command after it failed".to_owned(),

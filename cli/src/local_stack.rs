@@ -139,6 +139,7 @@ impl LocalStack {
         }
         println!();
         println!("Stratavore is up:");
+        println!("  REST API             http://127.0.0.1:7480/api/v1/projects");
         for (service, port) in SERVICES {
             println!("  {service:<20} http://127.0.0.1:{port}/readyz  /metrics");
         }

@@ -102,3 +102,45 @@ pub async fn execute<S: Decider + Projection>(
         },
     }
 }
+
+/// A boxed error, for a service's `main` to report.
+pub type MainError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a consuming service's `main`: without a subcommand, run the
+/// service until SIGTERM; with one, connect as the service (migrating its
+/// schema), run the operator command and print what it says.
+pub async fn run_service_or_command<C, S, Start, Fut, T, E>(
+    service: &'static str,
+    config: C,
+    base: fn(&C) -> &stratavore_runtime::ServiceConfig,
+    command: Option<AdminCommand>,
+    start: Start,
+    drainer: fn(&C, sqlx::PgPool) -> Drainer<S>,
+) -> Result<(), MainError>
+where
+    S: Decider + Projection,
+    Start: FnOnce(C, stratavore_runtime::Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let common = base(&config).clone();
+    match command {
+        None => {
+            stratavore_runtime::run_until_signalled(service, &common.telemetry, |shutdown| {
+                start(config, shutdown)
+            })
+            .await?;
+        }
+        Some(command) => {
+            let db = stratavore_store::services::service_db(service)
+                .ok_or_else(|| format!("no schema is known for {service}"))?;
+            let pool = stratavore_runtime::service_base::connect_and_migrate(&common, db).await?;
+            let clock = stratavore_runtime::clock_from_section(&common.clock);
+            println!(
+                "{}",
+                execute(&command, &drainer(&config, pool), clock.as_ref()).await?
+            );
+        }
+    }
+    Ok(())
+}

@@ -68,6 +68,28 @@ enum LoopError {
 }
 
 impl<S: Decider + Projection> Consumer<S> {
+    /// The consumer of a started service's own queue, run under `shutdown`.
+    pub fn spawn_for_service(
+        drainer: Drainer<S>,
+        base: &stratavore_runtime::ServiceBase,
+        config: &stratavore_runtime::ServiceConfig,
+        section: &crate::ConsumerSection,
+        shutdown: &Shutdown,
+    ) {
+        let queue = base.topology.service_queue(&drainer.name);
+        let consumer = Consumer {
+            broker_url: config.broker.url.clone(),
+            topology: base.topology.clone(),
+            settings: section.settings(queue, config.retry_backoff()),
+            readiness: base.readiness.clone(),
+            drainer,
+        };
+        shutdown.spawn(
+            format!("{} consumer", consumer.drainer.name),
+            consumer.run(shutdown.clone()),
+        );
+    }
+
     /// Run the consumer, its dead-letter consumer and its sweeper until
     /// shutdown.
     pub async fn run(self, shutdown: Shutdown) {

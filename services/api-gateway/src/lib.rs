@@ -66,19 +66,12 @@ pub async fn start(
         clock: clock_from_section(&config.base.clock),
         outcome_poll: Duration::from_millis(config.api.outcome_poll_ms),
     });
-    let consumer = Consumer {
-        drainer: drainer(&config, base.pool.clone()),
-        broker_url: config.base.broker.url.clone(),
-        topology: base.topology.clone(),
-        settings: config.consumer.settings(
-            base.topology.service_queue(SERVICE),
-            config.base.retry_backoff(),
-        ),
-        readiness: base.readiness.clone(),
-    };
-    shutdown.spawn(
-        format!("{SERVICE} consumer"),
-        consumer.run(shutdown.clone()),
+    Consumer::spawn_for_service(
+        drainer(&config, base.pool.clone()),
+        &base,
+        &config.base,
+        &config.consumer,
+        &shutdown,
     );
     Ok(Some(base))
 }

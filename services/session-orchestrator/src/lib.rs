@@ -50,19 +50,12 @@ pub async fn start(
     let Some(base) = start_service_base(SERVICE, &config.base, None, &shutdown).await? else {
         return Ok(None);
     };
-    let consumer = Consumer {
-        drainer: drainer(&config, base.pool.clone()),
-        broker_url: config.base.broker.url.clone(),
-        topology: base.topology.clone(),
-        settings: config.consumer.settings(
-            base.topology.service_queue(SERVICE),
-            config.base.retry_backoff(),
-        ),
-        readiness: base.readiness.clone(),
-    };
-    shutdown.spawn(
-        format!("{SERVICE} consumer"),
-        consumer.run(shutdown.clone()),
+    Consumer::spawn_for_service(
+        drainer(&config, base.pool.clone()),
+        &base,
+        &config.base,
+        &config.consumer,
+        &shutdown,
     );
     Ok(Some(base))
 }

@@ -1,12 +1,10 @@
-//! The session-orchestrator binary: runs the service, or an operator
-//! subcommand (`rebuild-projections`, `dead-letters …`).
+//! The session-orchestrator binary: runs the service, or an operator subcommand
+//! (`rebuild-projections`, `dead-letters …`).
 
 use clap::Parser;
 use session_orchestrator::{SERVICE, config::OrchestratorConfig, drainer, start};
 use std::path::PathBuf;
-use stratavore_consumer::admin::{AdminCommand, execute};
-use stratavore_runtime::service_base::connect_and_migrate;
-use stratavore_runtime::{clock_from_section, run_until_signalled};
+use stratavore_consumer::admin::{AdminCommand, run_service_or_command};
 
 #[derive(Parser)]
 #[command(about = "Owns projects, runners' lifecycle, sessions and budgets")]
@@ -23,23 +21,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = OrchestratorConfig::load(args.config.as_deref())?;
-    match args.command {
-        None => {
-            let telemetry = config.base.telemetry.clone();
-            run_until_signalled(SERVICE, &telemetry, |shutdown| start(config, shutdown)).await?;
-        }
-        Some(command) => {
-            let db = stratavore_store::services::service_db(SERVICE)
-                .ok_or_else(|| anyhow::anyhow!("no schema"))?;
-            let pool = connect_and_migrate(&config.base, db)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
-            let clock = clock_from_section(&config.base.clock);
-            println!(
-                "{}",
-                execute(&command, &drainer(&config, pool), clock.as_ref()).await?
-            );
-        }
-    }
-    Ok(())
+    run_service_or_command(SERVICE, config, |c| &c.base, args.command, start, drainer)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }

@@ -162,26 +162,38 @@ pub(super) async fn update(
 }
 
 pub(super) async fn archive(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    IdempotencyKey(key): IdempotencyKey,
-    Wait(wait): Wait,
+    state: State<ApiState>,
+    name: Path<String>,
+    key: IdempotencyKey,
+    wait: Wait,
 ) -> Result<Response, ApiError> {
-    let api = state.api()?;
-    known_name(&name)?;
-    let command = ProjectCommand::Archive(ProjectRef { name: name.clone() });
-    submit(api, command, &name, key.as_deref(), wait, StatusCode::OK).await
+    change_archive(state, name, key, wait, true).await
 }
 
 pub(super) async fn unarchive(
+    state: State<ApiState>,
+    name: Path<String>,
+    key: IdempotencyKey,
+    wait: Wait,
+) -> Result<Response, ApiError> {
+    change_archive(state, name, key, wait, false).await
+}
+
+async fn change_archive(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
     Wait(wait): Wait,
+    archive: bool,
 ) -> Result<Response, ApiError> {
     let api = state.api()?;
     known_name(&name)?;
-    let command = ProjectCommand::Unarchive(ProjectRef { name: name.clone() });
+    let project = ProjectRef { name: name.clone() };
+    let command = if archive {
+        ProjectCommand::Archive(project)
+    } else {
+        ProjectCommand::Unarchive(project)
+    };
     submit(api, command, &name, key.as_deref(), wait, StatusCode::OK).await
 }
 

@@ -1,7 +1,7 @@
 //! The catalogue of every message type: routing keys, schema URNs and the
 //! JSON Schema of each payload, gathered from every message family.
 
-use crate::{Message, inbox, project};
+use crate::{Message, inbox, project, runner};
 
 /// Whether a message records a fact or asks for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -68,6 +68,8 @@ impl Catalogue {
             project::ProjectCommand::types(),
             project::ProjectEvent::types(),
             inbox::InboxEvent::types(),
+            runner::RunnerCommand::types(),
+            runner::RunnerEvent::types(),
         ]
         .into_iter()
         .flatten()

@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod inbox;
 mod message_macro;
 pub mod project;
+pub mod runner;
 pub mod schema;
 pub mod type_name;
 

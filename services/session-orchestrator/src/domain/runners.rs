@@ -1,0 +1,523 @@
+//! A runner's lifecycle, decided: its state folded from its stream, and
+//! what each client command or process fact leads to (events to record and
+//! effects to send). Pure: ids and times come in with the input.
+//!
+//! Facts carry the attempt they are about. A fact of an attempt that is not
+//! the current one decides nothing, except that a process of a stale attempt
+//! that says it runs is killed on sight.
+
+use stratavore_events::runner::{
+    AttemptOffered, AttemptPlaced, AttemptRunning, PauseCause, PauseChanged, QuotaWait,
+    RestartScheduled, RunnerEnded, RunnerEvent, SessionBound, StopRequested, Want,
+};
+use uuid::Uuid;
+
+/// Where a runner is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunnerState {
+    /// Approved, not yet offered.
+    Requested,
+    /// An attempt is offered or placed and not yet running.
+    Starting,
+    /// The attempt's process runs.
+    Running,
+    /// Frozen (every process stopped).
+    Paused,
+    /// A stop or kill was sent; waiting for the exit.
+    Stopping,
+    /// Waiting for the backoff before the next attempt.
+    Restarting,
+    /// Waiting for a provider quota window to reset.
+    WaitingQuota,
+    /// Ended: the agent exited, cleanly or on request.
+    Exited,
+    /// Ended: it failed and may not restart.
+    Failed,
+    /// Ended: lost with its node.
+    Lost,
+    /// Ended: refused at launch.
+    Rejected,
+    /// Ended: cancelled before running, or while waiting.
+    Cancelled,
+}
+
+impl RunnerState {
+    /// Whether the runner has its terminal outcome.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Exited | Self::Failed | Self::Lost | Self::Rejected | Self::Cancelled
+        )
+    }
+}
+
+/// A runner, as its stream has made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runner {
+    /// Its id.
+    pub id: Uuid,
+    /// Its state.
+    pub state: RunnerState,
+    /// The current attempt (0 before the first offer).
+    pub attempt: u32,
+    /// The node and incarnation of the current attempt, once placed.
+    pub placement: Option<(String, Uuid)>,
+    /// The session it runs.
+    pub session_id: String,
+    /// Whether the agent saved a first turn (the session can be resumed).
+    pub session_bound: bool,
+    /// Restarts used.
+    pub restarts: u32,
+    /// Restarts allowed.
+    pub max_restarts: u32,
+    /// Why it is paused.
+    pub pause: Option<PauseCause>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// The agent's last exit code.
+    pub exit_code: Option<i32>,
+}
+
+/// Fold one event.
+pub fn apply(state: Option<Runner>, event: &RunnerEvent) -> Option<Runner> {
+    use RunnerEvent as E;
+    let mut r = match (state, event) {
+        (None, E::LaunchApproved(a)) => {
+            return Some(Runner {
+                id: a.runner_id,
+                state: RunnerState::Requested,
+                attempt: 0,
+                placement: None,
+                session_id: a.session_id.clone(),
+                session_bound: a.resume,
+                restarts: 0,
+                max_restarts: a.max_restarts,
+                pause: None,
+                last_error: None,
+                exit_code: None,
+            });
+        }
+        (None, E::LaunchRejected(r)) => {
+            return Some(Runner {
+                id: r.runner_id,
+                state: RunnerState::Rejected,
+                attempt: 0,
+                placement: None,
+                session_id: String::new(),
+                session_bound: false,
+                restarts: 0,
+                max_restarts: 0,
+                pause: None,
+                last_error: Some(r.reason.clone()),
+                exit_code: None,
+            });
+        }
+        (None, _) => return None,
+        (Some(r), _) => r,
+    };
+    match event {
+        E::LaunchApproved(_) | E::LaunchRejected(_) => {}
+        E::Offered(o) => {
+            r.state = RunnerState::Starting;
+            r.attempt = o.attempt;
+            r.placement = None;
+            r.session_id = o.session_id.clone();
+            r.session_bound = o.resume;
+        }
+        E::Placed(p) => r.placement = Some((p.node.clone(), p.incarnation)),
+        E::Started(_) => r.state = RunnerState::Running,
+        E::Paused(p) => {
+            r.state = RunnerState::Paused;
+            r.pause = Some(p.cause);
+        }
+        E::Resumed(_) => {
+            r.state = RunnerState::Running;
+            r.pause = None;
+        }
+        E::StopRequested(_) => r.state = RunnerState::Stopping,
+        E::SessionBound(b) => {
+            r.session_bound = true;
+            r.session_id = b.session_id.clone();
+        }
+        E::RestartScheduled(s) => {
+            r.state = RunnerState::Restarting;
+            r.restarts += 1;
+            r.last_error = Some(s.reason.clone());
+        }
+        E::WaitingQuota(q) => {
+            r.state = RunnerState::WaitingQuota;
+            r.last_error = Some(q.message.clone());
+        }
+        E::Exited(e) | E::Failed(e) | E::Lost(e) | E::Cancelled(e) => {
+            r.state = match event {
+                E::Exited(_) => RunnerState::Exited,
+                E::Failed(_) => RunnerState::Failed,
+                E::Lost(_) => RunnerState::Lost,
+                _ => RunnerState::Cancelled,
+            };
+            r.exit_code = e.exit_code.or(r.exit_code);
+            if e.reason != "completed" {
+                r.last_error = Some(e.reason.clone());
+            }
+        }
+    }
+    Some(r)
+}
+
+/// What a decision sends beyond recording events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Offer the attempt for placement.
+    Offer {
+        /// The attempt.
+        attempt: u32,
+        /// Whether it resumes the session.
+        resume: bool,
+    },
+    /// Tell the claiming node to spawn.
+    Start {
+        /// The node.
+        node: String,
+        /// Its incarnation (a `start` is honoured only by it).
+        incarnation: Uuid,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Tell a claiming node not to spawn.
+    Revoke {
+        /// The node.
+        node: String,
+        /// Its incarnation.
+        incarnation: Uuid,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Bring the attempt's process tree to `want` on its node.
+    Control {
+        /// The node.
+        node: String,
+        /// The attempt.
+        attempt: u32,
+        /// The desired state.
+        want: Want,
+    },
+}
+
+/// Events to record and effects to send.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decision {
+    /// Appended to the runner's stream, in order.
+    pub events: Vec<RunnerEvent>,
+    /// Sent after the events are recorded.
+    pub effects: Vec<Effect>,
+}
+
+/// A client's request that the runner's state does not allow (409).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a runner that is {state:?} cannot be made {want:?}")]
+pub struct IllegalTransition {
+    /// The state it is in.
+    pub state: RunnerState,
+    /// What was asked.
+    pub want: Want,
+}
+
+fn ended(r: &Runner, reason: &str, exit_code: Option<i32>) -> RunnerEnded {
+    RunnerEnded {
+        runner_id: r.id,
+        attempt: r.attempt,
+        exit_code,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Decide a client's stop, kill, pause or resume.
+pub fn decide_control(r: &Runner, want: Want) -> Result<Decision, IllegalTransition> {
+    use RunnerState as S;
+    let illegal = || IllegalTransition {
+        state: r.state,
+        want,
+    };
+    let control = |want| {
+        r.placement.as_ref().map(|(node, _)| Effect::Control {
+            node: node.clone(),
+            attempt: r.attempt,
+            want,
+        })
+    };
+    let decision =
+        |events: Vec<RunnerEvent>, effects: Vec<Effect>| Ok(Decision { events, effects });
+    match (want, r.state) {
+        (_, s) if s.is_terminal() => Err(illegal()),
+        (Want::Stopped | Want::Killed, S::Requested | S::Restarting | S::WaitingQuota) => decision(
+            vec![RunnerEvent::Cancelled(ended(r, "cancelled", None))],
+            vec![],
+        ),
+        // Not placed yet: the offer in the queue is revoked when claimed.
+        (Want::Stopped | Want::Killed, S::Starting) if r.placement.is_none() => decision(
+            vec![RunnerEvent::Cancelled(ended(r, "cancelled", None))],
+            vec![],
+        ),
+        (Want::Stopped, S::Stopping) => decision(vec![], vec![]),
+        (Want::Stopped | Want::Killed, S::Starting | S::Running | S::Paused | S::Stopping) => {
+            decision(
+                vec![RunnerEvent::StopRequested(StopRequested {
+                    runner_id: r.id,
+                    want,
+                })],
+                control(want).into_iter().collect(),
+            )
+        }
+        (Want::Paused, S::Paused) => decision(vec![], vec![]),
+        (Want::Paused, S::Running) => decision(
+            vec![RunnerEvent::Paused(PauseChanged {
+                runner_id: r.id,
+                cause: PauseCause::User,
+            })],
+            control(Want::Paused).into_iter().collect(),
+        ),
+        (Want::Running, S::Running) => decision(vec![], vec![]),
+        // Only the cause that paused a runner lifts the pause.
+        (Want::Running, S::Paused) if r.pause == Some(PauseCause::User) => decision(
+            vec![RunnerEvent::Resumed(PauseChanged {
+                runner_id: r.id,
+                cause: PauseCause::User,
+            })],
+            control(Want::Running).into_iter().collect(),
+        ),
+        _ => Err(illegal()),
+    }
+}
+
+/// How an attempt's process ended, as its parser and exit status say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExitOutcome {
+    /// It finished its work.
+    Clean,
+    /// It failed (crash, error result, signal).
+    Error(String),
+    /// It ended on a provider quota or rate limit.
+    RateLimited {
+        /// When to resume (unix milliseconds).
+        resume_at_ms: i64,
+        /// The provider's message.
+        message: String,
+    },
+}
+
+/// A fact about an attempt, from a supervisor or a durable timer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fact {
+    /// A node claimed an offer.
+    Claimed {
+        /// The attempt.
+        attempt: u32,
+        /// The node.
+        node: String,
+        /// Its incarnation.
+        incarnation: Uuid,
+    },
+    /// The process was spawned.
+    ProcessStarted {
+        /// The attempt.
+        attempt: u32,
+        /// Where it runs (for killing a stale one).
+        node: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// The process ended and no descendant of it remains.
+    ProcessExited {
+        /// The attempt.
+        attempt: u32,
+        /// Its exit code.
+        code: Option<i32>,
+        /// How it ended.
+        outcome: ExitOutcome,
+    },
+    /// The agent saved its first turn.
+    SessionBound {
+        /// The attempt.
+        attempt: u32,
+        /// The agent's session id.
+        session_id: String,
+    },
+    /// No node started the attempt in time.
+    LaunchTimedOut {
+        /// The attempt.
+        attempt: u32,
+    },
+    /// The restart backoff (or the quota wait) is over.
+    WaitOver {
+        /// The attempt that ended.
+        attempt: u32,
+        /// A session id to start afresh under, when the session is not bound.
+        fresh_session_id: String,
+    },
+}
+
+/// Exponential backoff for restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// The first wait.
+    pub base_ms: i64,
+    /// The longest wait.
+    pub max_ms: i64,
+}
+
+impl RestartPolicy {
+    /// The wait before restart number `restarts + 1`.
+    pub fn backoff_ms(&self, restarts: u32) -> i64 {
+        let factor = 1_i64.checked_shl(restarts.min(30)).unwrap_or(i64::MAX);
+        self.base_ms.saturating_mul(factor).min(self.max_ms)
+    }
+}
+
+fn placed_here(r: &Runner, attempt: u32) -> bool {
+    attempt == r.attempt && r.placement.is_some()
+}
+
+/// Decide what a fact about an attempt leads to.
+pub fn decide_fact(r: &Runner, fact: Fact, now_ms: i64, policy: RestartPolicy) -> Decision {
+    use RunnerState as S;
+    let mut d = Decision::default();
+    match fact {
+        Fact::Claimed {
+            attempt,
+            node,
+            incarnation,
+        } => {
+            let first_claim =
+                attempt == r.attempt && r.state == S::Starting && r.placement.is_none();
+            if first_claim {
+                d.events.push(RunnerEvent::Placed(AttemptPlaced {
+                    runner_id: r.id,
+                    attempt,
+                    node: node.clone(),
+                    incarnation,
+                }));
+                d.effects.push(Effect::Start {
+                    node,
+                    incarnation,
+                    attempt,
+                });
+            } else {
+                d.effects.push(Effect::Revoke {
+                    node,
+                    incarnation,
+                    attempt,
+                });
+            }
+        }
+        Fact::ProcessStarted { attempt, node, pid } => {
+            if attempt != r.attempt || r.state.is_terminal() {
+                // A process nobody wants: kill it on sight.
+                d.effects.push(Effect::Control {
+                    node,
+                    attempt,
+                    want: Want::Killed,
+                });
+            } else if r.state == S::Starting && placed_here(r, attempt) {
+                d.events.push(RunnerEvent::Started(AttemptRunning {
+                    runner_id: r.id,
+                    attempt,
+                    pid,
+                }));
+            }
+        }
+        Fact::ProcessExited {
+            attempt,
+            code,
+            outcome,
+        } => {
+            if attempt != r.attempt
+                || !matches!(r.state, S::Starting | S::Running | S::Paused | S::Stopping)
+            {
+                return d;
+            }
+            let event = match (r.state, outcome) {
+                (S::Stopping, _) => RunnerEvent::Exited(ended(r, "stopped", code)),
+                (_, ExitOutcome::Clean) => RunnerEvent::Exited(ended(r, "completed", code)),
+                (
+                    _,
+                    ExitOutcome::RateLimited {
+                        resume_at_ms,
+                        message,
+                    },
+                ) => RunnerEvent::WaitingQuota(QuotaWait {
+                    runner_id: r.id,
+                    attempt,
+                    resume_at_ms,
+                    message,
+                }),
+                (_, ExitOutcome::Error(reason)) if r.restarts < r.max_restarts => {
+                    RunnerEvent::RestartScheduled(RestartScheduled {
+                        runner_id: r.id,
+                        attempt,
+                        not_before_ms: now_ms + policy.backoff_ms(r.restarts),
+                        reason,
+                    })
+                }
+                (_, ExitOutcome::Error(reason)) => RunnerEvent::Failed(ended(r, &reason, code)),
+            };
+            d.events.push(event);
+        }
+        Fact::SessionBound {
+            attempt,
+            session_id,
+        } => {
+            if attempt == r.attempt
+                && !r.state.is_terminal()
+                && !(r.session_bound && r.session_id == session_id)
+            {
+                d.events.push(RunnerEvent::SessionBound(SessionBound {
+                    runner_id: r.id,
+                    session_id,
+                }));
+            }
+        }
+        Fact::LaunchTimedOut { attempt } => {
+            if attempt == r.attempt && r.state == S::Starting {
+                d.events
+                    .push(RunnerEvent::Failed(ended(r, "launch_timeout", None)));
+                if let Some((node, _)) = &r.placement {
+                    d.effects.push(Effect::Control {
+                        node: node.clone(),
+                        attempt,
+                        want: Want::Killed,
+                    });
+                }
+            }
+        }
+        Fact::WaitOver {
+            attempt,
+            fresh_session_id,
+        } => {
+            if attempt == r.attempt && matches!(r.state, S::Restarting | S::WaitingQuota) {
+                // Resume the agent's session when a first turn was saved;
+                // else start afresh under a new id, never a failing resume.
+                let resume = r.session_bound;
+                let session_id = if resume {
+                    r.session_id.clone()
+                } else {
+                    fresh_session_id
+                };
+                d.events.push(RunnerEvent::Offered(AttemptOffered {
+                    runner_id: r.id,
+                    attempt: attempt + 1,
+                    resume,
+                    session_id,
+                }));
+                d.effects.push(Effect::Offer {
+                    attempt: attempt + 1,
+                    resume,
+                });
+            }
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests;

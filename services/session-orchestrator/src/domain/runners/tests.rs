@@ -1,0 +1,458 @@
+//! Given events, when a command or fact, then events and effects.
+
+use super::*;
+use stratavore_events::runner::LaunchApproved;
+
+const POLICY: RestartPolicy = RestartPolicy {
+    base_ms: 1000,
+    max_ms: 60_000,
+};
+
+fn id() -> Uuid {
+    Uuid::from_u128(1)
+}
+
+fn node() -> (String, Uuid) {
+    ("node-a".to_owned(), Uuid::from_u128(7))
+}
+
+fn approved(max_restarts: u32) -> RunnerEvent {
+    RunnerEvent::LaunchApproved(LaunchApproved {
+        command_id: Uuid::from_u128(9),
+        runner_id: id(),
+        project: "web".into(),
+        path: "/srv/projects/web".into(),
+        profile: "demo".into(),
+        session_id: "s-1".into(),
+        resume: false,
+        model: None,
+        permission: None,
+        max_restarts,
+    })
+}
+
+fn offered(attempt: u32, resume: bool, session: &str) -> RunnerEvent {
+    RunnerEvent::Offered(AttemptOffered {
+        runner_id: id(),
+        attempt,
+        resume,
+        session_id: session.into(),
+    })
+}
+
+fn given(events: &[RunnerEvent]) -> Runner {
+    events.iter().fold(None, apply).expect("a runner")
+}
+
+/// Fold a decision's events onto the history.
+fn then(history: &mut Vec<RunnerEvent>, d: &Decision) -> Runner {
+    history.extend(d.events.iter().cloned());
+    given(history)
+}
+
+fn running(max_restarts: u32) -> Vec<RunnerEvent> {
+    let mut h = vec![approved(max_restarts), offered(1, false, "s-1")];
+    let r = given(&h);
+    let (n, inc) = node();
+    let d = decide_fact(
+        &r,
+        Fact::Claimed {
+            attempt: 1,
+            node: n.clone(),
+            incarnation: inc,
+        },
+        0,
+        POLICY,
+    );
+    let r = then(&mut h, &d);
+    let d = decide_fact(
+        &r,
+        Fact::ProcessStarted {
+            attempt: 1,
+            node: n,
+            pid: 42,
+        },
+        0,
+        POLICY,
+    );
+    assert_eq!(then(&mut h, &d).state, RunnerState::Running);
+    h
+}
+
+#[test]
+fn the_first_claim_of_the_current_attempt_is_started_and_any_other_is_revoked() {
+    let mut h = vec![approved(0), offered(1, false, "s-1")];
+    let r = given(&h);
+    let (n, inc) = node();
+    let d = decide_fact(
+        &r,
+        Fact::Claimed {
+            attempt: 1,
+            node: n.clone(),
+            incarnation: inc,
+        },
+        0,
+        POLICY,
+    );
+    assert_eq!(
+        d.effects,
+        vec![Effect::Start {
+            node: n.clone(),
+            incarnation: inc,
+            attempt: 1
+        }]
+    );
+    let r = then(&mut h, &d);
+    let second = decide_fact(
+        &r,
+        Fact::Claimed {
+            attempt: 1,
+            node: "node-b".into(),
+            incarnation: inc,
+        },
+        0,
+        POLICY,
+    );
+    assert!(second.events.is_empty());
+    assert!(matches!(second.effects[0], Effect::Revoke { .. }));
+    let stale = decide_fact(
+        &r,
+        Fact::Claimed {
+            attempt: 0,
+            node: n,
+            incarnation: inc,
+        },
+        0,
+        POLICY,
+    );
+    assert!(matches!(stale.effects[0], Effect::Revoke { .. }));
+}
+
+#[test]
+fn a_clean_exit_ends_the_runner_and_does_not_restart() {
+    let mut h = running(3);
+    let d = decide_fact(
+        &given(&h),
+        Fact::ProcessExited {
+            attempt: 1,
+            code: Some(0),
+            outcome: ExitOutcome::Clean,
+        },
+        0,
+        POLICY,
+    );
+    let r = then(&mut h, &d);
+    assert_eq!(r.state, RunnerState::Exited);
+    assert!(d.effects.is_empty());
+}
+
+#[test]
+fn an_abnormal_exit_restarts_with_exponential_backoff_up_to_the_limit_then_fails() {
+    let mut h = running(2);
+    let mut waits = Vec::new();
+    for attempt in 1..=2 {
+        let crash = Fact::ProcessExited {
+            attempt,
+            code: Some(3),
+            outcome: ExitOutcome::Error("exit 3".into()),
+        };
+        let d = decide_fact(&given(&h), crash, 10_000, POLICY);
+        match &d.events[0] {
+            RunnerEvent::RestartScheduled(s) => waits.push(s.not_before_ms - 10_000),
+            other => panic!("{other:?}"),
+        }
+        let r = then(&mut h, &d);
+        assert_eq!(r.state, RunnerState::Restarting);
+        let d = decide_fact(
+            &r,
+            Fact::WaitOver {
+                attempt,
+                fresh_session_id: format!("fresh-{attempt}"),
+            },
+            0,
+            POLICY,
+        );
+        assert_eq!(
+            d.effects,
+            vec![Effect::Offer {
+                attempt: attempt + 1,
+                resume: false
+            }]
+        );
+        let r = then(&mut h, &d);
+        assert_eq!((r.state, r.attempt), (RunnerState::Starting, attempt + 1));
+        let (n, inc) = node();
+        let d = decide_fact(
+            &r,
+            Fact::Claimed {
+                attempt: attempt + 1,
+                node: n.clone(),
+                incarnation: inc,
+            },
+            0,
+            POLICY,
+        );
+        let r = then(&mut h, &d);
+        let d = decide_fact(
+            &r,
+            Fact::ProcessStarted {
+                attempt: attempt + 1,
+                node: n,
+                pid: 50,
+            },
+            0,
+            POLICY,
+        );
+        then(&mut h, &d);
+    }
+    assert_eq!(waits, vec![1000, 2000]);
+    let crash = Fact::ProcessExited {
+        attempt: 3,
+        code: Some(3),
+        outcome: ExitOutcome::Error("exit 3".into()),
+    };
+    let d = decide_fact(&given(&h), crash, 0, POLICY);
+    assert_eq!(then(&mut h, &d).state, RunnerState::Failed);
+}
+
+#[test]
+fn a_restart_resumes_a_bound_session_and_starts_afresh_under_a_new_id_otherwise() {
+    // Not bound: a fresh session id, never a failing resume.
+    let mut h = running(1);
+    let crash = Fact::ProcessExited {
+        attempt: 1,
+        code: Some(1),
+        outcome: ExitOutcome::Error("crash".into()),
+    };
+    let d = decide_fact(&given(&h), crash.clone(), 0, POLICY);
+    let r = then(&mut h, &d);
+    let d = decide_fact(
+        &r,
+        Fact::WaitOver {
+            attempt: 1,
+            fresh_session_id: "s-2".into(),
+        },
+        0,
+        POLICY,
+    );
+    assert_eq!(d.events, vec![offered(2, false, "s-2")]);
+
+    // Bound: the same session, resumed.
+    let mut h = running(1);
+    let d = decide_fact(
+        &given(&h),
+        Fact::SessionBound {
+            attempt: 1,
+            session_id: "s-1".into(),
+        },
+        0,
+        POLICY,
+    );
+    then(&mut h, &d);
+    let d = decide_fact(&given(&h), crash, 0, POLICY);
+    let r = then(&mut h, &d);
+    let d = decide_fact(
+        &r,
+        Fact::WaitOver {
+            attempt: 1,
+            fresh_session_id: "unused".into(),
+        },
+        0,
+        POLICY,
+    );
+    assert_eq!(d.events, vec![offered(2, true, "s-1")]);
+}
+
+#[test]
+fn a_rate_limited_exit_waits_for_the_quota_instead_of_failing() {
+    let mut h = running(0);
+    let limited = ExitOutcome::RateLimited {
+        resume_at_ms: 99_000,
+        message: "usage limit".into(),
+    };
+    let d = decide_fact(
+        &given(&h),
+        Fact::ProcessExited {
+            attempt: 1,
+            code: Some(1),
+            outcome: limited,
+        },
+        0,
+        POLICY,
+    );
+    let r = then(&mut h, &d);
+    assert_eq!(r.state, RunnerState::WaitingQuota);
+    let stop = decide_control(&r, Want::Stopped).unwrap();
+    assert!(
+        matches!(stop.events[0], RunnerEvent::Cancelled(_)),
+        "stopping cancels the wait"
+    );
+}
+
+#[test]
+fn stop_before_placement_cancels_and_the_later_claim_is_revoked() {
+    let mut h = vec![approved(0), offered(1, false, "s-1")];
+    let d = decide_control(&given(&h), Want::Stopped).unwrap();
+    assert!(d.effects.is_empty());
+    let r = then(&mut h, &d);
+    assert_eq!(r.state, RunnerState::Cancelled);
+    let (n, inc) = node();
+    let claim = decide_fact(
+        &r,
+        Fact::Claimed {
+            attempt: 1,
+            node: n,
+            incarnation: inc,
+        },
+        0,
+        POLICY,
+    );
+    assert!(claim.events.is_empty());
+    assert!(matches!(claim.effects[0], Effect::Revoke { .. }));
+}
+
+#[test]
+fn stop_pause_and_resume_become_desired_states_on_the_runners_node() {
+    let mut h = running(0);
+    let pause = decide_control(&given(&h), Want::Paused).unwrap();
+    assert_eq!(
+        pause.effects,
+        vec![Effect::Control {
+            node: "node-a".into(),
+            attempt: 1,
+            want: Want::Paused
+        }]
+    );
+    let r = then(&mut h, &pause);
+    assert_eq!(r.pause, Some(PauseCause::User));
+    assert_eq!(
+        decide_control(&r, Want::Paused).unwrap(),
+        Decision::default(),
+        "pausing twice is a no-op"
+    );
+    let resume = decide_control(&r, Want::Running).unwrap();
+    let r = then(&mut h, &resume);
+    assert_eq!(r.state, RunnerState::Running);
+    let stop = decide_control(&r, Want::Stopped).unwrap();
+    let r = then(&mut h, &stop);
+    assert_eq!(r.state, RunnerState::Stopping);
+    let kill = decide_control(&r, Want::Killed).unwrap();
+    assert_eq!(
+        kill.effects,
+        vec![Effect::Control {
+            node: "node-a".into(),
+            attempt: 1,
+            want: Want::Killed
+        }]
+    );
+    let exit = decide_fact(
+        &r,
+        Fact::ProcessExited {
+            attempt: 1,
+            code: None,
+            outcome: ExitOutcome::Error("SIGTERM".into()),
+        },
+        0,
+        POLICY,
+    );
+    let r = then(&mut h, &exit);
+    assert_eq!(
+        r.state,
+        RunnerState::Exited,
+        "a requested stop is not a failure"
+    );
+}
+
+#[test]
+fn illegal_transitions_are_refused_with_a_typed_error() {
+    let mut h = running(0);
+    let d = decide_fact(
+        &given(&h),
+        Fact::ProcessExited {
+            attempt: 1,
+            code: Some(0),
+            outcome: ExitOutcome::Clean,
+        },
+        0,
+        POLICY,
+    );
+    let done = then(&mut h, &d);
+    for want in [Want::Paused, Want::Running, Want::Stopped, Want::Killed] {
+        assert_eq!(
+            decide_control(&done, want),
+            Err(IllegalTransition {
+                state: RunnerState::Exited,
+                want
+            })
+        );
+    }
+    let starting = given(&[approved(0), offered(1, false, "s-1")]);
+    assert!(
+        decide_control(&starting, Want::Paused).is_err(),
+        "nothing to pause yet"
+    );
+}
+
+#[test]
+fn facts_of_a_stale_attempt_decide_nothing_and_its_process_is_killed_on_sight() {
+    let h = running(1);
+    let r = given(&h);
+    let stale_exit = decide_fact(
+        &r,
+        Fact::ProcessExited {
+            attempt: 0,
+            code: Some(1),
+            outcome: ExitOutcome::Error("x".into()),
+        },
+        0,
+        POLICY,
+    );
+    assert_eq!(stale_exit, Decision::default());
+    let stale_start = decide_fact(
+        &r,
+        Fact::ProcessStarted {
+            attempt: 0,
+            node: "node-b".into(),
+            pid: 7,
+        },
+        0,
+        POLICY,
+    );
+    assert!(stale_start.events.is_empty());
+    assert_eq!(
+        stale_start.effects,
+        vec![Effect::Control {
+            node: "node-b".into(),
+            attempt: 0,
+            want: Want::Killed
+        }]
+    );
+}
+
+#[test]
+fn a_launch_no_node_starts_in_time_fails_with_that_reason() {
+    let mut h = vec![approved(0), offered(1, false, "s-1")];
+    let d = decide_fact(&given(&h), Fact::LaunchTimedOut { attempt: 1 }, 0, POLICY);
+    let r = then(&mut h, &d);
+    assert_eq!(r.state, RunnerState::Failed);
+    assert_eq!(r.last_error.as_deref(), Some("launch_timeout"));
+    let late = decide_fact(&r, Fact::LaunchTimedOut { attempt: 1 }, 0, POLICY);
+    assert_eq!(
+        late,
+        Decision::default(),
+        "a timer that fires twice decides once"
+    );
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    let p = RestartPolicy {
+        base_ms: 500,
+        max_ms: 3000,
+    };
+    assert_eq!(
+        (0..5).map(|n| p.backoff_ms(n)).collect::<Vec<_>>(),
+        vec![500, 1000, 2000, 3000, 3000]
+    );
+    assert_eq!(p.backoff_ms(200), 3000);
+}

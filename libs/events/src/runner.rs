@@ -145,6 +145,8 @@ pub struct AttemptOffered {
     pub resume: bool,
     /// The session.
     pub session_id: String,
+    /// When the launch fails if no node has started it (unix milliseconds).
+    pub launch_deadline_ms: i64,
 }
 
 /// A node's claim of the current attempt was accepted (`start` sent).

@@ -354,6 +354,8 @@ pub enum Fact {
         attempt: u32,
         /// A session id to start afresh under, when the session is not bound.
         fresh_session_id: String,
+        /// When the next attempt's launch times out (unix milliseconds).
+        launch_deadline_ms: i64,
     },
 }
 
@@ -493,6 +495,7 @@ pub fn decide_fact(r: &Runner, fact: Fact, now_ms: i64, policy: RestartPolicy) -
         Fact::WaitOver {
             attempt,
             fresh_session_id,
+            launch_deadline_ms,
         } => {
             if attempt == r.attempt && matches!(r.state, S::Restarting | S::WaitingQuota) {
                 // Resume the agent's session when a first turn was saved;
@@ -508,6 +511,7 @@ pub fn decide_fact(r: &Runner, fact: Fact, now_ms: i64, policy: RestartPolicy) -
                     attempt: attempt + 1,
                     resume,
                     session_id,
+                    launch_deadline_ms,
                 }));
                 d.effects.push(Effect::Offer {
                     attempt: attempt + 1,
@@ -517,6 +521,78 @@ pub fn decide_fact(r: &Runner, fact: Fact, now_ms: i64, policy: RestartPolicy) -
         }
     }
     d
+}
+
+/// The one durable timer a runner has at a time, as its events set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerChange {
+    /// Set (or replace) the runner's timer.
+    Set {
+        /// What fires.
+        kind: TimerKind,
+        /// The attempt it is about.
+        attempt: u32,
+        /// When (unix milliseconds, by the wall clock).
+        due_ms: i64,
+    },
+    /// The runner has no timer any more.
+    Clear,
+    /// This event leaves the timer as it is.
+    Keep,
+}
+
+/// What a due timer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// No node started the attempt in time.
+    LaunchTimeout,
+    /// A restart backoff or a quota wait is over.
+    WaitOver,
+}
+
+impl TimerKind {
+    /// Its name in the timers table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LaunchTimeout => "launch_timeout",
+            Self::WaitOver => "wait_over",
+        }
+    }
+}
+
+/// How an event changes its runner's timer: a fold over the stream, so the
+/// timers table is a projection like any other and survives restarts.
+pub fn timer_change(event: &RunnerEvent) -> TimerChange {
+    use RunnerEvent as E;
+    match event {
+        E::Offered(o) => TimerChange::Set {
+            kind: TimerKind::LaunchTimeout,
+            attempt: o.attempt,
+            due_ms: o.launch_deadline_ms,
+        },
+        E::RestartScheduled(s) => TimerChange::Set {
+            kind: TimerKind::WaitOver,
+            attempt: s.attempt,
+            due_ms: s.not_before_ms,
+        },
+        E::WaitingQuota(q) => TimerChange::Set {
+            kind: TimerKind::WaitOver,
+            attempt: q.attempt,
+            due_ms: q.resume_at_ms,
+        },
+        E::Started(_)
+        | E::Exited(_)
+        | E::Failed(_)
+        | E::Lost(_)
+        | E::Cancelled(_)
+        | E::LaunchRejected(_) => TimerChange::Clear,
+        E::LaunchApproved(_)
+        | E::Placed(_)
+        | E::Paused(_)
+        | E::Resumed(_)
+        | E::StopRequested(_)
+        | E::SessionBound(_) => TimerChange::Keep,
+    }
 }
 
 #[cfg(test)]

@@ -37,8 +37,11 @@ fn offered(attempt: u32, resume: bool, session: &str) -> RunnerEvent {
         attempt,
         resume,
         session_id: session.into(),
+        launch_deadline_ms: DEADLINE,
     })
 }
+
+const DEADLINE: i64 = 123_000;
 
 fn given(events: &[RunnerEvent]) -> Runner {
     events.iter().fold(None, apply).expect("a runner")
@@ -168,6 +171,7 @@ fn an_abnormal_exit_restarts_with_exponential_backoff_up_to_the_limit_then_fails
             Fact::WaitOver {
                 attempt,
                 fresh_session_id: format!("fresh-{attempt}"),
+                launch_deadline_ms: DEADLINE,
             },
             0,
             POLICY,
@@ -231,6 +235,7 @@ fn a_restart_resumes_a_bound_session_and_starts_afresh_under_a_new_id_otherwise(
         Fact::WaitOver {
             attempt: 1,
             fresh_session_id: "s-2".into(),
+            launch_deadline_ms: DEADLINE,
         },
         0,
         POLICY,
@@ -256,6 +261,7 @@ fn a_restart_resumes_a_bound_session_and_starts_afresh_under_a_new_id_otherwise(
         Fact::WaitOver {
             attempt: 1,
             fresh_session_id: "unused".into(),
+            launch_deadline_ms: DEADLINE,
         },
         0,
         POLICY,
@@ -455,4 +461,61 @@ fn backoff_doubles_and_is_capped() {
         vec![500, 1000, 2000, 3000, 3000]
     );
     assert_eq!(p.backoff_ms(200), 3000);
+}
+
+#[test]
+fn each_runner_has_at_most_one_timer_set_and_cleared_by_its_events() {
+    let mut h = vec![approved(1), offered(1, false, "s-1")];
+    assert_eq!(
+        timer_change(&h[1]),
+        TimerChange::Set {
+            kind: TimerKind::LaunchTimeout,
+            attempt: 1,
+            due_ms: DEADLINE
+        }
+    );
+    let r = given(&h);
+    let (n, inc) = node();
+    let d = decide_fact(
+        &r,
+        Fact::Claimed {
+            attempt: 1,
+            node: n.clone(),
+            incarnation: inc,
+        },
+        0,
+        POLICY,
+    );
+    assert_eq!(
+        timer_change(&d.events[0]),
+        TimerChange::Keep,
+        "placing keeps the launch deadline"
+    );
+    let r = then(&mut h, &d);
+    let d = decide_fact(
+        &r,
+        Fact::ProcessStarted {
+            attempt: 1,
+            node: n,
+            pid: 1,
+        },
+        0,
+        POLICY,
+    );
+    assert_eq!(timer_change(&d.events[0]), TimerChange::Clear);
+    let r = then(&mut h, &d);
+    let crash = Fact::ProcessExited {
+        attempt: 1,
+        code: Some(2),
+        outcome: ExitOutcome::Error("x".into()),
+    };
+    let d = decide_fact(&r, crash, 5_000, POLICY);
+    assert_eq!(
+        timer_change(&d.events[0]),
+        TimerChange::Set {
+            kind: TimerKind::WaitOver,
+            attempt: 1,
+            due_ms: 6_000
+        }
+    );
 }

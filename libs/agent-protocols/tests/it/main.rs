@@ -1,0 +1,3 @@
+//! Parser tests against recorded and documented Claude Code output.
+
+mod claude_fixtures;

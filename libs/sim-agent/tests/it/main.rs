@@ -1,0 +1,6 @@
+//! The simulated agent, run as a process and read with the real parser.
+
+mod processes;
+mod runs;
+mod sessions;
+mod sim;

@@ -148,18 +148,62 @@ impl Topology {
         ]
     }
 
-    /// The queues a supervisor node declares for itself when it registers.
-    pub fn node_queues(&self, node: &str) -> Vec<QueueSpec> {
-        let control = self.node_control_queue(node);
-        vec![QueueSpec {
-            name: control.clone(),
-            bindings: vec![(
-                self.commands_exchange(),
-                format!("runner-supervisor.control.{node}"),
-            )],
-            single_active_consumer: true,
-            dead_letters: true,
-        }]
+    /// A node's own offer queue (offers for sessions whose files it holds).
+    pub fn node_offer_queue(&self, node: &str) -> String {
+        self.name(&format!("runner-supervisor.offer.{node}"))
+    }
+
+    /// The offer queue shared by every node serving a project root
+    /// (`root_key` names the root).
+    pub fn root_offer_queue(&self, root_key: &str) -> String {
+        self.name(&format!("runner-supervisor.offer.{root_key}"))
+    }
+
+    /// The queues a supervisor node declares for itself when it registers:
+    /// its control queue (start, revoke and desired states, in order), its
+    /// own offer queue, and the shared offer queue of each root it serves
+    /// (consumed by every node of that root with prefetch 1, so no single
+    /// active consumer there).
+    pub fn node_queues(&self, node: &str, root_keys: &[String]) -> Vec<QueueSpec> {
+        let commands = self.commands_exchange();
+        let control_keys = ["start", "revoke", "control"]
+            .iter()
+            .map(|c| {
+                (
+                    commands.clone(),
+                    format!("runner-supervisor.process.{c}.{node}"),
+                )
+            })
+            .collect();
+        let mut queues = vec![
+            QueueSpec {
+                name: self.node_control_queue(node),
+                bindings: control_keys,
+                single_active_consumer: true,
+                dead_letters: true,
+            },
+            QueueSpec {
+                name: self.node_offer_queue(node),
+                bindings: vec![(
+                    commands.clone(),
+                    format!("runner-supervisor.process.offer.{node}"),
+                )],
+                single_active_consumer: true,
+                dead_letters: true,
+            },
+        ];
+        for key in root_keys {
+            queues.push(QueueSpec {
+                name: self.root_offer_queue(key),
+                bindings: vec![(
+                    commands.clone(),
+                    format!("runner-supervisor.process.offer.{key}"),
+                )],
+                single_active_consumer: false,
+                dead_letters: true,
+            });
+        }
+        queues
     }
 
     fn queue_arguments(&self, spec: &QueueSpec) -> FieldTable {
@@ -368,6 +412,30 @@ mod tests {
         assert_eq!(
             Topology::dead_letter_queue("t-42.api-gateway.inbox"),
             "t-42.api-gateway.inbox.dlq"
+        );
+    }
+
+    #[test]
+    fn a_node_gets_its_control_queue_its_offer_queue_and_a_shared_queue_per_root() {
+        let t = Topology::new("p", 100);
+        let queues = t.node_queues("n1", &["root-ab".to_owned()]);
+        let names: Vec<&str> = queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "p.runner-supervisor.control.n1",
+                "p.runner-supervisor.offer.n1",
+                "p.runner-supervisor.offer.root-ab"
+            ]
+        );
+        assert!(
+            !queues[2].single_active_consumer,
+            "every node of a root consumes its offers"
+        );
+        let control_keys: Vec<&str> = queues[0].bindings.iter().map(|(_, k)| k.as_str()).collect();
+        assert!(
+            !control_keys.contains(&"runner-supervisor.process.offer.n1"),
+            "offers never reach the control queue"
         );
     }
 

@@ -1,7 +1,7 @@
 //! The catalogue of every message type: routing keys, schema URNs and the
 //! JSON Schema of each payload, gathered from every message family.
 
-use crate::{Message, inbox, project, runner};
+use crate::{Message, inbox, process, project, runner};
 
 /// Whether a message records a fact or asks for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -70,6 +70,9 @@ impl Catalogue {
             inbox::InboxEvent::types(),
             runner::RunnerCommand::types(),
             runner::RunnerEvent::types(),
+            process::ProcessCommand::types(),
+            process::ProcessEvent::types(),
+            process::NodeEvent::types(),
         ]
         .into_iter()
         .flatten()

@@ -14,6 +14,7 @@ pub mod catalogue;
 pub mod envelope;
 pub mod inbox;
 mod message_macro;
+pub mod process;
 pub mod project;
 pub mod runner;
 pub mod schema;

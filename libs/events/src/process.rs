@@ -1,0 +1,305 @@
+//! Processes and nodes: what a supervisor node reports about the agent
+//! processes it runs (stream `process-<runner>-<attempt>`, one writer: the
+//! node running that attempt) and about itself (stream `node-<node>`), and
+//! the commands the orchestrator sends to nodes.
+//!
+//! Commands to a node are addressed: their routing key template holds
+//! `{node}` (a node's control queue) or `{target}` (a shared offer queue of
+//! a project root, see [`root_key`], or one node's own offer queue); fill it
+//! with [`address`].
+
+use crate::message_macro::message_family;
+use crate::runner::Want;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The routing-key word naming a project root: `root-` and a stable hash
+/// of the normalised path (paths hold dots and slashes, which routing keys
+/// give meaning to).
+pub fn root_key(root: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root.trim_end_matches('/').bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("root-{hash:016x}")
+}
+
+/// Fill a routing key template's `{node}` or `{target}`.
+pub fn address(template: &str, value: &str) -> String {
+    template.replace("{node}", value).replace("{target}", value)
+}
+
+/// Offer an attempt for placement (to nodes serving its root, or to the
+/// node that holds its session).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfferAttempt {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt offered.
+    pub attempt: u32,
+    /// The project.
+    pub project: String,
+    /// Where it works.
+    pub path: String,
+    /// The agent profile.
+    pub profile: String,
+    /// The session to start or resume.
+    pub session_id: String,
+    /// Whether to resume it.
+    pub resume: bool,
+    /// The prompt.
+    pub prompt: String,
+    /// Model, when chosen.
+    pub model: Option<String>,
+    /// Permission setting, when chosen.
+    pub permission: Option<String>,
+}
+
+/// The orchestrator's answer to a claim: spawn it (`start`), or do not
+/// (`revoke`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimAnswer {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The node.
+    pub node: String,
+    /// The node incarnation the answer is for; another ignores it.
+    pub incarnation: Uuid,
+    /// The liveness TTL (milliseconds) the node's leases derive from.
+    pub ttl_ms: u64,
+}
+
+/// The desired state of an attempt's process tree on its node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredState {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The node.
+    pub node: String,
+    /// What the tree should be.
+    pub want: Want,
+    /// The runner stream's version when this was decided: a node applies
+    /// only a `rev` above the last it applied, so late duplicates and
+    /// reorderings cannot undo a later decision.
+    pub rev: u64,
+}
+
+message_family! {
+    /// Commands to supervisor nodes.
+    pub enum ProcessCommand: Command {
+        /// Offer an attempt for placement.
+        Offer(OfferAttempt) => "io.stratavore.command.process.offer.v1", "runner-supervisor.process.offer.{target}";
+        /// Spawn the claimed attempt.
+        Start(ClaimAnswer) => "io.stratavore.command.process.start.v1", "runner-supervisor.process.start.{node}";
+        /// Do not spawn the claimed attempt.
+        Revoke(ClaimAnswer) => "io.stratavore.command.process.revoke.v1", "runner-supervisor.process.revoke.{node}";
+        /// Bring an attempt's process tree to a desired state.
+        Control(DesiredState) => "io.stratavore.command.process.control.v1", "runner-supervisor.process.control.{node}";
+    }
+}
+
+/// A node claimed an offered attempt, or is spawning it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessClaim {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The node.
+    pub node: String,
+    /// The node's current incarnation.
+    pub incarnation: Uuid,
+}
+
+/// The attempt's agent was spawned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessStarted {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The node.
+    pub node: String,
+    /// The agent's pid.
+    pub pid: u32,
+}
+
+/// Tokens (and cost) one agent turn used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReported {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The turn within the attempt (from 1).
+    pub turn: u32,
+    /// Input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Tokens written to the prompt cache.
+    pub cache_creation_input_tokens: u64,
+    /// Tokens read from the prompt cache.
+    pub cache_read_input_tokens: u64,
+    /// Cost priced from the model's table, in USD.
+    pub cost_usd: f64,
+    /// The model, when the agent said.
+    pub model: Option<String>,
+}
+
+/// The agent's own session is bound (a first turn was saved).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSessionBound {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The agent's session id.
+    pub session_id: String,
+}
+
+/// A piece of the session's text, for search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextChunked {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The session.
+    pub session_id: String,
+    /// `user`, `assistant` or `result`.
+    pub role: String,
+    /// The text (size-capped).
+    pub text: String,
+}
+
+/// How an attempt's process ended, once no descendant of it remained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessExited {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The node.
+    pub node: String,
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal, when one ended it.
+    pub signal: Option<i32>,
+    /// `exited`, `stopped_on_request`, `killed_on_request`,
+    /// `lease_expired` or `supervisor_restart`.
+    pub reason: String,
+    /// What the agent's output says: `succeeded`, `failed` or `rate_limited`.
+    pub outcome: String,
+    /// The failure or rate-limit message.
+    pub message: Option<String>,
+    /// With `rate_limited`: when the quota resets (unix seconds).
+    pub resets_at: Option<i64>,
+}
+
+/// An attempt could not be spawned (executable missing, path refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessFailed {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The node.
+    pub node: String,
+    /// Why.
+    pub reason: String,
+}
+
+message_family! {
+    /// What supervisor nodes report about agent processes.
+    pub enum ProcessEvent: Event {
+        /// An offer was claimed.
+        Claimed(ProcessClaim) => "io.stratavore.process.claimed.v1", "process.claimed";
+        /// A `start` was accepted; the spawn is about to happen.
+        Spawning(ProcessClaim) => "io.stratavore.process.spawning.v1", "process.spawning";
+        /// The agent runs.
+        Started(ProcessStarted) => "io.stratavore.process.started.v1", "process.started";
+        /// A turn's usage.
+        UsageReported(UsageReported) => "io.stratavore.process.usage_reported.v1", "process.usage_reported";
+        /// The session is bound.
+        SessionBound(ProcessSessionBound) => "io.stratavore.process.session_bound.v1", "process.session_bound";
+        /// Session text for search.
+        TextChunked(TextChunked) => "io.stratavore.process.text_chunked.v1", "process.text_chunked";
+        /// The process tree is gone.
+        Exited(ProcessExited) => "io.stratavore.process.exited.v1", "process.exited";
+        /// It could not be spawned.
+        Failed(ProcessFailed) => "io.stratavore.process.failed.v1", "process.failed";
+    }
+}
+
+/// A supervisor node (re)registered: the one moment it starts from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRegistered {
+    /// The node's stable id.
+    pub node: String,
+    /// A UUIDv7 it made for this registration.
+    pub incarnation: Uuid,
+    /// How many runners it takes at once.
+    pub capacity: u32,
+    /// The project roots it serves.
+    pub roots: Vec<String>,
+    /// Its HTTP address (transcripts are read from it).
+    pub address: String,
+}
+
+message_family! {
+    /// What supervisor nodes report about themselves.
+    pub enum NodeEvent: Event {
+        /// A node registered.
+        Registered(NodeRegistered) => "io.stratavore.node.registered.v1", "node.registered";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_keys_are_stable_routing_words_and_ignore_a_trailing_slash() {
+        let k = root_key("/srv/projects");
+        assert_eq!(k, root_key("/srv/projects/"));
+        assert_ne!(k, root_key("/srv/other"));
+        assert!(
+            k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "{k}"
+        );
+    }
+
+    #[test]
+    fn addressed_routing_keys_are_filled_in() {
+        use crate::Message;
+        let cmd = ProcessCommand::Control(DesiredState {
+            runner_id: Uuid::nil(),
+            attempt: 1,
+            node: "n1".into(),
+            want: Want::Paused,
+            rev: 3,
+        });
+        assert_eq!(
+            address(&cmd.routing_key(), "n1"),
+            "runner-supervisor.process.control.n1"
+        );
+    }
+}

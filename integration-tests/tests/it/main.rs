@@ -4,6 +4,7 @@
 mod consumer_crashes;
 mod consumer_faults;
 mod infrastructure_faults;
+mod launch_saga;
 mod projects_api;
 mod provisioning;
 mod rebuild;

@@ -18,6 +18,9 @@ async fn projections(pool: &PgPool) -> serde_json::Value {
         ("gateway.idempotency_keys", "key"),
         ("gateway.stream_versions", "source_log, stream"),
         ("orchestrator.projects", "name"),
+        ("orchestrator.runners", "runner_id"),
+        ("orchestrator.runner_timers", "runner_id"),
+        ("orchestrator.sessions", "session_id"),
         ("orchestrator.stream_versions", "source_log, stream"),
     ];
     let mut out = serde_json::Map::new();

@@ -115,6 +115,8 @@ pub struct LaunchApproved {
     pub permission: Option<String>,
     /// Restarts allowed.
     pub max_restarts: u32,
+    /// The prompt (kept here because every attempt is offered with it).
+    pub prompt: String,
 }
 
 /// A launch was refused; nothing runs.

@@ -4,6 +4,8 @@
 //! (migrated at start), the broker topology, and health, readiness and
 //! metrics on its own port.
 
+pub mod domain;
+
 use stratavore_runtime::{ServiceBase, ServiceStartError, Shutdown, start_service_base};
 
 /// The service's name: its binary, its role's and its queues' names.

@@ -15,6 +15,8 @@ pub struct OrchestratorConfig {
     pub consumer: ConsumerSection,
     /// Projects.
     pub projects: ProjectsSection,
+    /// Runners: launches, restarts, timers.
+    pub runners: RunnersSection,
 }
 
 /// The orchestrator's own sections, loaded beside the common ones.
@@ -23,6 +25,51 @@ pub struct OrchestratorConfig {
 struct OwnSections {
     consumer: ConsumerSection,
     projects: ProjectsSection,
+    runners: RunnersSection,
+}
+
+/// `[runners]`: every timeout and backoff of the launch saga, long by
+/// default (only tests about timing shorten them).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct RunnersSection {
+    /// Agent profiles a launch may name (`STRATAVORE__RUNNERS__PROFILES=a,b`).
+    pub profiles: Vec<String>,
+    /// A launch no node starts within this fails.
+    pub launch_timeout_ms: u64,
+    /// The first restart backoff; it doubles with each restart.
+    pub restart_base_ms: u64,
+    /// The longest restart backoff.
+    pub restart_max_ms: u64,
+    /// Restarts when a launch does not say.
+    pub default_max_restarts: u32,
+    /// Runners a project may have at once.
+    pub max_concurrent_per_project: u32,
+    /// The liveness TTL carried in every `start` (nodes' leases derive from it).
+    pub liveness_ttl_ms: u64,
+    /// How long a quota wait lasts when the agent did not say when it resets.
+    pub quota_wait_default_ms: u64,
+    /// How often due timers are looked for.
+    pub timer_poll_ms: u64,
+}
+
+impl Default for RunnersSection {
+    fn default() -> Self {
+        Self {
+            profiles: ["demo", "claude-code", "codex", "opencode", "generic"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            launch_timeout_ms: 120_000,
+            restart_base_ms: 2_000,
+            restart_max_ms: 300_000,
+            default_max_restarts: 3,
+            max_concurrent_per_project: 5,
+            liveness_ttl_ms: 30_000,
+            quota_wait_default_ms: 3_600_000,
+            timer_poll_ms: 500,
+        }
+    }
 }
 
 /// `[projects]`.
@@ -52,6 +99,7 @@ impl Default for OrchestratorConfig {
             base: ServiceConfig::with_port(7481),
             consumer: ConsumerSection::default(),
             projects: ProjectsSection::default(),
+            runners: RunnersSection::default(),
         }
     }
 }
@@ -68,12 +116,15 @@ impl OrchestratorConfig {
 
     /// Load through `loader` (tests inject an environment); validate.
     pub fn load_with(loader: ConfigLoader) -> Result<Self, ConfigError> {
-        let loader = loader.list_key("projects.allowed_roots");
+        let loader = loader
+            .list_key("projects.allowed_roots")
+            .list_key("runners.profiles");
         let (base, own): (ServiceConfig, OwnSections) = load_service_config(&loader, 7481)?;
         let config = Self {
             base,
             consumer: own.consumer,
             projects: own.projects,
+            runners: own.runners,
         };
         config.validate()?;
         Ok(config)
@@ -84,6 +135,35 @@ impl Validate for OrchestratorConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.base.validate()?;
         self.consumer.validate()?;
+        let r = &self.runners;
+        if r.profiles.is_empty() {
+            return Err(ConfigError::invalid(
+                "runners.profiles",
+                "name at least one profile",
+            ));
+        }
+        for (key, value) in [
+            ("runners.launch_timeout_ms", r.launch_timeout_ms),
+            ("runners.restart_base_ms", r.restart_base_ms),
+            ("runners.liveness_ttl_ms", r.liveness_ttl_ms),
+            ("runners.timer_poll_ms", r.timer_poll_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be positive"));
+            }
+        }
+        if r.restart_max_ms < r.restart_base_ms {
+            return Err(ConfigError::invalid(
+                "runners.restart_max_ms",
+                "must be at least runners.restart_base_ms",
+            ));
+        }
+        if r.max_concurrent_per_project == 0 {
+            return Err(ConfigError::invalid(
+                "runners.max_concurrent_per_project",
+                "must be positive",
+            ));
+        }
         if self.projects.allowed_roots.is_empty() {
             return Err(ConfigError::invalid(
                 "projects.allowed_roots",

@@ -7,7 +7,9 @@ use sqlx::PgConnection;
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratavore_consumer::{Decider, HandleError, Projection};
+use stratavore_events::process::ProcessEvent;
 use stratavore_events::project::{ProjectCommand, ProjectEvent};
+use stratavore_events::runner::RunnerCommand;
 use stratavore_events::{Envelope, Message, MessageKind, TypeName};
 use stratavore_runtime::Clock;
 use stratavore_store::{NewEntry, StoreError};
@@ -26,13 +28,20 @@ pub fn rejection_stream(command: &Envelope) -> String {
     format!("rejection-{}", command.id)
 }
 
+/// Whether a type belongs to a message family.
+fn is_of<M: Message>(type_name: &str) -> bool {
+    M::types().iter().any(|t| t.type_name == type_name)
+}
+
 /// The orchestrator's decider and projection.
 #[derive(Debug, Clone)]
 pub struct Orchestrator {
     /// Where projects may live.
     pub allowed_roots: Vec<PathBuf>,
-    /// Wall clock for event times.
+    /// Wall clock for event times and timers.
     pub clock: Arc<dyn Clock>,
+    /// The launch saga's settings.
+    pub runners: crate::config::RunnersSection,
 }
 
 impl Orchestrator {
@@ -75,11 +84,28 @@ impl Decider for Orchestrator {
     ) -> Result<Vec<NewEntry>, HandleError> {
         let kind =
             TypeName::parse(&message.type_name).map_err(|e| HandleError::Message(e.to_string()))?;
-        match ProjectCommand::from_data(&message.type_name, message.data.clone()) {
+        let t = message.type_name.as_str();
+        let poison = |e: stratavore_events::DecodeError| HandleError::Message(e.to_string());
+        if is_of::<RunnerCommand>(t) {
+            return match RunnerCommand::from_data(t, message.data.clone()).map_err(poison)? {
+                RunnerCommand::Launch(launch) => {
+                    self.decide_launch_command(conn, message, &launch).await
+                }
+                RunnerCommand::Control(c) => {
+                    self.decide_control_command(conn, message, c.runner_id, c.want)
+                        .await
+                }
+            };
+        }
+        if is_of::<ProcessEvent>(t) {
+            let event = ProcessEvent::from_data(t, message.data.clone()).map_err(poison)?;
+            return self.decide_process_event(conn, message, event).await;
+        }
+        match ProjectCommand::from_data(t, message.data.clone()) {
             Ok(command) => self.decide_project(conn, message, command).await,
             // A command nobody here understands cannot be answered: it goes
             // dead, and an operator can skip it.
-            Err(e) if kind.kind == MessageKind::Command => Err(HandleError::Message(e.to_string())),
+            Err(e) if kind.kind == MessageKind::Command => Err(poison(e)),
             // Facts of aggregates this service follows but does not act on
             // yet change nothing.
             Err(_) => Ok(Vec::new()),
@@ -111,7 +137,8 @@ impl Projection for Orchestrator {
         conn: &mut PgConnection,
         entry: &Envelope,
     ) -> Result<(), StoreError> {
-        projections::project_own(conn, entry).await
+        projections::project_own(conn, entry).await?;
+        crate::runner_store::project_runner_event(conn, entry).await
     }
 
     async fn project_received(

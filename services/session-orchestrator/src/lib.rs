@@ -8,6 +8,9 @@ pub mod config;
 pub mod domain;
 pub mod handlers;
 pub mod projections;
+mod runner_handlers;
+pub mod runner_store;
+pub mod timer_worker;
 
 use crate::config::OrchestratorConfig;
 use crate::handlers::Orchestrator;
@@ -29,6 +32,7 @@ pub fn drainer(config: &OrchestratorConfig, pool: sqlx::PgPool) -> Drainer<Orche
     let service = Orchestrator {
         allowed_roots: config.projects.allowed_roots.clone(),
         clock: clock_from_section(&config.base.clock),
+        runners: config.runners.clone(),
     };
     Drainer {
         pool,
@@ -50,12 +54,14 @@ pub async fn start(
     let Some(base) = start_service_base(SERVICE, &config.base, None, &shutdown).await? else {
         return Ok(None);
     };
-    Consumer::spawn_for_service(
-        drainer(&config, base.pool.clone()),
-        &base,
-        &config.base,
-        &config.consumer,
-        &shutdown,
-    );
+    let drainer = drainer(&config, base.pool.clone());
+    let timers = timer_worker::TimerWorker {
+        pool: drainer.pool.clone(),
+        log: drainer.log.clone(),
+        service: drainer.service.clone(),
+        interval: std::time::Duration::from_millis(config.runners.timer_poll_ms),
+    };
+    shutdown.spawn(format!("{SERVICE} timers"), timers.run(shutdown.clone()));
+    Consumer::spawn_for_service(drainer, &base, &config.base, &config.consumer, &shutdown);
     Ok(Some(base))
 }

@@ -1,5 +1,6 @@
 //! The orchestrator's read tables, folded from its own log: `projects`
-//! (the state its decisions read).
+//! (the state its decisions read); the runner tables are folded in
+//! `runner_store`.
 
 use crate::domain::projects::Project;
 use sqlx::{PgConnection, Row};
@@ -9,7 +10,7 @@ use stratavore_events::project::ProjectEvent;
 use stratavore_store::StoreError;
 
 /// Tables a rebuild empties and refills.
-pub const TABLES: &[&str] = &["projects"];
+pub const TABLES: &[&str] = &["projects", "runners", "runner_timers", "sessions"];
 
 /// Fold one of the orchestrator's own log rows.
 pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<(), StoreError> {

@@ -1,5 +1,6 @@
 //! The orchestrator's decisions, free of I/O: state in, events out.
 
+pub mod launch;
 pub mod paths;
 pub mod projects;
 pub mod runners;

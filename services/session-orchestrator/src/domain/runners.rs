@@ -13,7 +13,7 @@ use stratavore_events::runner::{
 use uuid::Uuid;
 
 /// Where a runner is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunnerState {
     /// Approved, not yet offered.
@@ -53,7 +53,7 @@ impl RunnerState {
 }
 
 /// A runner, as its stream has made it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Runner {
     /// Its id.
     pub id: Uuid,
@@ -77,6 +77,25 @@ pub struct Runner {
     pub last_error: Option<String>,
     /// The agent's last exit code.
     pub exit_code: Option<i32>,
+    /// What every attempt is launched with.
+    pub launch: LaunchSpec,
+}
+
+/// What every attempt of a runner is launched with.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct LaunchSpec {
+    /// The project.
+    pub project: String,
+    /// Its path.
+    pub path: String,
+    /// The agent profile.
+    pub profile: String,
+    /// The prompt.
+    pub prompt: String,
+    /// Model, when chosen.
+    pub model: Option<String>,
+    /// Permission setting, when chosen.
+    pub permission: Option<String>,
 }
 
 /// Fold one event.
@@ -96,6 +115,14 @@ pub fn apply(state: Option<Runner>, event: &RunnerEvent) -> Option<Runner> {
                 pause: None,
                 last_error: None,
                 exit_code: None,
+                launch: LaunchSpec {
+                    project: a.project.clone(),
+                    path: a.path.clone(),
+                    profile: a.profile.clone(),
+                    prompt: a.prompt.clone(),
+                    model: a.model.clone(),
+                    permission: a.permission.clone(),
+                },
             });
         }
         (None, E::LaunchRejected(r)) => {
@@ -111,6 +138,7 @@ pub fn apply(state: Option<Runner>, event: &RunnerEvent) -> Option<Runner> {
                 pause: None,
                 last_error: Some(r.reason.clone()),
                 exit_code: None,
+                launch: LaunchSpec::default(),
             });
         }
         (None, _) => return None,

@@ -28,6 +28,7 @@ fn approved(max_restarts: u32) -> RunnerEvent {
         model: None,
         permission: None,
         max_restarts,
+        prompt: "hello".into(),
     })
 }
 

@@ -1,0 +1,406 @@
+//! The launch saga in the orchestrator, with a fake supervisor node: the
+//! test consumes the node's queues and reports process facts as a node
+//! would.
+
+use crate::support::*;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions};
+use lapin::types::FieldTable;
+use serde_json::json;
+use std::time::Duration;
+use stratavore_events::process::{
+    ProcessClaim, ProcessEvent, ProcessExited, ProcessSessionBound, ProcessStarted, root_key,
+};
+use stratavore_events::runner::{ControlRunner, LaunchMode, LaunchRunner, RunnerCommand, Want};
+use stratavore_runtime::Shutdown;
+use stratavore_store::NewEntry;
+use stratavore_testkit::{TestEnv, wait_until};
+use uuid::Uuid;
+
+const NODE: &str = "node-1";
+
+/// A supervisor node as the test plays it.
+struct FakeNode {
+    publisher: stratavore_bus::Publisher,
+    events: String,
+    commands: String,
+    offers: lapin::Consumer,
+    control: lapin::Consumer,
+    incarnation: Uuid,
+    _conn: lapin::Connection,
+    versions: std::collections::HashMap<(Uuid, u32), u64>,
+}
+
+impl FakeNode {
+    async fn register(env: &TestEnv) -> FakeNode {
+        let conn = env.broker.connect().await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        let topology = env.broker.topology();
+        for spec in topology.node_queues(NODE, &[root_key(ROOT)]) {
+            topology.declare_queue(&channel, &spec).await.unwrap();
+        }
+        let consume = |queue: String| {
+            let channel = channel.clone();
+            async move {
+                channel
+                    .basic_consume(
+                        queue.as_str().into(),
+                        "".into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        let offers = consume(topology.root_offer_queue(&root_key(ROOT))).await;
+        let control = consume(topology.node_control_queue(NODE)).await;
+        let pub_conn = env.broker.connect().await.unwrap();
+        FakeNode {
+            publisher: stratavore_bus::Publisher::open_owning(pub_conn)
+                .await
+                .unwrap(),
+            events: topology.events_exchange(),
+            commands: topology.commands_exchange(),
+            offers,
+            control,
+            incarnation: Uuid::now_v7(),
+            _conn: conn,
+            versions: Default::default(),
+        }
+    }
+
+    /// The next message on a queue, as (type, data).
+    async fn next(consumer: &mut lapin::Consumer) -> (String, serde_json::Value) {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a message in time")
+            .unwrap()
+            .unwrap();
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+        let event = stratavore_bus::decode_event(&delivery.properties, &delivery.data).unwrap();
+        let env = stratavore_events::Envelope::from_cloudevent(&event).unwrap();
+        (env.type_name, env.data)
+    }
+
+    async fn next_offer(&mut self) -> (String, serde_json::Value) {
+        Self::next(&mut self.offers).await
+    }
+
+    async fn next_control(&mut self) -> (String, serde_json::Value) {
+        Self::next(&mut self.control).await
+    }
+
+    /// Report a process fact on the attempt's stream, as the node would.
+    async fn report(&mut self, runner: Uuid, attempt: u32, event: ProcessEvent) {
+        let version = self.versions.entry((runner, attempt)).or_insert(0);
+        *version += 1;
+        let entry = NewEntry::of(
+            &event,
+            &format!("/stratavore/runner-supervisor/{NODE}"),
+            format!("process-{runner}-{attempt}"),
+            *version,
+            runner.to_string(),
+            chrono::Utc::now(),
+        );
+        let out = stratavore_bus::OutgoingMessage {
+            exchange: self.events.clone(),
+            routing_key: entry.routing_key.clone(),
+            message: stratavore_bus::encode_event(entry.envelope.to_cloudevent().unwrap()).unwrap(),
+            persistent: true,
+        };
+        self.publisher.publish_batch(&[out]).await.unwrap();
+    }
+
+    /// Send a client command to the orchestrator, as the gateway would.
+    async fn send(&self, command: &RunnerCommand) {
+        let id = Uuid::now_v7();
+        let mut entry = NewEntry::of(
+            command,
+            "/stratavore/api-gateway",
+            format!("command-{id}"),
+            1,
+            "runner",
+            chrono::Utc::now(),
+        );
+        entry.envelope.id = id;
+        let out = stratavore_bus::OutgoingMessage {
+            exchange: self.commands.clone(),
+            routing_key: entry.routing_key.clone(),
+            message: stratavore_bus::encode_event(entry.envelope.to_cloudevent().unwrap()).unwrap(),
+            persistent: true,
+        };
+        self.publisher.publish_batch(&[out]).await.unwrap();
+    }
+
+    fn claim(&self, runner: Uuid, attempt: u32) -> ProcessEvent {
+        ProcessEvent::Claimed(ProcessClaim {
+            runner_id: runner,
+            attempt,
+            node: NODE.into(),
+            incarnation: self.incarnation,
+        })
+    }
+}
+
+fn launch(runner: Uuid, project: &str) -> RunnerCommand {
+    RunnerCommand::Launch(LaunchRunner {
+        runner_id: runner,
+        project: project.into(),
+        profile: "demo".into(),
+        prompt: "write the tests".into(),
+        mode: LaunchMode::New,
+        session_id: None,
+        model: None,
+        permission: None,
+        max_restarts: Some(1),
+    })
+}
+
+fn started(runner: Uuid, attempt: u32) -> ProcessEvent {
+    ProcessEvent::Started(ProcessStarted {
+        runner_id: runner,
+        attempt,
+        node: NODE.into(),
+        pid: 4242,
+    })
+}
+
+fn exited(runner: Uuid, attempt: u32, outcome: &str, code: i32) -> ProcessEvent {
+    ProcessEvent::Exited(ProcessExited {
+        runner_id: runner,
+        attempt,
+        node: NODE.into(),
+        code: Some(code),
+        signal: None,
+        reason: "exited".into(),
+        outcome: outcome.into(),
+        message: (outcome != "succeeded").then(|| format!("exited with code {code}")),
+        resets_at: None,
+    })
+}
+
+/// The orchestrator, gateway and relay, with timers and backoffs short.
+async fn stack_with(
+    tune: impl FnOnce(&mut session_orchestrator::config::OrchestratorConfig),
+) -> (TestEnv, Vec<Shutdown>) {
+    let env = TestEnv::new().await.unwrap();
+    let (o, g, r) = (Shutdown::new(), Shutdown::new(), Shutdown::new());
+    let mut config = orchestrator_config(&env);
+    config.runners.timer_poll_ms = 100;
+    tune(&mut config);
+    session_orchestrator::start(config, o.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let gateway = api_gateway::start(gateway_config(&env), g.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    outbox_relay::start(relay_config(&env), r.clone())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("http://{}/api/v1/projects", gateway.health_addr))
+        .json(&json!({"name": "web", "path": format!("{ROOT}/web")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    (env, vec![o, g, r])
+}
+
+async fn stop_all(env: TestEnv, shutdowns: Vec<Shutdown>) {
+    for s in &shutdowns {
+        s.trigger();
+    }
+    for s in shutdowns {
+        s.wait_for_tasks(Duration::from_secs(20)).await.unwrap();
+    }
+    env.cleanup().await.unwrap();
+}
+
+async fn runner_state(env: &TestEnv, runner: Uuid) -> Option<String> {
+    let pool = env.db.admin_pool().await.unwrap();
+    let state = sqlx::query_scalar("SELECT state FROM orchestrator.runners WHERE runner_id = $1")
+        .bind(runner)
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    state
+}
+
+async fn wait_state(env: &TestEnv, runner: Uuid, want: &str) {
+    wait_until(
+        &format!("runner {want}"),
+        Duration::from_secs(20),
+        || async { Ok((runner_state(env, runner).await.as_deref() == Some(want)).then_some(())) },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_is_offered_to_its_roots_queue_started_on_the_first_claim_and_ended_by_a_clean_exit()
+ {
+    let (env, shutdowns) = stack_with(|_| {}).await;
+    let mut node = FakeNode::register(&env).await;
+    let runner = Uuid::now_v7();
+    node.send(&launch(runner, "web")).await;
+
+    let (kind, offer) = node.next_offer().await;
+    assert_eq!(kind, "io.stratavore.command.process.offer.v1");
+    assert_eq!(offer["runner_id"], runner.to_string());
+    assert_eq!(offer["attempt"], 1);
+    assert_eq!(offer["prompt"], "write the tests");
+    assert_eq!(offer["path"], format!("{ROOT}/web"));
+    assert_eq!(offer["resume"], false);
+    wait_state(&env, runner, "starting").await;
+
+    node.report(runner, 1, node.claim(runner, 1)).await;
+    let (kind, start) = node.next_control().await;
+    assert_eq!(kind, "io.stratavore.command.process.start.v1");
+    assert_eq!(start["incarnation"], node.incarnation.to_string());
+    // A second claim of the same attempt (another node, or a redelivery) is
+    // revoked.
+    node.report(runner, 1, node.claim(runner, 1)).await;
+    let (kind, _) = node.next_control().await;
+    assert_eq!(kind, "io.stratavore.command.process.revoke.v1");
+
+    node.report(runner, 1, started(runner, 1)).await;
+    wait_state(&env, runner, "running").await;
+    node.report(runner, 1, exited(runner, 1, "succeeded", 0))
+        .await;
+    wait_state(&env, runner, "exited").await;
+    crate::rebuild::assert_rebuilds_match_live(&env).await;
+    stop_all(env, shutdowns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_beyond_the_projects_quota_is_rejected_and_nothing_is_offered() {
+    let (env, shutdowns) = stack_with(|c| c.runners.max_concurrent_per_project = 1).await;
+    let mut node = FakeNode::register(&env).await;
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    node.send(&launch(first, "web")).await;
+    node.next_offer().await;
+    node.send(&launch(second, "web")).await;
+    let pool = env.db.admin_pool().await.unwrap();
+    let reason: String = wait_until("the rejection", Duration::from_secs(20), || async {
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT data->>'reason' FROM orchestrator.log WHERE type = 'io.stratavore.runner.launch_rejected.v1'",
+        )
+        .fetch_optional(&pool)
+        .await?)
+    })
+    .await
+    .unwrap();
+    assert_eq!(reason, "quota_reached");
+    assert_eq!(
+        runner_state(&env, second).await,
+        None,
+        "a rejected launch makes no runner"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), node.offers.next())
+            .await
+            .is_err(),
+        "no second offer"
+    );
+    pool.close().await;
+    stop_all(env, shutdowns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_before_placement_cancels_the_launch_and_the_later_claim_is_revoked() {
+    let (env, shutdowns) = stack_with(|_| {}).await;
+    let mut node = FakeNode::register(&env).await;
+    let runner = Uuid::now_v7();
+    node.send(&launch(runner, "web")).await;
+    node.next_offer().await;
+    node.send(&RunnerCommand::Control(ControlRunner {
+        runner_id: runner,
+        want: Want::Stopped,
+    }))
+    .await;
+    wait_state(&env, runner, "cancelled").await;
+    node.report(runner, 1, node.claim(runner, 1)).await;
+    let (kind, _) = node.next_control().await;
+    assert_eq!(
+        kind, "io.stratavore.command.process.revoke.v1",
+        "nothing is spawned for a cancelled runner"
+    );
+    stop_all(env, shutdowns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_a_launch_no_node_starts_in_time_fails_with_that_reason() {
+    let (env, shutdowns) = stack_with(|c| c.runners.launch_timeout_ms = 800).await;
+    let mut node = FakeNode::register(&env).await;
+    let runner = Uuid::now_v7();
+    node.send(&launch(runner, "web")).await;
+    node.next_offer().await;
+    wait_state(&env, runner, "failed").await;
+    let pool = env.db.admin_pool().await.unwrap();
+    let reason: String = sqlx::query_scalar(
+        "SELECT data->>'reason' FROM orchestrator.log WHERE type = 'io.stratavore.runner.failed.v1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reason, "launch_timeout");
+    pool.close().await;
+    stop_all(env, shutdowns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_a_crash_after_a_saved_turn_restarts_after_the_backoff_resuming_the_same_session() {
+    let (env, shutdowns) = stack_with(|c| c.runners.restart_base_ms = 300).await;
+    let mut node = FakeNode::register(&env).await;
+    let runner = Uuid::now_v7();
+    node.send(&launch(runner, "web")).await;
+    let (_, offer) = node.next_offer().await;
+    let session = offer["session_id"].as_str().unwrap().to_owned();
+    node.report(runner, 1, node.claim(runner, 1)).await;
+    node.next_control().await;
+    node.report(runner, 1, started(runner, 1)).await;
+    node.report(
+        runner,
+        1,
+        ProcessEvent::SessionBound(ProcessSessionBound {
+            runner_id: runner,
+            attempt: 1,
+            session_id: session.clone(),
+        }),
+    )
+    .await;
+    node.report(runner, 1, exited(runner, 1, "failed", 3)).await;
+    let (kind, second) = node.next_offer().await;
+    assert_eq!(kind, "io.stratavore.command.process.offer.v1");
+    assert_eq!(second["attempt"], 2);
+    assert_eq!(second["resume"], true, "a bound session is resumed");
+    assert_eq!(second["session_id"], session.as_str());
+    // A stale claim of attempt 1 is revoked; the current one is started.
+    node.report(runner, 1, node.claim(runner, 1)).await;
+    let (kind, _) = node.next_control().await;
+    assert_eq!(kind, "io.stratavore.command.process.revoke.v1");
+    wait_until(
+        "the orchestrator to be idle",
+        Duration::from_secs(20),
+        || async {
+            let pool = env.db.admin_pool().await?;
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM orchestrator.inbox WHERE status <> 'applied'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            pool.close().await;
+            Ok((waiting == 0).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    crate::rebuild::assert_rebuilds_match_live(&env).await;
+    stop_all(env, shutdowns).await;
+}

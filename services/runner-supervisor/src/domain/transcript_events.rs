@@ -1,0 +1,399 @@
+//! The process stream of an attempt, derived from what the shim leaves in
+//! its runner directory: the transcript (`stdout.jsonl`) line by line, then
+//! `exit.json`.
+//!
+//! The derivation is a deterministic fold: versions follow the order of the
+//! facts and each event's id is [`event_id`] of runner, attempt and version.
+//! A supervisor that restarts reads the transcript again from the first line
+//! and derives the very same (version, id, event) triples, which the log's
+//! unique (stream, version) refuses where they were already appended:
+//! nothing billed twice, nothing lost.
+
+use stratavore_agent_protocols::{AgentFact, ClaudeStreamParser, Outcome, TextRole, TokenUsage};
+use stratavore_agent_shim::runner_dir::{ExitReason, ExitRecord};
+use stratavore_events::process::{
+    ProcessEvent, ProcessExited, ProcessFailed, ProcessSessionBound, TextChunked, UsageReported,
+};
+use uuid::Uuid;
+
+use super::pricing::PriceTable;
+
+/// The namespace of process event ids: UUIDv5 of the URL namespace and
+/// `urn:stratavore:process-events`. It is part of every id ever appended,
+/// so it must never change.
+pub const PROCESS_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x4aaa1cdc_5083_5e25_8652_4223466625e6);
+
+/// Version of `process.claimed`, written by the supervisor when it claims.
+pub const CLAIMED_VERSION: u64 = 1;
+/// Version of `process.spawning`, written when the `start` is accepted.
+pub const SPAWNING_VERSION: u64 = 2;
+/// Version of `process.started`, written once the shim runs the agent.
+pub const STARTED_VERSION: u64 = 3;
+/// The first version derived from the transcript: the three above are the
+/// supervisor's own.
+pub const FIRST_DERIVED_VERSION: u64 = 4;
+
+/// The id of version `version` of the process stream of `runner`'s
+/// `attempt`, for every event of that stream, the supervisor's own first
+/// three included: a rewrite after a crash carries the same id.
+#[must_use]
+pub fn event_id(runner: Uuid, attempt: u32, version: u64) -> Uuid {
+    let name = format!("{runner}/{attempt}/{version}");
+    Uuid::new_v5(&PROCESS_EVENT_NAMESPACE, name.as_bytes())
+}
+
+/// The process stream of `runner`'s `attempt`: `process-<runner>-<attempt>`.
+#[must_use]
+pub fn stream_name(runner: Uuid, attempt: u32) -> String {
+    format!("process-{runner}-{attempt}")
+}
+
+/// Which attempt a transcript belongs to, and the node running it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptIdentity {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt (from 1).
+    pub attempt: u32,
+    /// The node running it, the stream's one writer.
+    pub node: String,
+}
+
+impl AttemptIdentity {
+    /// The attempt's process stream.
+    #[must_use]
+    pub fn stream_name(&self) -> String {
+        stream_name(self.runner_id, self.attempt)
+    }
+}
+
+/// One event of the process stream, with its place and id in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DerivedEvent {
+    /// Its version in the attempt's process stream.
+    pub version: u64,
+    /// [`event_id`] of the attempt and `version`.
+    pub id: Uuid,
+    /// The event.
+    pub event: ProcessEvent,
+}
+
+/// Folds a Claude Code transcript, then the exit record, into process events.
+#[derive(Debug)]
+pub struct TranscriptDeriver {
+    identity: AttemptIdentity,
+    pricing: PriceTable,
+    /// The session the attempt was launched with, until init names one.
+    launch_session_id: String,
+    /// The session init named: a resume may run under another id.
+    started_session_id: Option<String>,
+    parser: ClaudeStreamParser,
+    next_version: u64,
+    bound: bool,
+    outcome: Option<Outcome>,
+    estimated_costs: u64,
+    /// Set once the exit event is derived: the stream ends with it.
+    finished: bool,
+}
+
+impl TranscriptDeriver {
+    /// A deriver at the start of the attempt's transcript.
+    #[must_use]
+    pub fn new(identity: AttemptIdentity, pricing: PriceTable, session_id: String) -> Self {
+        Self {
+            identity,
+            pricing,
+            launch_session_id: session_id,
+            started_session_id: None,
+            parser: ClaudeStreamParser::new(),
+            next_version: FIRST_DERIVED_VERSION,
+            bound: false,
+            outcome: None,
+            estimated_costs: 0,
+            finished: false,
+        }
+    }
+
+    /// Folds the next transcript line (without its newline) and returns the
+    /// events it completes. Malformed and unknown lines derive nothing and
+    /// are counted. After [`Self::finish`] the stream has ended with its
+    /// exit event, so later lines derive nothing.
+    pub fn feed_line(&mut self, line: &str) -> Vec<DerivedEvent> {
+        if self.finished {
+            return Vec::new();
+        }
+        let facts = self.parser.feed(line);
+        self.derive(facts)
+    }
+
+    /// Ends the transcript with the shim's exit record: a turn the agent
+    /// left open is still billed, then one `process.exited` (or
+    /// `process.failed` when the agent never started) closes the stream.
+    /// Calling it again gives nothing.
+    pub fn finish(&mut self, exit: &ExitRecord) -> Vec<DerivedEvent> {
+        if self.finished {
+            return Vec::new();
+        }
+        let facts = self.parser.finish();
+        let mut events = self.derive(facts);
+        let last = self.exit_event(exit);
+        events.push(self.next(last));
+        self.finished = true;
+        events
+    }
+
+    /// The attempt this deriver derives for.
+    #[must_use]
+    pub fn identity(&self) -> &AttemptIdentity {
+        &self.identity
+    }
+
+    /// The version the next derived event will have.
+    #[must_use]
+    pub fn next_version(&self) -> u64 {
+        self.next_version
+    }
+
+    /// Whether the exit event was derived.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Lines fed, blank ones included.
+    #[must_use]
+    pub fn lines_seen(&self) -> u64 {
+        self.parser.lines_seen()
+    }
+
+    /// Lines that were not a JSON object or lacked what their type needs.
+    #[must_use]
+    pub fn malformed_lines(&self) -> u64 {
+        self.parser.malformed_lines()
+    }
+
+    /// JSON lines of a type the parser does not know.
+    #[must_use]
+    pub fn unknown_lines(&self) -> u64 {
+        self.parser.unknown_lines()
+    }
+
+    /// The 1-based number of the last line that showed progress, 0 before
+    /// any: what a stall timer counts from.
+    #[must_use]
+    pub fn last_progress_line(&self) -> u64 {
+        self.parser.last_progress_line()
+    }
+
+    /// Usage events priced by the price table's `default` row, since their
+    /// model was unknown: their cost is an estimate.
+    #[must_use]
+    pub fn estimated_costs(&self) -> u64 {
+        self.estimated_costs
+    }
+
+    fn derive(&mut self, facts: Vec<AgentFact>) -> Vec<DerivedEvent> {
+        let mut events = Vec::with_capacity(facts.len());
+        for fact in facts {
+            if let Some(event) = self.event_of(fact) {
+                events.push(self.next(event));
+            }
+        }
+        events
+    }
+
+    fn next(&mut self, event: ProcessEvent) -> DerivedEvent {
+        let version = self.next_version;
+        self.next_version += 1;
+        DerivedEvent {
+            version,
+            id: event_id(self.identity.runner_id, self.identity.attempt, version),
+            event,
+        }
+    }
+
+    fn event_of(&mut self, fact: AgentFact) -> Option<ProcessEvent> {
+        let runner_id = self.identity.runner_id;
+        let attempt = self.identity.attempt;
+        match fact {
+            // The init is no event of its own; it names the session that
+            // text chunks belong to.
+            AgentFact::SessionStarted { session_id, .. } => {
+                self.started_session_id = Some(session_id);
+                None
+            }
+            AgentFact::UsageReported {
+                turn, usage, model, ..
+            } => Some(ProcessEvent::UsageReported(
+                self.usage_event(turn, &usage, model),
+            )),
+            AgentFact::SessionBound { session_id } => {
+                // Binding is a one-time transition of the runner, whatever
+                // a parser might repeat.
+                if self.bound {
+                    return None;
+                }
+                self.bound = true;
+                Some(ProcessEvent::SessionBound(ProcessSessionBound {
+                    runner_id,
+                    attempt,
+                    session_id,
+                }))
+            }
+            AgentFact::TextChunk { role, text } => Some(ProcessEvent::TextChunked(TextChunked {
+                runner_id,
+                attempt,
+                session_id: self
+                    .started_session_id
+                    .clone()
+                    .unwrap_or_else(|| self.launch_session_id.clone()),
+                role: role_name(role).to_owned(),
+                text,
+            })),
+            // The outcome waits for the exit record: only together do they
+            // say how the attempt ended.
+            AgentFact::Finished { outcome, .. } => {
+                self.outcome = Some(outcome);
+                None
+            }
+        }
+    }
+
+    fn usage_event(
+        &mut self,
+        turn: u32,
+        usage: &TokenUsage,
+        model: Option<String>,
+    ) -> UsageReported {
+        let quote = self.pricing.quote(model.as_deref(), usage);
+        if quote.estimated {
+            self.estimated_costs += 1;
+        }
+        UsageReported {
+            runner_id: self.identity.runner_id,
+            attempt: self.identity.attempt,
+            turn,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cache_creation_input_tokens: usage.cache_creation_input_tokens,
+            cache_read_input_tokens: usage.cache_read_input_tokens,
+            cost_usd: quote.cost_usd,
+            model,
+        }
+    }
+
+    fn exit_event(&self, exit: &ExitRecord) -> ProcessEvent {
+        let runner_id = self.identity.runner_id;
+        let attempt = self.identity.attempt;
+        let node = self.identity.node.clone();
+        let Some(reason) = exit_reason_name(exit.reason) else {
+            return ProcessEvent::Failed(ProcessFailed {
+                runner_id,
+                attempt,
+                node,
+                reason: exit
+                    .detail
+                    .clone()
+                    .unwrap_or_else(|| "the agent could not be spawned".to_owned()),
+            });
+        };
+        let (outcome, message, resets_at) = match &self.outcome {
+            Some(Outcome::Succeeded) if exit.code == Some(0) => ("succeeded", None, None),
+            // A success the process then contradicts (a non-zero code, a
+            // signal) is no success: the work may not have been saved.
+            Some(Outcome::Succeeded) | None => ("failed", Some(crash_message(exit)), None),
+            Some(Outcome::Failed { reason }) => ("failed", Some(reason.clone()), None),
+            Some(Outcome::RateLimited { resets_at, message }) => {
+                ("rate_limited", Some(message.clone()), *resets_at)
+            }
+        };
+        ProcessEvent::Exited(ProcessExited {
+            runner_id,
+            attempt,
+            node,
+            code: exit.code,
+            signal: exit.signal,
+            reason: reason.to_owned(),
+            outcome: outcome.to_owned(),
+            message,
+            resets_at,
+        })
+    }
+}
+
+/// The `reason` of `process.exited`; None for a spawn failure, which is
+/// `process.failed` instead. Spelt here rather than through serde so the
+/// event's vocabulary cannot drift with the shim's file format unnoticed.
+fn exit_reason_name(reason: ExitReason) -> Option<&'static str> {
+    match reason {
+        ExitReason::Exited => Some("exited"),
+        ExitReason::KilledOnRequest => Some("killed_on_request"),
+        ExitReason::StoppedOnRequest => Some("stopped_on_request"),
+        ExitReason::LeaseExpired => Some("lease_expired"),
+        ExitReason::SpawnFailed => None,
+    }
+}
+
+fn role_name(role: TextRole) -> &'static str {
+    match role {
+        TextRole::User => "user",
+        TextRole::Assistant => "assistant",
+        TextRole::Result => "result",
+    }
+}
+
+/// Why an attempt failed when its output does not say.
+fn crash_message(exit: &ExitRecord) -> String {
+    match (exit.code, exit.signal) {
+        (_, Some(signal)) => format!("killed by signal {signal}"),
+        (Some(0), None) => "exited with code 0 without reporting success".to_owned(),
+        (Some(code), None) => format!("exited with code {code}"),
+        (None, None) => "ended with no exit status".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUNNER: Uuid = Uuid::from_u128(0x0192_3c4d_5e6f_7a8b_9c0d_1e2f_3a4b_5c6d);
+
+    fn identity() -> AttemptIdentity {
+        AttemptIdentity {
+            runner_id: RUNNER,
+            attempt: 2,
+            node: "node-a".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_namespace_is_the_documented_derivation_and_never_changes() {
+        assert_eq!(
+            PROCESS_EVENT_NAMESPACE,
+            Uuid::new_v5(&Uuid::NAMESPACE_URL, b"urn:stratavore:process-events")
+        );
+        // Pinned: a changed id format would let a restart append duplicates.
+        assert_eq!(
+            event_id(Uuid::nil(), 1, 1),
+            Uuid::from_u128(0x7d31_5b2d_da9f_5e4d_81a9_41bb_8dfd_2ab8)
+        );
+    }
+
+    #[test]
+    fn event_ids_differ_by_runner_attempt_and_version() {
+        let id = event_id(RUNNER, 1, 4);
+        assert_eq!(id, event_id(RUNNER, 1, 4));
+        assert_ne!(id, event_id(RUNNER, 1, 5));
+        assert_ne!(id, event_id(RUNNER, 2, 4));
+        assert_ne!(id, event_id(Uuid::nil(), 1, 4));
+    }
+
+    #[test]
+    fn the_stream_is_named_after_runner_and_attempt() {
+        assert_eq!(
+            stream_name(RUNNER, 3),
+            "process-01923c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d-3"
+        );
+        assert_eq!(identity().stream_name(), stream_name(RUNNER, 2));
+    }
+}

@@ -1,0 +1,393 @@
+//! The launch saga's shell: load what a decision needs, decide (pure, in
+//! `domain`), and turn the decision into entries for the log — runner
+//! events on the runner's stream, commands to nodes on streams of their own.
+
+use crate::domain::launch::{LaunchFacts, decide_launch};
+use crate::domain::runners::{self, Decision, Effect, ExitOutcome, Fact, RestartPolicy, Runner};
+use crate::handlers::{Orchestrator, SOURCE};
+use crate::projections;
+use crate::runner_store::{self, runner_stream};
+use sqlx::PgConnection;
+use stratavore_consumer::HandleError;
+use stratavore_events::process::{
+    ClaimAnswer, DesiredState, OfferAttempt, ProcessCommand, ProcessEvent, address, root_key,
+};
+use stratavore_events::runner::{LaunchRunner, RunnerEvent, Want};
+use stratavore_events::{Envelope, Message};
+use stratavore_store::NewEntry;
+use uuid::Uuid;
+
+impl Orchestrator {
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    fn policy(&self) -> RestartPolicy {
+        RestartPolicy {
+            base_ms: i64::try_from(self.runners.restart_base_ms).unwrap_or(i64::MAX),
+            max_ms: i64::try_from(self.runners.restart_max_ms).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn launch_deadline_ms(&self) -> i64 {
+        self.now_ms() + i64::try_from(self.runners.launch_timeout_ms).unwrap_or(i64::MAX)
+    }
+
+    /// The allowed root a path lies in (the longest), whose offer queue
+    /// the nodes serving it consume.
+    fn root_of(&self, path: &str) -> String {
+        self.allowed_roots
+            .iter()
+            .filter_map(|r| r.to_str())
+            .map(|r| r.trim_end_matches('/'))
+            .filter(|r| path == *r || path.starts_with(&format!("{r}/")))
+            .max_by_key(|r| r.len())
+            .unwrap_or(path)
+            .to_owned()
+    }
+
+    fn entry(
+        &self,
+        event: &RunnerEvent,
+        runner_id: Uuid,
+        version: u64,
+        cause: &Envelope,
+    ) -> NewEntry {
+        NewEntry::of(
+            event,
+            SOURCE,
+            runner_stream(runner_id),
+            version,
+            runner_id.to_string(),
+            self.clock.now(),
+        )
+        .caused_by(cause)
+    }
+
+    fn command_entry(
+        &self,
+        command: &ProcessCommand,
+        target: &str,
+        stream: String,
+        cause: &Envelope,
+    ) -> NewEntry {
+        let mut entry =
+            NewEntry::of(command, SOURCE, stream, 1, target, self.clock.now()).caused_by(cause);
+        entry.routing_key = address(&command.routing_key(), target);
+        entry
+    }
+
+    /// Entries for a decision about a runner whose stream is at `version`.
+    fn decision_entries(
+        &self,
+        runner: &Runner,
+        version: u64,
+        decision: Decision,
+        cause: &Envelope,
+    ) -> Vec<NewEntry> {
+        let mut entries = Vec::new();
+        let mut state = Some(runner.clone());
+        let mut v = version;
+        for event in &decision.events {
+            v += 1;
+            state = runners::apply(state, event);
+            entries.push(self.entry(event, runner.id, v, cause));
+        }
+        let after = state.unwrap_or_else(|| runner.clone());
+        for effect in decision.effects {
+            let command = match &effect {
+                Effect::Offer { attempt, resume } => ProcessCommand::Offer(OfferAttempt {
+                    runner_id: runner.id,
+                    attempt: *attempt,
+                    project: after.launch.project.clone(),
+                    path: after.launch.path.clone(),
+                    profile: after.launch.profile.clone(),
+                    session_id: after.session_id.clone(),
+                    resume: *resume,
+                    prompt: after.launch.prompt.clone(),
+                    model: after.launch.model.clone(),
+                    permission: after.launch.permission.clone(),
+                }),
+                Effect::Start {
+                    node,
+                    incarnation,
+                    attempt,
+                }
+                | Effect::Revoke {
+                    node,
+                    incarnation,
+                    attempt,
+                } => {
+                    let answer = ClaimAnswer {
+                        runner_id: runner.id,
+                        attempt: *attempt,
+                        node: node.clone(),
+                        incarnation: *incarnation,
+                        ttl_ms: self.runners.liveness_ttl_ms,
+                    };
+                    if matches!(effect, Effect::Start { .. }) {
+                        ProcessCommand::Start(answer)
+                    } else {
+                        ProcessCommand::Revoke(answer)
+                    }
+                }
+                Effect::Control {
+                    node,
+                    attempt,
+                    want,
+                } => ProcessCommand::Control(DesiredState {
+                    runner_id: runner.id,
+                    attempt: *attempt,
+                    node: node.clone(),
+                    want: *want,
+                    rev: v,
+                }),
+            };
+            let (target, stream) = match &effect {
+                Effect::Offer { attempt, .. } => (
+                    root_key(&self.root_of(&after.launch.path)),
+                    format!("offer-{}-{attempt}", runner.id),
+                ),
+                Effect::Start { node, attempt, .. } | Effect::Revoke { node, attempt, .. } => (
+                    node.clone(),
+                    format!("claim-answer-{}-{attempt}-{}", runner.id, cause.id),
+                ),
+                Effect::Control { node, attempt, .. } => (
+                    node.clone(),
+                    format!("desired-{}-{attempt}-{v}-{}", runner.id, cause.id),
+                ),
+            };
+            entries.push(self.command_entry(&command, &target, stream, cause));
+        }
+        entries
+    }
+
+    /// A client's launch.
+    pub(crate) async fn decide_launch_command(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+        cmd: &LaunchRunner,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        if runner_store::load_runner(conn, cmd.runner_id)
+            .await?
+            .is_some()
+        {
+            // The id is taken: answer on the command's own stream, never on
+            // the existing runner's.
+            let event = RunnerEvent::LaunchRejected(stratavore_events::runner::LaunchRejected {
+                command_id: message.id,
+                runner_id: cmd.runner_id,
+                reason: "runner_exists".into(),
+                field: Some("runner_id".into()),
+                message: format!("runner {} exists already", cmd.runner_id),
+            });
+            let entry = NewEntry::of(
+                &event,
+                SOURCE,
+                format!("rejection-{}", message.id),
+                1,
+                cmd.runner_id.to_string(),
+                self.clock.now(),
+            )
+            .caused_by(message);
+            return Ok(vec![entry]);
+        }
+        let project = projections::load_project(conn, &cmd.project)
+            .await?
+            .map(|(p, _)| p);
+        let active_runners = runner_store::active_runners(conn, &cmd.project).await?;
+        let latest_resumable = runner_store::latest_resumable(conn, &cmd.project)
+            .await?
+            .map(|s| s.session_id);
+        let named_session = match &cmd.session_id {
+            Some(id) => runner_store::session(conn, id)
+                .await?
+                .map(|s| (s.project, s.bound, s.active_runner.is_some())),
+            None => None,
+        };
+        let facts = LaunchFacts {
+            project,
+            active_runners,
+            max_concurrent: i64::from(self.runners.max_concurrent_per_project),
+            profile_known: self.runners.profiles.iter().any(|p| p == &cmd.profile),
+            latest_resumable,
+            named_session,
+            fresh_session_id: Uuid::new_v4().to_string(),
+            default_max_restarts: self.runners.default_max_restarts,
+        };
+        match decide_launch(cmd, message.id, &facts) {
+            Err(rejected) => {
+                let event = RunnerEvent::LaunchRejected(rejected);
+                Ok(vec![self.entry(&event, cmd.runner_id, 1, message)])
+            }
+            Ok(approved) => {
+                let approved_event = RunnerEvent::LaunchApproved(approved);
+                let runner = runners::apply(None, &approved_event).ok_or_else(|| {
+                    HandleError::Message("an approval that makes no runner".into())
+                })?;
+                let mut entries = vec![self.entry(&approved_event, cmd.runner_id, 1, message)];
+                let offered = RunnerEvent::Offered(stratavore_events::runner::AttemptOffered {
+                    runner_id: runner.id,
+                    attempt: 1,
+                    resume: runner.session_bound,
+                    session_id: runner.session_id.clone(),
+                    launch_deadline_ms: self.launch_deadline_ms(),
+                });
+                let decision = Decision {
+                    events: vec![offered],
+                    effects: vec![Effect::Offer {
+                        attempt: 1,
+                        resume: runner.session_bound,
+                    }],
+                };
+                entries.extend(self.decision_entries(&runner, 1, decision, message));
+                Ok(entries)
+            }
+        }
+    }
+
+    /// A client's stop, kill, pause or resume.
+    pub(crate) async fn decide_control_command(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+        runner_id: Uuid,
+        want: Want,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        let Some((runner, version)) = runner_store::load_runner(conn, runner_id).await? else {
+            return Ok(Vec::new());
+        };
+        match runners::decide_control(&runner, want) {
+            Ok(decision) => Ok(self.decision_entries(&runner, version, decision, message)),
+            // Refusals are answered to the client by the gateway, which
+            // reads the runner's state; here they change nothing.
+            Err(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// A fact a node reported.
+    pub(crate) async fn decide_process_event(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+        event: ProcessEvent,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        let (runner_id, fact) = match event {
+            ProcessEvent::Claimed(c) => (
+                c.runner_id,
+                Fact::Claimed {
+                    attempt: c.attempt,
+                    node: c.node,
+                    incarnation: c.incarnation,
+                },
+            ),
+            ProcessEvent::Started(s) => (
+                s.runner_id,
+                Fact::ProcessStarted {
+                    attempt: s.attempt,
+                    node: s.node,
+                    pid: s.pid,
+                },
+            ),
+            ProcessEvent::SessionBound(b) => (
+                b.runner_id,
+                Fact::SessionBound {
+                    attempt: b.attempt,
+                    session_id: b.session_id,
+                },
+            ),
+            ProcessEvent::Exited(e) => {
+                let outcome = match e.outcome.as_str() {
+                    "succeeded" => ExitOutcome::Clean,
+                    "rate_limited" => ExitOutcome::RateLimited {
+                        resume_at_ms: e.resets_at.map(|s| s.saturating_mul(1000)).unwrap_or_else(
+                            || {
+                                self.now_ms()
+                                    + i64::try_from(self.runners.quota_wait_default_ms)
+                                        .unwrap_or(i64::MAX)
+                            },
+                        ),
+                        message: e.message.clone().unwrap_or_default(),
+                    },
+                    _ => ExitOutcome::Error(e.message.clone().unwrap_or_else(|| e.reason.clone())),
+                };
+                (
+                    e.runner_id,
+                    Fact::ProcessExited {
+                        attempt: e.attempt,
+                        code: e.code,
+                        outcome,
+                    },
+                )
+            }
+            ProcessEvent::Failed(f) => (
+                f.runner_id,
+                Fact::ProcessExited {
+                    attempt: f.attempt,
+                    code: None,
+                    outcome: ExitOutcome::Error(f.reason),
+                },
+            ),
+            // Spawning, usage and text change no lifecycle.
+            ProcessEvent::Spawning(_)
+            | ProcessEvent::UsageReported(_)
+            | ProcessEvent::TextChunked(_) => {
+                return Ok(Vec::new());
+            }
+        };
+        self.decide_fact_for(conn, message, runner_id, fact).await
+    }
+
+    async fn decide_fact_for(
+        &self,
+        conn: &mut PgConnection,
+        cause: &Envelope,
+        runner_id: Uuid,
+        fact: Fact,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        let Some((runner, version)) = runner_store::load_runner(conn, runner_id).await? else {
+            return Ok(Vec::new());
+        };
+        let decision = runners::decide_fact(&runner, fact, self.now_ms(), self.policy());
+        Ok(self.decision_entries(&runner, version, decision, cause))
+    }
+
+    /// A due timer: the launch timed out, or a wait is over.
+    pub(crate) async fn decide_timer(
+        &self,
+        conn: &mut PgConnection,
+        timer: &runner_store::DueTimer,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        let fact = if timer.kind == "launch_timeout" {
+            Fact::LaunchTimedOut {
+                attempt: timer.attempt,
+            }
+        } else {
+            Fact::WaitOver {
+                attempt: timer.attempt,
+                fresh_session_id: Uuid::new_v4().to_string(),
+                launch_deadline_ms: self.launch_deadline_ms(),
+            }
+        };
+        // A timer has no message of its own: its entries are caused by a
+        // synthetic envelope naming the runner, so correlation still works.
+        let cause = Envelope {
+            id: Uuid::now_v7(),
+            source: SOURCE.to_owned(),
+            type_name: format!("timer.{}", timer.kind),
+            subject: timer.runner_id.to_string(),
+            time: self.clock.now(),
+            data: serde_json::Value::Null,
+            stream: runner_stream(timer.runner_id),
+            sequence: 0,
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+            tracestate: None,
+            idempotency_key: None,
+        };
+        self.decide_fact_for(conn, &cause, timer.runner_id, fact)
+            .await
+    }
+}

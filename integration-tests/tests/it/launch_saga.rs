@@ -91,15 +91,24 @@ impl FakeNode {
         Self::next(&mut self.control).await
     }
 
-    /// Report a process fact on the attempt's stream, as the node would.
+    /// Report a process fact as the node would: a claim on a stream of its
+    /// own, every other fact on the attempt's process stream.
     async fn report(&mut self, runner: Uuid, attempt: u32, event: ProcessEvent) {
-        let version = self.versions.entry((runner, attempt)).or_insert(0);
-        *version += 1;
+        let (stream, version) = if matches!(event, ProcessEvent::Claimed(_)) {
+            (
+                format!("claim-{runner}-{attempt}-{NODE}-{}", Uuid::now_v7()),
+                1,
+            )
+        } else {
+            let version = self.versions.entry((runner, attempt)).or_insert(0);
+            *version += 1;
+            (format!("process-{runner}-{attempt}"), *version)
+        };
         let entry = NewEntry::of(
             &event,
             &format!("/stratavore/runner-supervisor/{NODE}"),
-            format!("process-{runner}-{attempt}"),
-            *version,
+            stream,
+            version,
             runner.to_string(),
             chrono::Utc::now(),
         );

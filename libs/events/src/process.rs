@@ -1,7 +1,10 @@
 //! Processes and nodes: what a supervisor node reports about the agent
 //! processes it runs (stream `process-<runner>-<attempt>`, one writer: the
-//! node running that attempt) and about itself (stream `node-<node>`), and
-//! the commands the orchestrator sends to nodes.
+//! node running that attempt: `spawning` is version 1, `started` 2, then
+//! what its transcript shows), about its claims (each claim a stream of its
+//! own, `claim-<runner>-<attempt>-<node>-<incarnation>`, since several nodes
+//! may claim one attempt) and about itself (stream `node-<node>`), and the
+//! commands the orchestrator sends to nodes.
 //!
 //! Commands to a node are addressed: their routing key template holds
 //! `{node}` (a node's control queue) or `{target}` (a shared offer queue of

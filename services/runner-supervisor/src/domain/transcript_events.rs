@@ -23,19 +23,26 @@ use super::pricing::PriceTable;
 /// so it must never change.
 pub const PROCESS_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x4aaa1cdc_5083_5e25_8652_4223466625e6);
 
-/// Version of `process.claimed`, written by the supervisor when it claims.
-pub const CLAIMED_VERSION: u64 = 1;
 /// Version of `process.spawning`, written when the `start` is accepted.
-pub const SPAWNING_VERSION: u64 = 2;
+/// (A claim is not part of this stream: several nodes may claim one attempt,
+/// and a stream has one writer, so each claim is a stream of its own,
+/// [`claim_stream_name`].)
+pub const SPAWNING_VERSION: u64 = 1;
 /// Version of `process.started`, written once the shim runs the agent.
-pub const STARTED_VERSION: u64 = 3;
-/// The first version derived from the transcript: the three above are the
+pub const STARTED_VERSION: u64 = 2;
+/// The first version derived from the transcript: the two above are the
 /// supervisor's own.
-pub const FIRST_DERIVED_VERSION: u64 = 4;
+pub const FIRST_DERIVED_VERSION: u64 = 3;
+
+/// The stream of one node incarnation's claim of an attempt.
+#[must_use]
+pub fn claim_stream_name(runner: Uuid, attempt: u32, node: &str, incarnation: Uuid) -> String {
+    format!("claim-{runner}-{attempt}-{node}-{incarnation}")
+}
 
 /// The id of version `version` of the process stream of `runner`'s
 /// `attempt`, for every event of that stream, the supervisor's own first
-/// three included: a rewrite after a crash carries the same id.
+/// two included: a rewrite after a crash carries the same id.
 #[must_use]
 pub fn event_id(runner: Uuid, attempt: u32, version: u64) -> Uuid {
     let name = format!("{runner}/{attempt}/{version}");

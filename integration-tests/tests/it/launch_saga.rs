@@ -17,22 +17,22 @@ use stratavore_store::NewEntry;
 use stratavore_testkit::{TestEnv, wait_until};
 use uuid::Uuid;
 
-const NODE: &str = "node-1";
+pub(crate) const NODE: &str = "node-1";
 
 /// A supervisor node as the test plays it.
-struct FakeNode {
+pub(crate) struct FakeNode {
     publisher: stratavore_bus::Publisher,
     events: String,
     commands: String,
-    offers: lapin::Consumer,
+    pub(crate) offers: lapin::Consumer,
     control: lapin::Consumer,
-    incarnation: Uuid,
+    pub(crate) incarnation: Uuid,
     _conn: lapin::Connection,
     versions: std::collections::HashMap<(Uuid, u32), u64>,
 }
 
 impl FakeNode {
-    async fn register(env: &TestEnv) -> FakeNode {
+    pub(crate) async fn register(env: &TestEnv) -> FakeNode {
         let conn = env.broker.connect().await.unwrap();
         let channel = conn.create_channel().await.unwrap();
         let topology = env.broker.topology();
@@ -83,17 +83,17 @@ impl FakeNode {
         (env.type_name, env.data)
     }
 
-    async fn next_offer(&mut self) -> (String, serde_json::Value) {
+    pub(crate) async fn next_offer(&mut self) -> (String, serde_json::Value) {
         Self::next(&mut self.offers).await
     }
 
-    async fn next_control(&mut self) -> (String, serde_json::Value) {
+    pub(crate) async fn next_control(&mut self) -> (String, serde_json::Value) {
         Self::next(&mut self.control).await
     }
 
     /// Report a process fact as the node would: a claim on a stream of its
     /// own, every other fact on the attempt's process stream.
-    async fn report(&mut self, runner: Uuid, attempt: u32, event: ProcessEvent) {
+    pub(crate) async fn report(&mut self, runner: Uuid, attempt: u32, event: ProcessEvent) {
         let (stream, version) = if matches!(event, ProcessEvent::Claimed(_)) {
             (
                 format!("claim-{runner}-{attempt}-{NODE}-{}", Uuid::now_v7()),
@@ -122,7 +122,7 @@ impl FakeNode {
     }
 
     /// Send a client command to the orchestrator, as the gateway would.
-    async fn send(&self, command: &RunnerCommand) {
+    pub(crate) async fn send(&self, command: &RunnerCommand) {
         let id = Uuid::now_v7();
         let mut entry = NewEntry::of(
             command,
@@ -142,7 +142,7 @@ impl FakeNode {
         self.publisher.publish_batch(&[out]).await.unwrap();
     }
 
-    fn claim(&self, runner: Uuid, attempt: u32) -> ProcessEvent {
+    pub(crate) fn claim(&self, runner: Uuid, attempt: u32) -> ProcessEvent {
         ProcessEvent::Claimed(ProcessClaim {
             runner_id: runner,
             attempt,
@@ -166,7 +166,7 @@ fn launch(runner: Uuid, project: &str) -> RunnerCommand {
     })
 }
 
-fn started(runner: Uuid, attempt: u32) -> ProcessEvent {
+pub(crate) fn started(runner: Uuid, attempt: u32) -> ProcessEvent {
     ProcessEvent::Started(ProcessStarted {
         runner_id: runner,
         attempt,
@@ -175,7 +175,7 @@ fn started(runner: Uuid, attempt: u32) -> ProcessEvent {
     })
 }
 
-fn exited(runner: Uuid, attempt: u32, outcome: &str, code: i32) -> ProcessEvent {
+pub(crate) fn exited(runner: Uuid, attempt: u32, outcome: &str, code: i32) -> ProcessEvent {
     ProcessEvent::Exited(ProcessExited {
         runner_id: runner,
         attempt,
@@ -230,7 +230,7 @@ async fn stop_all(env: TestEnv, shutdowns: Vec<Shutdown>) {
     env.cleanup().await.unwrap();
 }
 
-async fn runner_state(env: &TestEnv, runner: Uuid) -> Option<String> {
+pub(crate) async fn runner_state(env: &TestEnv, runner: Uuid) -> Option<String> {
     let pool = env.db.admin_pool().await.unwrap();
     let state = sqlx::query_scalar("SELECT state FROM orchestrator.runners WHERE runner_id = $1")
         .bind(runner)
@@ -241,7 +241,7 @@ async fn runner_state(env: &TestEnv, runner: Uuid) -> Option<String> {
     state
 }
 
-async fn wait_state(env: &TestEnv, runner: Uuid, want: &str) {
+pub(crate) async fn wait_state(env: &TestEnv, runner: Uuid, want: &str) {
     wait_until(
         &format!("runner {want}"),
         Duration::from_secs(20),

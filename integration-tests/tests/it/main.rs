@@ -9,4 +9,5 @@ mod projects_api;
 mod provisioning;
 mod rebuild;
 mod roles;
+mod runners_api;
 mod support;

@@ -17,6 +17,7 @@ async fn projections(pool: &PgPool) -> serde_json::Value {
         ("gateway.commands", "command_id"),
         ("gateway.idempotency_keys", "key"),
         ("gateway.stream_versions", "source_log, stream"),
+        ("gateway.runners", "runner_id"),
         ("orchestrator.projects", "name"),
         ("orchestrator.runners", "runner_id"),
         ("orchestrator.runner_timers", "runner_id"),

@@ -249,6 +249,25 @@ pub struct RunnerEnded {
     pub reason: String,
 }
 
+/// A client's control command was decided: accepted (its effect, if any,
+/// follows on the runner's stream; a request for the state the runner is
+/// already in is accepted with no effect) or refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ControlDecided {
+    /// The command this answers.
+    pub command_id: Uuid,
+    /// The runner.
+    pub runner_id: Uuid,
+    /// What was asked.
+    pub want: Want,
+    /// Why it was refused (`not_found`, `illegal_transition`); None when
+    /// accepted.
+    pub refused: Option<String>,
+    /// A sentence for people.
+    pub message: String,
+}
+
 message_family! {
     /// A runner's lifecycle, recorded by the session-orchestrator.
     pub enum RunnerEvent: Event {
@@ -282,5 +301,7 @@ message_family! {
         Lost(RunnerEnded) => "io.stratavore.runner.lost.v1", "runner.lost";
         /// Cancelled before it ran, or while waiting.
         Cancelled(RunnerEnded) => "io.stratavore.runner.cancelled.v1", "runner.cancelled";
+        /// A client's stop, kill, pause or resume was decided.
+        ControlDecided(ControlDecided) => "io.stratavore.runner.control_decided.v1", "runner.control_decided";
     }
 }

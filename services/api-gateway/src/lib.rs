@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod read_models;
+pub mod runner_models;
 pub mod service;
 
 use crate::api::ApiState;

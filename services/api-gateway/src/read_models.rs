@@ -8,11 +8,12 @@ use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
 use stratavore_events::Message;
 use stratavore_events::project::{ProjectCommand, ProjectEvent};
+use stratavore_events::runner::RunnerCommand;
 use stratavore_store::StoreError;
 use uuid::Uuid;
 
 /// Tables a rebuild empties and refills.
-pub const TABLES: &[&str] = &["projects", "commands", "idempotency_keys"];
+pub const TABLES: &[&str] = &["projects", "commands", "idempotency_keys", "runners"];
 
 /// A project as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -60,10 +61,18 @@ pub struct CommandView {
 }
 
 /// A hash of what a request asked for, to tell a retry (same key, same
-/// request) from a key reused for something else.
+/// request) from a key reused for something else. Ids the gateway assigns
+/// itself (a launch's `runner_id`) are not part of what was asked.
 pub fn request_hash(type_name: &str, data: &serde_json::Value) -> String {
+    let mut asked = data.clone();
+    let launch = stratavore_events::runner::RunnerCommand::types()
+        .iter()
+        .any(|t| t.type_name == type_name && t.routing_key.ends_with("runner.launch"));
+    if let (true, Some(fields)) = (launch, asked.as_object_mut()) {
+        fields.remove("runner_id");
+    }
     // serde_json keeps object keys sorted, so equal values print equally.
-    let text = format!("{type_name}\n{data}");
+    let text = format!("{type_name}\n{asked}");
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         hash ^= u64::from(b);
@@ -78,7 +87,9 @@ fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 
 /// Fold one of the gateway's own log rows: an accepted command.
 pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<(), StoreError> {
-    if ProjectCommand::from_data(&entry.type_name, entry.data.clone()).is_err() {
+    let is_client_command = ProjectCommand::from_data(&entry.type_name, entry.data.clone()).is_ok()
+        || RunnerCommand::from_data(&entry.type_name, entry.data.clone()).is_ok();
+    if !is_client_command {
         return Ok(());
     }
     sqlx::query(
@@ -108,7 +119,9 @@ pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<()
     Ok(())
 }
 
-async fn command_outcome(
+/// Record a command's outcome (an upsert: either side may come first
+/// during a rebuild).
+pub(crate) async fn command_outcome(
     conn: &mut PgConnection,
     command_id: Uuid,
     event: &Envelope,
@@ -139,6 +152,11 @@ async fn command_outcome(
     Ok(())
 }
 
+/// Where a runner is.
+pub(crate) fn project_resource_of_runner(id: Uuid) -> Option<String> {
+    Some(format!("/api/v1/runners/{id}"))
+}
+
 fn project_resource(name: &str) -> Option<String> {
     Some(format!("/api/v1/projects/{name}"))
 }
@@ -149,6 +167,9 @@ pub async fn project_received(
     conn: &mut PgConnection,
     message: &Envelope,
 ) -> Result<(), StoreError> {
+    if crate::runner_models::project_received(conn, message).await? {
+        return Ok(());
+    }
     let Ok(event) = ProjectEvent::from_data(&message.type_name, message.data.clone()) else {
         return Ok(());
     };

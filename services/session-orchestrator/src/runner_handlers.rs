@@ -255,14 +255,43 @@ impl Orchestrator {
         runner_id: Uuid,
         want: Want,
     ) -> Result<Vec<NewEntry>, HandleError> {
+        let decided = |refused: Option<&str>, message_text: String| {
+            RunnerEvent::ControlDecided(stratavore_events::runner::ControlDecided {
+                command_id: message.id,
+                runner_id,
+                want,
+                refused: refused.map(str::to_owned),
+                message: message_text,
+            })
+        };
         let Some((runner, version)) = runner_store::load_runner(conn, runner_id).await? else {
-            return Ok(Vec::new());
+            // Every command gets its answer: a refusal on a stream of its own.
+            let event = decided(Some("not_found"), format!("no runner {runner_id}"));
+            let entry = NewEntry::of(
+                &event,
+                SOURCE,
+                format!("rejection-{}", message.id),
+                1,
+                runner_id.to_string(),
+                self.clock.now(),
+            )
+            .caused_by(message);
+            return Ok(vec![entry]);
         };
         match runners::decide_control(&runner, want) {
-            Ok(decision) => Ok(self.decision_entries(&runner, version, decision, message)),
-            // Refusals are answered to the client by the gateway, which
-            // reads the runner's state; here they change nothing.
-            Err(_) => Ok(Vec::new()),
+            Ok(mut decision) => {
+                // The answer first, then what it changes, on the runner's
+                // stream.
+                decision.events.insert(
+                    0,
+                    decided(None, format!("{want:?} accepted").to_lowercase()),
+                );
+                Ok(self.decision_entries(&runner, version, decision, message))
+            }
+            Err(illegal) => {
+                let event = decided(Some("illegal_transition"), illegal.to_string());
+                Ok(vec![self.entry(&event, runner.id, version + 1, message)])
+            }
         }
     }
 

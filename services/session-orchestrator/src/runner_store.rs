@@ -191,6 +191,7 @@ fn runner_id_of(event: &RunnerEvent) -> Option<Uuid> {
         E::RestartScheduled(e) => e.runner_id,
         E::WaitingQuota(e) => e.runner_id,
         E::Exited(e) | E::Failed(e) | E::Lost(e) | E::Cancelled(e) => e.runner_id,
+        E::ControlDecided(e) => e.runner_id,
     })
 }
 

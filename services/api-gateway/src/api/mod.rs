@@ -3,6 +3,7 @@
 
 mod commands;
 mod projects;
+mod runners;
 
 use crate::commands::Api;
 use crate::http::{
@@ -46,6 +47,12 @@ pub fn router(state: ApiState, allowed: AllowedHosts) -> Router {
             post(projects::unarchive),
         )
         .route("/api/v1/commands/{id}", get(commands::get_one))
+        .route("/api/v1/runners", post(runners::launch).get(runners::list))
+        .route("/api/v1/runners/{id}", get(runners::get_one))
+        .route("/api/v1/runners/{id}/stop", post(runners::stop))
+        .route("/api/v1/runners/{id}/kill", post(runners::kill))
+        .route("/api/v1/runners/{id}/pause", post(runners::pause))
+        .route("/api/v1/runners/{id}/resume", post(runners::resume))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -145,7 +145,7 @@ pub fn apply(state: Option<Runner>, event: &RunnerEvent) -> Option<Runner> {
         (Some(r), _) => r,
     };
     match event {
-        E::LaunchApproved(_) | E::LaunchRejected(_) => {}
+        E::LaunchApproved(_) | E::LaunchRejected(_) | E::ControlDecided(_) => {}
         E::Offered(o) => {
             r.state = RunnerState::Starting;
             r.attempt = o.attempt;
@@ -615,6 +615,7 @@ pub fn timer_change(event: &RunnerEvent) -> TimerChange {
         | E::Cancelled(_)
         | E::LaunchRejected(_) => TimerChange::Clear,
         E::LaunchApproved(_)
+        | E::ControlDecided(_)
         | E::Placed(_)
         | E::Paused(_)
         | E::Resumed(_)

@@ -1,0 +1,344 @@
+//! The runners read model: folded from the orchestrator's runner events and
+//! the nodes' process events, plus the outcomes of runner commands.
+
+use crate::read_models::{command_outcome, project_resource_of_runner};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+use stratavore_events::Envelope;
+use stratavore_events::Message;
+use stratavore_events::process::ProcessEvent;
+use stratavore_events::runner::RunnerEvent;
+use stratavore_store::StoreError;
+use uuid::Uuid;
+
+/// Token counts of a runner, summed over its attempts and turns.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Tokens {
+    /// Input tokens.
+    pub input: i64,
+    /// Output tokens.
+    pub output: i64,
+    /// Tokens written to the prompt cache.
+    pub cache_creation: i64,
+    /// Tokens read from the prompt cache.
+    pub cache_read: i64,
+}
+
+/// A runner as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunnerView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its project.
+    pub project: String,
+    /// Its agent profile.
+    pub profile: String,
+    /// Its state.
+    pub state: String,
+    /// The current attempt.
+    pub attempt: i32,
+    /// The node of the current attempt.
+    pub node: Option<String>,
+    /// The agent's pid there.
+    pub pid: Option<i64>,
+    /// The session.
+    pub session_id: Option<String>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// The agent's last exit code.
+    pub exit_code: Option<i32>,
+    /// Tokens used.
+    pub tokens: Tokens,
+    /// Cost in USD (priced per model while running).
+    pub cost_usd: f64,
+    /// When it was launched.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it last changed.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    StoreError::new(context)
+}
+
+/// The state a runner event leaves a runner in (None: no change).
+fn state_after(event: &RunnerEvent) -> Option<&'static str> {
+    use RunnerEvent as E;
+    Some(match event {
+        E::LaunchApproved(_) => "requested",
+        E::Offered(_) | E::Placed(_) => "starting",
+        E::Started(_) | E::Resumed(_) => "running",
+        E::Paused(_) => "paused",
+        E::StopRequested(_) => "stopping",
+        E::RestartScheduled(_) => "restarting",
+        E::WaitingQuota(_) => "waiting_quota",
+        E::Exited(_) => "exited",
+        E::Failed(_) => "failed",
+        E::Lost(_) => "lost",
+        E::Cancelled(_) => "cancelled",
+        E::LaunchRejected(_) | E::SessionBound(_) | E::ControlDecided(_) => return None,
+    })
+}
+
+async fn touch(
+    conn: &mut PgConnection,
+    runner: Uuid,
+    state: Option<&str>,
+    at: &Envelope,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE runners SET state = coalesce($2, state), updated_at = $3 WHERE runner_id = $1",
+    )
+    .bind(runner)
+    .bind(state)
+    .bind(at.time)
+    .execute(conn)
+    .await
+    .map_err(store("updating a runner"))?;
+    Ok(())
+}
+
+/// Fold a runner event.
+pub async fn project_runner_event(
+    conn: &mut PgConnection,
+    message: &Envelope,
+    event: &RunnerEvent,
+) -> Result<(), StoreError> {
+    use RunnerEvent as E;
+    let state = state_after(event);
+    match event {
+        E::LaunchApproved(a) => {
+            sqlx::query(
+                "INSERT INTO runners (runner_id, project, profile, state, session_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, 'requested', $4, $5, $5)
+                 ON CONFLICT (runner_id) DO NOTHING",
+            )
+            .bind(a.runner_id)
+            .bind(&a.project)
+            .bind(&a.profile)
+            .bind(&a.session_id)
+            .bind(message.time)
+            .execute(&mut *conn)
+            .await
+            .map_err(store("projecting a launched runner"))?;
+            command_outcome(
+                conn,
+                a.command_id,
+                message,
+                None,
+                project_resource_of_runner(a.runner_id),
+            )
+            .await
+        }
+        E::LaunchRejected(r) => {
+            let rejection = (r.reason.as_str(), r.field.as_deref(), r.message.as_str());
+            command_outcome(conn, r.command_id, message, Some(rejection), None).await
+        }
+        E::ControlDecided(c) => {
+            let rejection = c
+                .refused
+                .as_deref()
+                .map(|reason| (reason, None, c.message.as_str()));
+            let resource = rejection
+                .is_none()
+                .then(|| project_resource_of_runner(c.runner_id))
+                .flatten();
+            command_outcome(conn, c.command_id, message, rejection, resource).await
+        }
+        E::Offered(o) => {
+            sqlx::query("UPDATE runners SET attempt = $2, session_id = $3, node = NULL, pid = NULL WHERE runner_id = $1")
+                .bind(o.runner_id)
+                .bind(i32::try_from(o.attempt).unwrap_or(i32::MAX))
+                .bind(&o.session_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(store("projecting an offer"))?;
+            touch(conn, o.runner_id, state, message).await
+        }
+        E::Placed(p) => {
+            sqlx::query("UPDATE runners SET node = $2 WHERE runner_id = $1")
+                .bind(p.runner_id)
+                .bind(&p.node)
+                .execute(&mut *conn)
+                .await
+                .map_err(store("projecting a placement"))?;
+            touch(conn, p.runner_id, state, message).await
+        }
+        E::SessionBound(b) => {
+            sqlx::query("UPDATE runners SET session_id = $2 WHERE runner_id = $1")
+                .bind(b.runner_id)
+                .bind(&b.session_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(store("projecting a bound session"))?;
+            touch(conn, b.runner_id, state, message).await
+        }
+        E::RestartScheduled(r) => {
+            sqlx::query("UPDATE runners SET last_error = $2 WHERE runner_id = $1")
+                .bind(r.runner_id)
+                .bind(&r.reason)
+                .execute(&mut *conn)
+                .await
+                .map_err(store("projecting a restart"))?;
+            touch(conn, r.runner_id, state, message).await
+        }
+        E::WaitingQuota(q) => {
+            sqlx::query("UPDATE runners SET last_error = $2 WHERE runner_id = $1")
+                .bind(q.runner_id)
+                .bind(&q.message)
+                .execute(&mut *conn)
+                .await
+                .map_err(store("projecting a quota wait"))?;
+            touch(conn, q.runner_id, state, message).await
+        }
+        E::Exited(e) | E::Failed(e) | E::Lost(e) | E::Cancelled(e) => {
+            let error =
+                (e.reason != "completed" && e.reason != "stopped").then_some(e.reason.as_str());
+            sqlx::query(
+                "UPDATE runners SET exit_code = coalesce($2, exit_code), last_error = coalesce($3, last_error)
+                 WHERE runner_id = $1",
+            )
+            .bind(e.runner_id)
+            .bind(e.exit_code)
+            .bind(error)
+            .execute(&mut *conn)
+            .await
+            .map_err(store("projecting a runner's end"))?;
+            touch(conn, e.runner_id, state, message).await
+        }
+        E::Started(s) => touch(conn, s.runner_id, state, message).await,
+        E::Paused(p) | E::Resumed(p) => touch(conn, p.runner_id, state, message).await,
+        E::StopRequested(s) => touch(conn, s.runner_id, state, message).await,
+    }
+}
+
+/// Fold a process event (pid, usage).
+pub async fn project_process_event(
+    conn: &mut PgConnection,
+    message: &Envelope,
+    event: &ProcessEvent,
+) -> Result<(), StoreError> {
+    match event {
+        ProcessEvent::Started(s) => {
+            sqlx::query("UPDATE runners SET pid = $2, updated_at = $3 WHERE runner_id = $1 AND attempt = $4")
+                .bind(s.runner_id)
+                .bind(i64::from(s.pid))
+                .bind(message.time)
+                .bind(i32::try_from(s.attempt).unwrap_or(i32::MAX))
+                .execute(conn)
+                .await
+                .map_err(store("projecting a started process"))?;
+        }
+        ProcessEvent::UsageReported(u) => {
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            sqlx::query(
+                "UPDATE runners SET input_tokens = input_tokens + $2, output_tokens = output_tokens + $3,
+                     cache_creation_tokens = cache_creation_tokens + $4,
+                     cache_read_tokens = cache_read_tokens + $5, cost_usd = cost_usd + $6, updated_at = $7
+                 WHERE runner_id = $1",
+            )
+            .bind(u.runner_id)
+            .bind(n(u.input_tokens))
+            .bind(n(u.output_tokens))
+            .bind(n(u.cache_creation_input_tokens))
+            .bind(n(u.cache_read_input_tokens))
+            .bind(u.cost_usd)
+            .bind(message.time)
+            .execute(conn)
+            .await
+            .map_err(store("projecting usage"))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Fold a received message if it is about runners; false when it is not.
+pub async fn project_received(
+    conn: &mut PgConnection,
+    message: &Envelope,
+) -> Result<bool, StoreError> {
+    if let Ok(event) = RunnerEvent::from_data(&message.type_name, message.data.clone()) {
+        project_runner_event(conn, message, &event).await?;
+        return Ok(true);
+    }
+    if let Ok(event) = ProcessEvent::from_data(&message.type_name, message.data.clone()) {
+        project_process_event(conn, message, &event).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+const COLUMNS: &str = "runner_id, project, profile, state, attempt, node, pid, session_id, last_error, exit_code,
+    input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, created_at, updated_at";
+
+fn view(r: &sqlx::postgres::PgRow) -> RunnerView {
+    RunnerView {
+        id: r.get(0),
+        project: r.get(1),
+        profile: r.get(2),
+        state: r.get(3),
+        attempt: r.get(4),
+        node: r.get(5),
+        pid: r.get(6),
+        session_id: r.get(7),
+        last_error: r.get(8),
+        exit_code: r.get(9),
+        tokens: Tokens {
+            input: r.get(10),
+            output: r.get(11),
+            cache_creation: r.get(12),
+            cache_read: r.get(13),
+        },
+        cost_usd: r.get(14),
+        created_at: r.get(15),
+        updated_at: r.get(16),
+    }
+}
+
+/// One runner.
+pub async fn get_runner(pool: &PgPool, id: Uuid) -> Result<Option<RunnerView>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM runners WHERE runner_id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(store("reading a runner"))?;
+    Ok(row.as_ref().map(view))
+}
+
+/// Filters of the runner list.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerFilter {
+    /// Only this project's.
+    pub project: Option<String>,
+    /// Only in this state.
+    pub state: Option<String>,
+    /// Only on this node.
+    pub node: Option<String>,
+}
+
+/// Runners in id order (UUIDv7: launch order) after `after`.
+pub async fn list_runners(
+    pool: &PgPool,
+    filter: &RunnerFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<RunnerView>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM runners
+         WHERE ($1::text IS NULL OR project = $1) AND ($2::text IS NULL OR state = $2)
+           AND ($3::text IS NULL OR node = $3) AND ($4::uuid IS NULL OR runner_id > $4)
+         ORDER BY runner_id LIMIT $5"
+    )))
+    .bind(&filter.project)
+    .bind(&filter.state)
+    .bind(&filter.node)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(store("listing runners"))?;
+    Ok(rows.iter().map(view).collect())
+}

@@ -9,9 +9,15 @@ use crate::commands::Api;
 use crate::http::{
     AllowedHosts, ApiError, guard_host_and_origin, method_not_allowed, route_not_found,
 };
+use crate::read_models::CommandView;
+use axum::Json;
 use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// The API's state: empty until the service has its database.
 #[derive(Clone, Default)]
@@ -60,4 +66,70 @@ pub fn router(state: ApiState, allowed: AllowedHosts) -> Router {
             guard_host_and_origin,
         ))
         .with_state(state)
+}
+
+/// `202 Accepted` pointing at a command still being decided.
+fn pending(id: uuid::Uuid) -> Response {
+    let location = format!("/api/v1/commands/{id}");
+    let body = serde_json::json!({ "id": id, "status": "pending", "location": location });
+    with_location(
+        (StatusCode::ACCEPTED, Json(body)).into_response(),
+        &location,
+    )
+}
+
+fn with_location(mut response: Response, location: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// What a request asks of [`submit`].
+struct CommandRequest<'a> {
+    /// What the command is about (its subject).
+    subject: &'a str,
+    /// The client's Idempotency-Key.
+    key: Option<&'a str>,
+    /// How long to wait for the outcome.
+    wait: Duration,
+    /// The status of a success.
+    success: StatusCode,
+}
+
+/// The one way a command request is answered: record the command, wait for
+/// its outcome, then answer with the resource it made or changed (`fetch`,
+/// given the command's subject, returns it and its location), a problem
+/// when it was refused (`refused`), or 202 when `wait` ran out.
+async fn submit<M, T, F, Fut>(
+    api: &Api,
+    command: &M,
+    request: CommandRequest<'_>,
+    refused: impl Fn(&CommandView) -> ApiError,
+    fetch: F,
+) -> Result<Response, ApiError>
+where
+    M: stratavore_events::Message,
+    T: serde::Serialize,
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<(T, String), ApiError>>,
+{
+    let id = api.accept(command, request.subject, request.key).await?;
+    let Some(view) = api.await_outcome(id, request.wait).await? else {
+        return Ok(pending(id));
+    };
+    if view.status == "rejected" {
+        return Err(refused(&view));
+    }
+    // A retried request answers for the first one, whose subject the
+    // command row keeps.
+    let subject = view
+        .subject
+        .clone()
+        .unwrap_or_else(|| request.subject.to_owned());
+    let (resource, location) = fetch(subject).await?;
+    Ok(with_location(
+        (request.success, Json(resource)).into_response(),
+        &location,
+    ))
 }

@@ -9,8 +9,8 @@ use crate::http::{ApiError, FieldError, IdempotencyKey, Page, PageRequest, Valid
 use crate::read_models::{self, CommandView, ProjectView};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
 use stratavore_events::project::{
     CreateProject, ProjectCommand, ProjectRef, UpdateProject, validate_project_name,
@@ -77,17 +77,7 @@ fn rejection(view: &CommandView, name: &str) -> ApiError {
     }
 }
 
-fn pending(view_id: uuid::Uuid) -> Response {
-    let location = format!("/api/v1/commands/{view_id}");
-    let body = serde_json::json!({ "id": view_id, "status": "pending", "location": location });
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
-}
-
-/// Send a project command and answer with its outcome.
+/// Send a project command and answer with the project.
 async fn submit(
     api: &Api,
     command: ProjectCommand,
@@ -96,26 +86,24 @@ async fn submit(
     wait: std::time::Duration,
     success: StatusCode,
 ) -> Result<Response, ApiError> {
-    let id = api.accept(&command, name, key).await?;
-    let Some(view) = api.await_outcome(id, wait).await? else {
-        return Ok(pending(id));
+    let fetch = |name: String| async move {
+        let project = read_models::get_project(&api.pool, &name)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "project {name} succeeded but is not in the read model"
+                ))
+            })?;
+        Ok((project, format!("/api/v1/projects/{name}")))
     };
-    if view.status == "rejected" {
-        return Err(rejection(&view, name));
-    }
-    let project = read_models::get_project(&api.pool, name)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::internal(format!(
-                "project {name} succeeded but is not in the read model"
-            ))
-        })?;
-    let mut response = (success, Json(project)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("/api/v1/projects/{name}")) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    let request = super::CommandRequest {
+        subject: name,
+        key,
+        wait,
+        success,
+    };
+    super::submit(api, &command, request, |view| rejection(view, name), fetch).await
 }
 
 pub(super) async fn create(

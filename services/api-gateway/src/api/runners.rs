@@ -6,12 +6,12 @@
 use super::ApiState;
 use crate::commands::Api;
 use crate::http::{ApiError, FieldError, IdempotencyKey, Page, PageRequest, ValidJson, Wait};
-use crate::read_models::{self, CommandView};
+use crate::read_models::CommandView;
 use crate::runner_models::{self, RunnerFilter, RunnerView};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
 use stratavore_events::project::validate_project_name;
 use stratavore_events::runner::{ControlRunner, LaunchMode, LaunchRunner, RunnerCommand, Want};
@@ -115,16 +115,6 @@ fn rejection(view: &CommandView, runner: &str) -> ApiError {
     }
 }
 
-fn pending(id: Uuid) -> Response {
-    let location = format!("/api/v1/commands/{id}");
-    let body = serde_json::json!({ "id": id, "status": "pending", "location": location });
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
-}
-
 /// Send a runner command and answer with the runner once it is decided.
 async fn submit(
     api: &Api,
@@ -134,36 +124,28 @@ async fn submit(
     wait: std::time::Duration,
     success: StatusCode,
 ) -> Result<Response, ApiError> {
-    let id = api.accept(&command, &runner.to_string(), key).await?;
-    // A retried launch returns the runner of the first request, whose id
-    // is the command's subject.
-    let runner = read_models::get_command(&api.pool, id)
-        .await
-        .map_err(ApiError::internal)?
-        .and_then(|c| c.subject)
-        .and_then(|s| Uuid::parse_str(&s).ok())
-        .unwrap_or(runner);
-    let Some(view) = api.await_outcome(id, wait).await? else {
-        return Ok(pending(id));
+    let fetch = |subject: String| async move {
+        let runner = Uuid::parse_str(&subject).map_err(ApiError::internal)?;
+        // The outcome and the runner's row come from one stream, applied in
+        // order, so the row exists once the outcome does.
+        let view = runner_models::get_runner(&api.pool, runner)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::internal(format!(
+                    "runner {runner} succeeded but is not in the read model"
+                ))
+            })?;
+        Ok((view, format!("/api/v1/runners/{runner}")))
     };
-    if view.status == "rejected" {
-        return Err(rejection(&view, &runner.to_string()));
-    }
-    // The outcome and the runner's row come from one stream, applied in
-    // order, so the row exists once the outcome does.
-    let runner_view = runner_models::get_runner(&api.pool, runner)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| {
-            ApiError::internal(format!(
-                "runner {runner} succeeded but is not in the read model"
-            ))
-        })?;
-    let mut response = (success, Json(runner_view)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!("/api/v1/runners/{runner}")) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    let name = runner.to_string();
+    let request = super::CommandRequest {
+        subject: &name,
+        key,
+        wait,
+        success,
+    };
+    super::submit(api, &command, request, |view| rejection(view, &name), fetch).await
 }
 
 pub(super) async fn launch(

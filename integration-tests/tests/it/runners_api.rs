@@ -97,6 +97,37 @@ async fn a_launch_answers_201_with_the_runner_whose_state_tokens_and_exit_follow
     );
     assert_eq!(done["cost_usd"], 0.5);
     assert_eq!(done["exit_code"], 0);
+    // The orchestrator counts what it decided and what was spent.
+    let metrics = stratavore_runtime::prometheus_handle().render();
+    let line = |name: &str, needle: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        line("stratavore_tokens_total", "kind=\"input\""),
+        Some(200.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        line("stratavore_cost_micro_usd_total", "project=\"web\""),
+        Some(500_000.0)
+    );
+    assert_eq!(
+        line("stratavore_launches_total", "outcome=\"approved\""),
+        Some(1.0)
+    );
+    wait_until("the runners gauge", Duration::from_secs(15), || async {
+        let text = stratavore_runtime::prometheus_handle().render();
+        Ok(text
+            .lines()
+            .any(|l| l == "stratavore_runners{state=\"exited\"} 1")
+            .then_some(()))
+    })
+    .await
+    .unwrap();
     // An ended runner refuses a pause.
     post(
         &stack,

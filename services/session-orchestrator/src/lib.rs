@@ -7,6 +7,7 @@
 pub mod config;
 pub mod domain;
 pub mod handlers;
+pub mod metrics;
 pub mod projections;
 mod runner_handlers;
 pub mod runner_store;
@@ -62,6 +63,14 @@ pub async fn start(
         interval: std::time::Duration::from_millis(config.runners.timer_poll_ms),
     };
     shutdown.spawn(format!("{SERVICE} timers"), timers.run(shutdown.clone()));
+    shutdown.spawn(
+        format!("{SERVICE} runner gauge"),
+        metrics::runners_by_state(
+            base.pool.clone(),
+            std::time::Duration::from_secs(5),
+            shutdown.clone(),
+        ),
+    );
     Consumer::spawn_for_service(drainer, &base, &config.base, &config.consumer, &shutdown);
     Ok(Some(base))
 }

@@ -5,6 +5,7 @@
 use crate::domain::launch::{LaunchFacts, decide_launch};
 use crate::domain::runners::{self, Decision, Effect, ExitOutcome, Fact, RestartPolicy, Runner};
 use crate::handlers::{Orchestrator, SOURCE};
+use crate::metrics as m;
 use crate::projections;
 use crate::runner_store::{self, runner_stream};
 use sqlx::PgConnection;
@@ -94,7 +95,19 @@ impl Orchestrator {
             entries.push(self.entry(event, runner.id, v, cause));
         }
         let after = state.unwrap_or_else(|| runner.clone());
+        let labels = [
+            ("project", after.launch.project.clone()),
+            ("profile", after.launch.profile.clone()),
+        ];
+        for event in &decision.events {
+            if matches!(event, RunnerEvent::RestartScheduled(_)) {
+                metrics::counter!(m::RESTARTS_TOTAL, &labels).increment(1);
+            }
+        }
         for effect in decision.effects {
+            if matches!(effect, Effect::Revoke { .. }) {
+                metrics::counter!(m::OFFERS_REVOKED_TOTAL).increment(1);
+            }
             let command = match &effect {
                 Effect::Offer { attempt, resume } => ProcessCommand::Offer(OfferAttempt {
                     runner_id: runner.id,
@@ -216,7 +229,13 @@ impl Orchestrator {
             fresh_session_id: Uuid::new_v4().to_string(),
             default_max_restarts: self.runners.default_max_restarts,
         };
-        match decide_launch(cmd, message.id, &facts) {
+        let decided = decide_launch(cmd, message.id, &facts);
+        let outcome = match &decided {
+            Ok(_) => "approved".to_owned(),
+            Err(r) => r.reason.clone(),
+        };
+        metrics::counter!(m::LAUNCHES_TOTAL, "outcome" => outcome).increment(1);
+        match decided {
             Err(rejected) => {
                 let event = RunnerEvent::LaunchRejected(rejected);
                 Ok(vec![self.entry(&event, cmd.runner_id, 1, message)])
@@ -358,12 +377,31 @@ impl Orchestrator {
                     outcome: ExitOutcome::Error(f.reason),
                 },
             ),
-            // Spawning, usage and text change no lifecycle.
-            ProcessEvent::Spawning(_)
-            | ProcessEvent::UsageReported(_)
-            | ProcessEvent::TextChunked(_) => {
+            ProcessEvent::UsageReported(u) => {
+                // Usage changes no lifecycle; it is counted for dashboards
+                // (budgets accrue it in their own projection).
+                if let Some((runner, _)) = runner_store::load_runner(conn, u.runner_id).await? {
+                    let labels = [
+                        ("project", runner.launch.project.clone()),
+                        ("profile", runner.launch.profile.clone()),
+                    ];
+                    for (kind, n) in [
+                        ("input", u.input_tokens),
+                        ("output", u.output_tokens),
+                        ("cache_creation", u.cache_creation_input_tokens),
+                        ("cache_read", u.cache_read_input_tokens),
+                    ] {
+                        let mut with_kind = labels.to_vec();
+                        with_kind.push(("kind", kind.to_owned()));
+                        metrics::counter!(m::TOKENS_TOTAL, &with_kind).increment(n);
+                    }
+                    metrics::counter!(m::COST_MICRO_USD_TOTAL, &labels)
+                        .increment((u.cost_usd * 1e6).round() as u64);
+                }
                 return Ok(Vec::new());
             }
+            // Spawning and text change no lifecycle.
+            ProcessEvent::Spawning(_) | ProcessEvent::TextChunked(_) => return Ok(Vec::new()),
         };
         self.decide_fact_for(conn, message, runner_id, fact).await
     }

@@ -10,4 +10,5 @@ mod provisioning;
 mod rebuild;
 mod roles;
 mod runners_api;
+mod supervisor_e2e;
 mod support;

@@ -1,0 +1,231 @@
+//! One attempt this node runs, as the watcher follows it: waiting for the
+//! shim to start the agent, then turning its transcript and its exit record
+//! into process events. Derived events wait in `pending` until the log
+//! took them, so a database outage delays them and loses none.
+
+use crate::domain::desired_state::{shim_want, supersedes};
+use crate::domain::pricing::PriceTable;
+use crate::domain::transcript_events::{
+    AttemptIdentity, DerivedEvent, STARTED_VERSION, TranscriptDeriver,
+};
+use crate::recording::{RecordError, Recorder};
+use crate::transcript_reader::TranscriptReader;
+use std::path::PathBuf;
+use std::process::Child;
+use stratavore_agent_shim::runner_dir::{
+    Control, ExitRecord, STDOUT_FILE, read_agent_pid, write_control,
+};
+use stratavore_events::process::{ProcessEvent, ProcessFailed, ProcessStarted};
+use stratavore_events::runner::Want;
+use stratavore_runtime::BootInstant;
+use stratavore_store::NewEntry;
+use uuid::Uuid;
+
+enum Phase {
+    /// The shim runs; the agent's pid is not known yet.
+    Launching,
+    /// The agent runs: its transcript is read as it grows.
+    Running {
+        deriver: Box<TranscriptDeriver>,
+        reader: TranscriptReader,
+    },
+    /// The stream's last event is derived (it may still be pending).
+    Done,
+}
+
+/// An attempt the watcher follows.
+pub struct ActiveRunner {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// Its runner directory.
+    pub dir: PathBuf,
+    /// The shim, to reap once it exits.
+    pub shim: Option<Child>,
+    node: String,
+    session_id: String,
+    phase: Phase,
+    pending: Vec<NewEntry>,
+    control_rev: Option<u64>,
+    launched_at: BootInstant,
+}
+
+impl ActiveRunner {
+    /// An attempt whose shim was just started.
+    pub fn launched(
+        runner_id: Uuid,
+        attempt: u32,
+        node: String,
+        session_id: String,
+        dir: PathBuf,
+        shim: Child,
+        launched_at: BootInstant,
+    ) -> Self {
+        Self {
+            runner_id,
+            attempt,
+            dir,
+            shim: Some(shim),
+            node,
+            session_id,
+            phase: Phase::Launching,
+            pending: Vec::new(),
+            control_rev: None,
+            launched_at,
+        }
+    }
+
+    /// Whether the agent is known to run (for metrics).
+    pub fn is_running(&self) -> bool {
+        matches!(self.phase, Phase::Running { .. })
+    }
+
+    /// Whether everything of the attempt is recorded: the watcher forgets it.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Done) && self.pending.is_empty()
+    }
+
+    /// Bring the control file to the latest desired state, if it is newer
+    /// than the one written.
+    pub fn apply_desired(&mut self, desired: Option<(u64, Want)>) {
+        let Some((rev, want)) = desired else { return };
+        if matches!(self.phase, Phase::Done) || !supersedes(self.control_rev, rev) {
+            return;
+        }
+        let control = Control {
+            rev,
+            want: shim_want(want),
+        };
+        match write_control(&self.dir, &control) {
+            Ok(()) => self.control_rev = Some(rev),
+            Err(e) => {
+                tracing::warn!(runner = %self.runner_id, error = %e, "cannot write the control file")
+            }
+        }
+    }
+
+    fn derived(&mut self, recorder: &Recorder, events: Vec<DerivedEvent>) {
+        for d in events {
+            let entry =
+                recorder
+                    .service
+                    .process_entry(&d.event, self.runner_id, self.attempt, d.version);
+            self.pending.push(entry);
+        }
+    }
+
+    fn failed(&mut self, recorder: &Recorder, reason: String) {
+        // Version 2: `started` never came, and the stream must stay gapless.
+        let event = ProcessEvent::Failed(ProcessFailed {
+            runner_id: self.runner_id,
+            attempt: self.attempt,
+            node: self.node.clone(),
+            reason,
+        });
+        let entry =
+            recorder
+                .service
+                .process_entry(&event, self.runner_id, self.attempt, STARTED_VERSION);
+        self.pending.push(entry);
+        self.phase = Phase::Done;
+    }
+
+    /// One look at the runner directory: record what it shows.
+    pub async fn step(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
+        self.flush(recorder).await?;
+        if matches!(self.phase, Phase::Launching) {
+            self.step_launching(recorder);
+            self.flush(recorder).await?;
+        }
+        if let Phase::Running { deriver, reader } = &mut self.phase {
+            // The exit record is written only once nothing of the tree
+            // remains, so after it the transcript is complete.
+            let exit = ExitRecord::read(&self.dir).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read exit.json yet");
+                None
+            });
+            let lines = match &exit {
+                Some(_) => reader.remaining_lines(),
+                None => reader.complete_lines(),
+            };
+            let lines = lines.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the transcript");
+                Vec::new()
+            });
+            let mut events: Vec<DerivedEvent> =
+                lines.iter().flat_map(|l| deriver.feed_line(l)).collect();
+            if let Some(exit) = &exit {
+                events.extend(deriver.finish(exit));
+            }
+            let done = exit.is_some();
+            self.derived(recorder, events);
+            if done {
+                self.phase = Phase::Done;
+            }
+            self.flush(recorder).await?;
+        }
+        Ok(())
+    }
+
+    fn step_launching(&mut self, recorder: &Recorder) {
+        if let Ok(Some(pid)) = read_agent_pid(&self.dir) {
+            let event = ProcessEvent::Started(ProcessStarted {
+                runner_id: self.runner_id,
+                attempt: self.attempt,
+                node: self.node.clone(),
+                pid: u32::try_from(pid).unwrap_or(0),
+            });
+            let entry = recorder.service.process_entry(
+                &event,
+                self.runner_id,
+                self.attempt,
+                STARTED_VERSION,
+            );
+            self.pending.push(entry);
+            crate::metrics::spawned(self.launched_at.elapsed());
+            let identity = AttemptIdentity {
+                runner_id: self.runner_id,
+                attempt: self.attempt,
+                node: self.node.clone(),
+            };
+            self.phase = Phase::Running {
+                deriver: Box::new(TranscriptDeriver::new(
+                    identity,
+                    PriceTable::default(),
+                    self.session_id.clone(),
+                )),
+                reader: TranscriptReader::new(self.dir.join(STDOUT_FILE)),
+            };
+            return;
+        }
+        if let Ok(Some(exit)) = ExitRecord::read(&self.dir) {
+            let reason = exit
+                .detail
+                .unwrap_or_else(|| "the agent could not be spawned".to_owned());
+            self.failed(recorder, reason);
+            return;
+        }
+        let shim_gone = self
+            .shim
+            .as_mut()
+            .is_some_and(|s| matches!(s.try_wait(), Ok(Some(_))));
+        // Checked again after seeing the shim gone: it writes exit.json
+        // before it exits.
+        if shim_gone && !matches!(ExitRecord::read(&self.dir), Ok(Some(_))) {
+            self.failed(
+                recorder,
+                "the shim ended without recording an outcome".to_owned(),
+            );
+        }
+    }
+
+    async fn flush(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        recorder.record_once(&self.pending).await?;
+        self.pending.clear();
+        Ok(())
+    }
+}

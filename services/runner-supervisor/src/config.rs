@@ -1,0 +1,319 @@
+//! The supervisor's configuration: the shared sections, the consumer, the
+//! node (`[node]`) and the agent profiles it can start (`[profiles.<name>]`).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use stratavore_consumer::ConsumerSection;
+use stratavore_runtime::{ConfigError, ConfigLoader, ServiceConfig, Validate, load_service_config};
+
+/// The health server's default port.
+pub const PORT: u16 = 7482;
+
+/// Everything the supervisor reads at start.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// Database, broker, health server, logs, clock.
+    pub base: ServiceConfig,
+    /// How it consumes its node's queues.
+    pub consumer: ConsumerSection,
+    /// This node.
+    pub node: NodeSection,
+    /// Agent profiles by name.
+    pub profiles: BTreeMap<String, ProfileSection>,
+}
+
+/// The supervisor's own sections, loaded beside the common ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct OwnSections {
+    consumer: ConsumerSection,
+    node: NodeSection,
+    profiles: BTreeMap<String, ProfileSection>,
+}
+
+/// `[node]`: who this node is and how it runs agents. Every duration is
+/// long by default; only tests about timing shorten them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct NodeSection {
+    /// The node's stable id (a routing-key word): the hostname by default.
+    pub id: String,
+    /// Where runner directories live (`<data_dir>/runners/<runner>/<attempt>/`);
+    /// empty means `.local/supervisor/<id>`.
+    pub data_dir: PathBuf,
+    /// Project roots this node serves (`STRATAVORE__NODE__ROOTS=/a,/b`).
+    pub roots: Vec<PathBuf>,
+    /// Runners it takes at once.
+    pub capacity: u32,
+    /// The shim binary; empty means `stratavore-shim` next to this binary,
+    /// else on `PATH`.
+    pub shim_path: PathBuf,
+    /// How far ahead each shim's lease reaches; renewed every third of it.
+    pub lease_ms: u64,
+    /// How long a stopped agent may take after SIGTERM before SIGKILL.
+    pub term_grace_ms: u64,
+    /// How often runner directories are read.
+    pub scan_interval_ms: u64,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|h| h.is_absolute());
+        Self {
+            id: default_node_id(),
+            data_dir: PathBuf::new(),
+            roots: vec![home.unwrap_or_else(|| PathBuf::from("/srv/projects"))],
+            capacity: 8,
+            shim_path: PathBuf::new(),
+            lease_ms: 15_000,
+            term_grace_ms: 10_000,
+            scan_interval_ms: 200,
+        }
+    }
+}
+
+/// The hostname made into a routing-key word, else `node-1`.
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| {
+            h.trim()
+                .chars()
+                .map(|c| if is_id_char(c) { c } else { '-' })
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node-1".to_owned())
+}
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}
+
+impl NodeSection {
+    /// Where this node's runner directories live.
+    pub fn data_dir(&self) -> PathBuf {
+        if self.data_dir.as_os_str().is_empty() {
+            PathBuf::from(".local/supervisor").join(&self.id)
+        } else {
+            self.data_dir.clone()
+        }
+    }
+
+    /// `lease_ms` as a duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// `scan_interval_ms` as a duration.
+    pub fn scan_interval(&self) -> Duration {
+        Duration::from_millis(self.scan_interval_ms)
+    }
+
+    /// The roots as the strings offers are addressed by.
+    pub fn root_names(&self) -> Vec<String> {
+        self.roots
+            .iter()
+            .map(|r| r.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// `[profiles.<name>]`: how to start one agent CLI. Templates may hold
+/// `{prompt}`, `{session}`, `{model}` and `{permission}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ProfileSection {
+    /// The executable: a path, or a name looked up next to this binary,
+    /// then on `PATH`.
+    pub executable: String,
+    /// Arguments for a new session.
+    pub new_args: Vec<String>,
+    /// Arguments to resume a session.
+    pub resume_args: Vec<String>,
+    /// Added when the launch chose a model.
+    pub model_args: Vec<String>,
+    /// Added when the launch chose a permission setting.
+    pub permission_args: Vec<String>,
+    /// Variables of the supervisor's environment the agent gets.
+    pub env_passthrough: Vec<String>,
+}
+
+fn words(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Default for ProfileSection {
+    /// Claude Code's command line, which the simulated agent also speaks.
+    fn default() -> Self {
+        Self {
+            executable: "claude".to_owned(),
+            new_args: words(&[
+                "-p",
+                "{prompt}",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--session-id",
+                "{session}",
+            ]),
+            resume_args: words(&[
+                "-p",
+                "{prompt}",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--resume",
+                "{session}",
+            ]),
+            model_args: words(&["--model", "{model}"]),
+            permission_args: words(&["--permission-mode", "{permission}"]),
+            env_passthrough: words(&["HOME", "PATH", "LANG", "USER", "LOGNAME", "TMPDIR"]),
+        }
+    }
+}
+
+/// The profiles a node has when its config names none: `demo`, the
+/// simulated agent.
+fn default_profiles() -> BTreeMap<String, ProfileSection> {
+    BTreeMap::from([(
+        "demo".to_owned(),
+        ProfileSection {
+            executable: "stratavore-sim-agent".to_owned(),
+            ..ProfileSection::default()
+        },
+    )])
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            base: ServiceConfig::with_port(PORT),
+            consumer: ConsumerSection::default(),
+            node: NodeSection::default(),
+            profiles: default_profiles(),
+        }
+    }
+}
+
+impl SupervisorConfig {
+    /// Load defaults, the file, the environment; validate.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut loader = ConfigLoader::new();
+        if let Some(file) = file {
+            loader = loader.file(file);
+        }
+        Self::load_with(loader)
+    }
+
+    /// Load through `loader` (tests inject an environment); validate.
+    pub fn load_with(loader: ConfigLoader) -> Result<Self, ConfigError> {
+        let loader = loader.list_key("node.roots");
+        let (base, own): (ServiceConfig, OwnSections) = load_service_config(&loader, PORT)?;
+        let mut profiles = default_profiles();
+        // A profile named in the sources replaces the built-in one whole;
+        // one given only partly keeps the defaults of the rest.
+        profiles.extend(own.profiles);
+        let config = Self {
+            base,
+            consumer: own.consumer,
+            node: own.node,
+            profiles,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Validate for SupervisorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.base.validate()?;
+        self.consumer.validate()?;
+        let n = &self.node;
+        if n.id.is_empty() || !n.id.chars().all(is_id_char) {
+            return Err(ConfigError::invalid(
+                "node.id",
+                "use letters, digits, '-' and '_' only (it is a routing-key word)",
+            ));
+        }
+        if n.roots.is_empty() {
+            return Err(ConfigError::invalid(
+                "node.roots",
+                "name at least one folder",
+            ));
+        }
+        if let Some(bad) = n.roots.iter().find(|r| !r.is_absolute()) {
+            return Err(ConfigError::invalid(
+                "node.roots",
+                format!("{} is not an absolute path", bad.display()),
+            ));
+        }
+        for (key, value) in [
+            ("node.capacity", u64::from(n.capacity)),
+            ("node.lease_ms", n.lease_ms),
+            ("node.scan_interval_ms", n.scan_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be positive"));
+            }
+        }
+        if let Some((name, _)) = self.profiles.iter().find(|(_, p)| p.executable.is_empty()) {
+            return Err(ConfigError::invalid(
+                format!("profiles.{name}.executable"),
+                "must name a program",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> ConfigLoader {
+        ConfigLoader::new().current_dir("/nonexistent").env(
+            vars.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn node_settings_and_profiles_come_from_the_environment() {
+        let config = SupervisorConfig::load_with(env(&[
+            ("STRATAVORE__NODE__ID", "n-7"),
+            ("STRATAVORE__NODE__ROOTS", "/srv/a,/srv/b"),
+            ("STRATAVORE__NODE__CAPACITY", "3"),
+            ("STRATAVORE__PROFILES__DEMO__EXECUTABLE", "/opt/sim"),
+        ]))
+        .unwrap();
+        assert_eq!(config.node.id, "n-7");
+        assert_eq!(
+            config.node.roots,
+            vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]
+        );
+        assert_eq!(config.node.capacity, 3);
+        assert_eq!(
+            config.node.data_dir(),
+            PathBuf::from(".local/supervisor/n-7")
+        );
+        let demo = &config.profiles["demo"];
+        assert_eq!(demo.executable, "/opt/sim");
+        assert!(demo.new_args.contains(&"--session-id".to_owned()));
+        assert_eq!(config.base.http.listen.port(), PORT);
+    }
+
+    #[test]
+    fn a_node_id_that_is_no_routing_word_or_a_relative_root_is_refused() {
+        let err = SupervisorConfig::load_with(env(&[("STRATAVORE__NODE__ID", "a.b")])).unwrap_err();
+        assert_eq!(err.key(), Some("node.id"));
+        let err =
+            SupervisorConfig::load_with(env(&[("STRATAVORE__NODE__ROOTS", "srv")])).unwrap_err();
+        assert_eq!(err.key(), Some("node.roots"));
+    }
+}

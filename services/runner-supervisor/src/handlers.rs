@@ -1,0 +1,179 @@
+//! What the node does with each command it receives: load what the node
+//! knows, decide (pure, in `domain::node_commands`), return the entries to
+//! append. Effects outside the database (spawning, control files) happen
+//! after the commit, in the runner watcher, from the committed tables.
+
+use crate::domain::node_commands::{NodeIdentity, StartFacts, decide_offer, decide_start};
+use crate::domain::transcript_events::{
+    SPAWNING_VERSION, claim_stream_name, event_id, stream_name,
+};
+use crate::projections;
+use sqlx::PgConnection;
+use std::sync::Arc;
+use stratavore_consumer::{Decider, HandleError, Projection};
+use stratavore_events::process::{ProcessClaim, ProcessCommand, ProcessEvent};
+use stratavore_events::{Envelope, Message, MessageKind, TypeName};
+use stratavore_runtime::Clock;
+use stratavore_store::{NewEntry, StoreError};
+
+/// The supervisor node's decider and projection.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    /// This node and its current incarnation.
+    pub me: NodeIdentity,
+    /// The roots it serves, as offers name them.
+    pub roots: Vec<String>,
+    /// Wall clock for event times.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Supervisor {
+    /// The CloudEvents source of everything this node writes.
+    pub fn source(&self) -> String {
+        format!("/stratavore/{}/{}", crate::SERVICE, self.me.node)
+    }
+
+    /// An entry of an attempt's process stream at `version`, with the
+    /// deterministic id a rewrite after a crash would carry too.
+    pub fn process_entry(
+        &self,
+        event: &ProcessEvent,
+        runner: uuid::Uuid,
+        attempt: u32,
+        version: u64,
+    ) -> NewEntry {
+        let mut entry = NewEntry::of(
+            event,
+            &self.source(),
+            stream_name(runner, attempt),
+            version,
+            runner.to_string(),
+            self.clock.now(),
+        );
+        entry.envelope.id = event_id(runner, attempt, version);
+        entry
+    }
+
+    fn claim_entry(&self, claim: ProcessClaim, cause: &Envelope) -> NewEntry {
+        let stream = claim_stream_name(
+            claim.runner_id,
+            claim.attempt,
+            &claim.node,
+            claim.incarnation,
+        );
+        let runner = claim.runner_id;
+        NewEntry::of(
+            &ProcessEvent::Claimed(claim),
+            &self.source(),
+            stream,
+            1,
+            runner.to_string(),
+            self.clock.now(),
+        )
+        .caused_by(cause)
+    }
+
+    async fn start_facts(
+        &self,
+        conn: &mut PgConnection,
+        runner: uuid::Uuid,
+        attempt: u32,
+    ) -> Result<StartFacts, StoreError> {
+        let offer_known: Option<bool> = sqlx::query_scalar(
+            "SELECT NOT revoked FROM offers WHERE runner_id = $1 AND attempt = $2",
+        )
+        .bind(runner)
+        .bind(i64::from(attempt))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::new("reading an offer"))?;
+        let already: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::bigint FROM attempts WHERE runner_id = $1 AND attempt = $2",
+        )
+        .bind(runner)
+        .bind(i64::from(attempt))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::new("reading an attempt"))?;
+        Ok(StartFacts {
+            offer_known: offer_known.unwrap_or(false),
+            already_spawning: already.is_some(),
+        })
+    }
+}
+
+impl Decider for Supervisor {
+    async fn decide(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        let kind =
+            TypeName::parse(&message.type_name).map_err(|e| HandleError::Message(e.to_string()))?;
+        let command = match ProcessCommand::from_data(&message.type_name, message.data.clone()) {
+            Ok(command) => command,
+            // A command nobody here understands cannot be answered: it goes
+            // dead, and an operator can skip it.
+            Err(e) if kind.kind == MessageKind::Command => {
+                return Err(HandleError::Message(e.to_string()));
+            }
+            Err(_) => return Ok(Vec::new()),
+        };
+        match command {
+            ProcessCommand::Offer(offer) => Ok(decide_offer(&self.me, &self.roots, &offer)
+                .map(|claim| self.claim_entry(claim, message))
+                .into_iter()
+                .collect()),
+            ProcessCommand::Start(answer) => {
+                let facts = self
+                    .start_facts(conn, answer.runner_id, answer.attempt)
+                    .await?;
+                let Some(spawning) = decide_start(&self.me, &answer, facts) else {
+                    tracing::info!(runner = %answer.runner_id, attempt = answer.attempt,
+                        incarnation = %answer.incarnation, "a start this incarnation does not honour");
+                    return Ok(Vec::new());
+                };
+                let (runner, attempt) = (spawning.runner_id, spawning.attempt);
+                let entry = self
+                    .process_entry(
+                        &ProcessEvent::Spawning(spawning),
+                        runner,
+                        attempt,
+                        SPAWNING_VERSION,
+                    )
+                    .caused_by(message);
+                Ok(vec![entry])
+            }
+            // Both only change the tables (projected when applied): a revoke
+            // forgets the offer, a desired state is applied to the runner's
+            // control file by the watcher.
+            ProcessCommand::Revoke(_) | ProcessCommand::Control(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn on_skipped(&self, _message: &Envelope) -> Vec<NewEntry> {
+        Vec::new()
+    }
+}
+
+impl Projection for Supervisor {
+    fn tables(&self) -> &'static [&'static str] {
+        projections::TABLES
+    }
+
+    async fn project_own(
+        &self,
+        conn: &mut PgConnection,
+        entry: &Envelope,
+    ) -> Result<(), StoreError> {
+        projections::project_own(conn, entry).await
+    }
+
+    async fn project_received(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+    ) -> Result<(), StoreError> {
+        projections::project_received(conn, message).await
+    }
+}

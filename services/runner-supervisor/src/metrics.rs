@@ -1,0 +1,24 @@
+//! The node's metrics: runners by state, and how long spawns take.
+
+use std::time::Duration;
+
+/// Gauge: runners on this node by `state` (`claimed`, `starting`, `running`).
+pub const RUNNERS: &str = "stratavore_supervisor_runners";
+/// Histogram: seconds from an accepted `start` to the agent's pid.
+pub const SPAWN_SECONDS: &str = "stratavore_supervisor_spawn_seconds";
+
+/// A spawn took `took`.
+pub fn spawned(took: Duration) {
+    metrics::histogram!(SPAWN_SECONDS).record(took.as_secs_f64());
+}
+
+/// The runners of this node by state.
+pub fn runners(claimed: u64, starting: u64, running: u64) {
+    for (state, count) in [
+        ("claimed", claimed),
+        ("starting", starting),
+        ("running", running),
+    ] {
+        metrics::gauge!(RUNNERS, "state" => state).set(count as f64);
+    }
+}

@@ -1,0 +1,179 @@
+//! The node's background loop, every `scan_interval`: start the attempts
+//! whose `start` was committed, follow the running ones through their
+//! runner directories, renew their leases, bring their control files to
+//! the desired state, and open or close the offer gate by capacity.
+//!
+//! Everything it acts on was committed first (the inbox discipline: insert,
+//! commit, ack, then act); what it learns it records before forgetting it.
+
+use crate::active_runner::ActiveRunner;
+use crate::config::NodeSection;
+use crate::domain::transcript_events::STARTED_VERSION;
+use crate::launch::{Launcher, renew_lease};
+use crate::node_store;
+use crate::offer_gate::OfferGate;
+use crate::recording::Recorder;
+use std::collections::BTreeMap;
+use std::process::Child;
+use stratavore_events::process::{ProcessEvent, ProcessFailed};
+use stratavore_runtime::{BootInstant, Shutdown};
+use uuid::Uuid;
+
+/// The loop's state.
+pub struct Watcher {
+    /// Records what it learns.
+    pub recorder: Recorder,
+    /// Starts attempts.
+    pub launcher: Launcher,
+    /// The offer consumers.
+    pub gate: OfferGate,
+    active: BTreeMap<(Uuid, u32), ActiveRunner>,
+    /// Shims whose attempt is over, until they are reaped.
+    exited_shims: Vec<Child>,
+    last_renewal: Option<BootInstant>,
+}
+
+impl Watcher {
+    /// A watcher with nothing running yet.
+    pub fn new(recorder: Recorder, launcher: Launcher, gate: OfferGate) -> Self {
+        Self {
+            recorder,
+            launcher,
+            gate,
+            active: BTreeMap::new(),
+            exited_shims: Vec::new(),
+            last_renewal: None,
+        }
+    }
+
+    fn node(&self) -> &NodeSection {
+        &self.launcher.node
+    }
+
+    /// Run until shutdown.
+    pub async fn run(mut self, shutdown: Shutdown) {
+        let interval = self.node().scan_interval();
+        loop {
+            if let Err(e) = self.scan().await {
+                tracing::warn!(error = %e, "a scan of the runners failed; retrying");
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+        // The shims outlive this process on purpose: their leases end them
+        // if no supervisor renews. Reap the ones already gone.
+        self.reap();
+    }
+
+    async fn scan(&mut self) -> Result<(), crate::recording::RecordError> {
+        let me = self.recorder.service.me.clone();
+        let live =
+            node_store::live_attempts(&self.recorder.pool, &me.node, Some(me.incarnation)).await?;
+        for attempt in &live {
+            let key = (attempt.runner_id, attempt.attempt);
+            if !self.active.contains_key(&key) && attempt.state == "spawning" {
+                self.launch(attempt).await?;
+            }
+            if let Some(runner) = self.active.get_mut(&key) {
+                runner.apply_desired(attempt.desired);
+            }
+        }
+        let mut finished = Vec::new();
+        for (key, runner) in &mut self.active {
+            runner.step(&self.recorder).await?;
+            if runner.is_finished() {
+                finished.push(*key);
+            }
+        }
+        for key in finished {
+            if let Some(mut runner) = self.active.remove(&key) {
+                self.exited_shims.extend(runner.shim.take());
+            }
+        }
+        self.renew_leases();
+        self.reap();
+        let used = node_store::used_slots(&self.recorder.pool, &me.node, me.incarnation).await?;
+        let running = self.active.values().filter(|r| r.is_running()).count() as u64;
+        let starting = self.active.len() as u64 - running;
+        crate::metrics::runners(used.saturating_sub(starting + running), starting, running);
+        self.gate.adjust(used, u64::from(self.node().capacity));
+        Ok(())
+    }
+
+    async fn launch(
+        &mut self,
+        attempt: &node_store::LiveAttempt,
+    ) -> Result<(), crate::recording::RecordError> {
+        let started_at = BootInstant::now();
+        match self.launcher.launch(attempt) {
+            Ok(launched) => {
+                tracing::info!(runner = %attempt.runner_id, attempt = attempt.attempt,
+                    dir = %launched.dir.display(), "started a shim");
+                let runner = ActiveRunner::launched(
+                    attempt.runner_id,
+                    attempt.attempt,
+                    self.node().id.clone(),
+                    attempt.offer.session_id.clone(),
+                    launched.dir,
+                    launched.shim,
+                    started_at,
+                );
+                self.active
+                    .insert((attempt.runner_id, attempt.attempt), runner);
+                Ok(())
+            }
+            Err(e) => {
+                let reason = describe(&e);
+                tracing::warn!(runner = %attempt.runner_id, %reason, "cannot start an attempt");
+                let event = ProcessEvent::Failed(ProcessFailed {
+                    runner_id: attempt.runner_id,
+                    attempt: attempt.attempt,
+                    node: self.node().id.clone(),
+                    reason,
+                });
+                let entry = self.recorder.service.process_entry(
+                    &event,
+                    attempt.runner_id,
+                    attempt.attempt,
+                    STARTED_VERSION,
+                );
+                self.recorder.record_once(&[entry]).await.map(|_| ())
+            }
+        }
+    }
+
+    /// Every third of the lease, move every active runner's lease ahead.
+    fn renew_leases(&mut self) {
+        let due = self
+            .last_renewal
+            .is_none_or(|at| at.elapsed() >= self.node().lease() / 3);
+        if !due {
+            return;
+        }
+        for runner in self.active.values() {
+            if let Err(e) = renew_lease(&runner.dir, &self.launcher.node) {
+                tracing::warn!(runner = %runner.runner_id, error = %e, "cannot renew a lease");
+            }
+        }
+        self.last_renewal = Some(BootInstant::now());
+    }
+
+    fn reap(&mut self) {
+        self.exited_shims
+            .retain_mut(|shim| matches!(shim.try_wait(), Ok(None)));
+    }
+}
+
+/// An error and its causes on one line.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}

@@ -140,6 +140,7 @@ async fn a_malformed_message_and_one_the_handler_keeps_refusing_become_dead_rows
             path: format!("{ROOT}/fine"),
             description: None,
             tags: vec![],
+            max_concurrent_runners: None,
         },
     );
     let good = stratavore_store::NewEntry::of(

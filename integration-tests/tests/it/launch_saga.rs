@@ -22,7 +22,7 @@ pub(crate) const NODE: &str = "node-1";
 /// A supervisor node as the test plays it.
 pub(crate) struct FakeNode {
     publisher: stratavore_bus::Publisher,
-    events: String,
+    pub(crate) events: String,
     commands: String,
     pub(crate) offers: lapin::Consumer,
     control: lapin::Consumer,
@@ -36,6 +36,7 @@ impl FakeNode {
         let conn = env.broker.connect().await.unwrap();
         let channel = conn.create_channel().await.unwrap();
         let topology = env.broker.topology();
+        env.broker.track_node(NODE, &[root_key(ROOT)]);
         for spec in topology.node_queues(NODE, &[root_key(ROOT)]) {
             topology.declare_queue(&channel, &spec).await.unwrap();
         }
@@ -411,5 +412,49 @@ async fn serial_a_crash_after_a_saved_turn_restarts_after_the_backoff_resuming_t
     .await
     .unwrap();
     crate::rebuild::assert_rebuilds_match_live(&env).await;
+    stop_all(env, shutdowns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_claimed_by_a_node_that_registers_again_before_starting_it_is_offered_as_the_next_attempt()
+ {
+    let (env, shutdowns) = stack_with(|_| {}).await;
+    let mut node = FakeNode::register(&env).await;
+    let runner = Uuid::now_v7();
+    node.send(&launch(runner, "web")).await;
+    node.next_offer().await;
+    node.report(runner, 1, node.claim(runner, 1)).await;
+    let (kind, _) = node.next_control().await;
+    assert_eq!(kind, "io.stratavore.command.process.start.v1");
+
+    // The node restarts before it spawned anything: a new incarnation.
+    let event = stratavore_events::process::NodeEvent::Registered(
+        stratavore_events::process::NodeRegistered {
+            node: NODE.into(),
+            incarnation: Uuid::now_v7(),
+            capacity: 4,
+            roots: vec![ROOT.into()],
+            address: "127.0.0.1:0".into(),
+        },
+    );
+    let entry = NewEntry::of(
+        &event,
+        &format!("/stratavore/runner-supervisor/{NODE}"),
+        format!("node-{NODE}"),
+        1,
+        NODE,
+        chrono::Utc::now(),
+    );
+    let out = stratavore_bus::OutgoingMessage {
+        exchange: node.events.clone(),
+        routing_key: entry.routing_key.clone(),
+        message: stratavore_bus::encode_event(entry.envelope.to_cloudevent().unwrap()).unwrap(),
+        persistent: true,
+    };
+    node.publisher.publish_batch(&[out]).await.unwrap();
+
+    let (kind, offer) = node.next_offer().await;
+    assert_eq!(kind, "io.stratavore.command.process.offer.v1");
+    assert_eq!(offer["attempt"], 2, "the stranded attempt is offered again");
     stop_all(env, shutdowns).await;
 }

@@ -11,4 +11,5 @@ mod rebuild;
 mod roles;
 mod runners_api;
 mod supervisor_e2e;
+mod supervisor_faults;
 mod support;

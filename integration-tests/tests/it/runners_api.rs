@@ -237,3 +237,41 @@ async fn bad_launches_and_controls_are_refused_with_problems_naming_the_field_or
     wait_runner(&stack, &id, |b| b["state"] == "cancelled").await;
     stack.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_quota_is_patchable_and_a_launch_beyond_it_is_refused_409() {
+    let stack = Stack::start().await;
+    project(&stack).await;
+    let patched = patch(
+        &stack,
+        "/api/v1/projects/web",
+        json!({"max_concurrent_runners": 1}),
+    )
+    .await;
+    assert_eq!(patched.body["max_concurrent_runners"], 1, "{patched:?}");
+    patch(
+        &stack,
+        "/api/v1/projects/web",
+        json!({"max_concurrent_runners": 0}),
+    )
+    .await
+    .assert_problem(422, "validation-failed");
+    let first = post(&stack, "/api/v1/runners", launch_body(), None).await;
+    assert_eq!(first.status.as_u16(), 201, "{first:?}");
+    let second = post(&stack, "/api/v1/runners", launch_body(), None).await;
+    second.assert_problem(409, "conflict");
+    assert_eq!(second.body["reason"], "quota_reached");
+    // Ending the first frees the slot.
+    let id = first.body["id"].as_str().unwrap();
+    post(
+        &stack,
+        &format!("/api/v1/runners/{id}/stop"),
+        json!({}),
+        None,
+    )
+    .await;
+    wait_runner(&stack, id, |b| b["state"] == "cancelled").await;
+    let third = post(&stack, "/api/v1/runners", launch_body(), None).await;
+    assert_eq!(third.status.as_u16(), 201, "{third:?}");
+    stack.cleanup().await;
+}

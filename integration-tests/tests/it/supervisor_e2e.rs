@@ -15,22 +15,35 @@ use stratavore_testkit::{TestEnv, wait_until};
 use uuid::Uuid;
 
 /// How long a whole launch may take on two busy cores.
-const LAUNCH_WITHIN: Duration = Duration::from_secs(60);
+pub(crate) const LAUNCH_WITHIN: Duration = Duration::from_secs(60);
 
 /// The stack, a supervisor node running as a process, and a project root
 /// that exists on disk (the shim's working directory).
-struct Node {
-    env: TestEnv,
+pub(crate) struct Node {
+    pub(crate) env: TestEnv,
     shutdowns: Vec<Shutdown>,
-    supervisor: ServiceProcess,
-    node: String,
-    scratch: PathBuf,
+    pub(crate) supervisor: ServiceProcess,
+    pub(crate) node: String,
+    pub(crate) scratch: PathBuf,
     root: String,
     publisher: stratavore_bus::Publisher,
 }
 
+/// What a test changes in the stack it starts.
+#[derive(Default)]
+pub(crate) struct NodeOptions {
+    /// Added to the supervisor's environment (later entries win).
+    pub(crate) supervisor_env: Vec<(String, String)>,
+    /// The orchestrator's first restart backoff, when a test restarts.
+    pub(crate) restart_base_ms: Option<u64>,
+}
+
 impl Node {
-    async fn start() -> Node {
+    pub(crate) async fn start() -> Node {
+        Self::start_with(NodeOptions::default()).await
+    }
+
+    pub(crate) async fn start_with(options: NodeOptions) -> Node {
         let env = TestEnv::new().await.unwrap();
         let scratch = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../.local/tmp")
@@ -43,6 +56,9 @@ impl Node {
         let mut orchestrator = orchestrator_config(&env);
         orchestrator.projects.allowed_roots = vec![PathBuf::from(&root)];
         orchestrator.runners.timer_poll_ms = 100;
+        if let Some(ms) = options.restart_base_ms {
+            orchestrator.runners.restart_base_ms = ms;
+        }
         session_orchestrator::start(orchestrator, o.clone())
             .await
             .unwrap()
@@ -63,6 +79,9 @@ impl Node {
         assert_eq!(created.status().as_u16(), 201);
 
         let node = format!("e2e-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        // Deleted with the prefix even when the test fails before `stop`.
+        env.broker
+            .track_node(&node, &[stratavore_events::process::root_key(&root)]);
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let mut vars = env.service_env();
         vars.extend([
@@ -86,6 +105,7 @@ impl Node {
                 "200".to_owned(),
             ),
         ]);
+        vars.extend(options.supervisor_env);
         let supervisor = ServiceProcess::start(
             &workspace_binary("runner-supervisor").unwrap(),
             &format!("supervisor-e2e-{node}"),
@@ -107,20 +127,19 @@ impl Node {
         };
         // Offers published before the node declared its root's queue would
         // go to the unroutable queue.
-        started
-            .wait_for_log("the node to register", "io.stratavore.node.registered.v1")
-            .await;
+        started.wait_registrations(1).await;
         started
     }
 
-    async fn wait_for_log(&self, what: &str, type_name: &str) {
+    /// Wait until the node has registered `count` times.
+    pub(crate) async fn wait_registrations(&self, count: i64) {
         let pool = self.env.db.admin_pool().await.unwrap();
-        wait_until(what, LAUNCH_WITHIN, || async {
+        wait_until("the node to register", LAUNCH_WITHIN, || async {
             let n: i64 = sqlx::query_scalar("SELECT count(*) FROM supervisor.log WHERE type = $1")
-                .bind(type_name)
+                .bind("io.stratavore.node.registered.v1")
                 .fetch_one(&pool)
                 .await?;
-            Ok((n > 0).then_some(()))
+            Ok((n >= count).then_some(()))
         })
         .await
         .unwrap();
@@ -128,7 +147,12 @@ impl Node {
     }
 
     /// Send a launch to the orchestrator, as the gateway would.
-    async fn launch(&self, runner: Uuid, prompt: &str) {
+    pub(crate) async fn launch(&self, runner: Uuid, prompt: &str) {
+        self.launch_with(runner, prompt, 0).await;
+    }
+
+    /// A launch that may restart `max_restarts` times.
+    pub(crate) async fn launch_with(&self, runner: Uuid, prompt: &str, max_restarts: u32) {
         self.send(&RunnerCommand::Launch(LaunchRunner {
             runner_id: runner,
             project: "web".into(),
@@ -138,13 +162,13 @@ impl Node {
             session_id: None,
             model: None,
             permission: None,
-            max_restarts: Some(0),
+            max_restarts: Some(max_restarts),
         }))
         .await;
     }
 
     /// Send a client command to the orchestrator, as the gateway would.
-    async fn send(&self, command: &RunnerCommand) {
+    pub(crate) async fn send(&self, command: &RunnerCommand) {
         let id = Uuid::now_v7();
         let mut entry = NewEntry::of(
             command,
@@ -155,6 +179,11 @@ impl Node {
             chrono::Utc::now(),
         );
         entry.envelope.id = id;
+        self.publish(entry).await;
+    }
+
+    /// Publish `entry` to the commands exchange, as the relay would.
+    pub(crate) async fn publish(&self, entry: NewEntry) {
         let out = stratavore_bus::OutgoingMessage {
             exchange: self.env.broker.topology().commands_exchange(),
             routing_key: entry.routing_key.clone(),
@@ -165,32 +194,54 @@ impl Node {
     }
 
     /// Wait until the runner is in `want` or a terminal state; assert `want`.
-    async fn wait_runner(&self, runner: Uuid, want: &str) {
+    pub(crate) async fn wait_runner(&self, runner: Uuid, want: &str) {
+        self.wait_attempt(runner, 1, want).await;
+    }
+
+    /// Wait until the runner is in `want` at `attempt` or later, or in a
+    /// terminal state; assert both.
+    pub(crate) async fn wait_attempt(&self, runner: Uuid, attempt: i32, want: &str) {
         let pool = self.env.db.admin_pool().await.unwrap();
         let state = wait_until(&format!("runner {want}"), LAUNCH_WITHIN, || async {
-            let state: Option<String> =
-                sqlx::query_scalar("SELECT state FROM orchestrator.runners WHERE runner_id = $1")
-                    .bind(runner)
-                    .fetch_optional(&pool)
-                    .await?;
-            Ok(state.filter(|s| {
-                s == want || ["exited", "failed", "lost", "cancelled"].contains(&s.as_str())
+            let state: Option<(String, i32)> = sqlx::query_as(
+                "SELECT state, attempt FROM orchestrator.runners WHERE runner_id = $1",
+            )
+            .bind(runner)
+            .fetch_optional(&pool)
+            .await?;
+            Ok(state.filter(|(s, a)| {
+                (s == want && *a >= attempt)
+                    || ["exited", "failed", "lost", "cancelled"].contains(&s.as_str())
             }))
         })
         .await
         .unwrap();
         pool.close().await;
-        assert_eq!(state, want, "log: {}", self.supervisor.log_path().display());
+        assert_eq!(
+            state,
+            (want.to_owned(), attempt),
+            "log: {}",
+            self.supervisor.log_path().display()
+        );
     }
 
-    /// The runner's process events in the supervisor's log, in order.
-    async fn process_events(&self, runner: Uuid) -> Vec<(String, serde_json::Value)> {
+    /// The runner's process events of attempt 1 in the supervisor's log, in order.
+    pub(crate) async fn process_events(&self, runner: Uuid) -> Vec<(String, serde_json::Value)> {
+        self.attempt_events(runner, 1).await
+    }
+
+    /// The process events of `attempt` in the supervisor's log, in order.
+    pub(crate) async fn attempt_events(
+        &self,
+        runner: Uuid,
+        attempt: u32,
+    ) -> Vec<(String, serde_json::Value)> {
         let pool = self.env.db.admin_pool().await.unwrap();
         let rows: Vec<(String, serde_json::Value)> = sqlx::query_as(
             "SELECT type, data FROM supervisor.log
              WHERE stream = $1 ORDER BY stream_version",
         )
-        .bind(format!("process-{runner}-1"))
+        .bind(format!("process-{runner}-{attempt}"))
         .fetch_all(&pool)
         .await
         .unwrap();
@@ -198,7 +249,104 @@ impl Node {
         rows
     }
 
-    async fn stop(mut self) {
+    /// Wait until `attempt`'s process stream holds an event of type `name`.
+    pub(crate) async fn wait_process_event(&self, runner: Uuid, attempt: u32, name: &str) {
+        let pool = self.env.db.admin_pool().await.unwrap();
+        wait_until(&format!("process.{name}"), LAUNCH_WITHIN, || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM supervisor.log WHERE stream = $1 AND type = $2",
+            )
+            .bind(format!("process-{runner}-{attempt}"))
+            .bind(format!("io.stratavore.process.{name}.v1"))
+            .fetch_one(&pool)
+            .await?;
+            Ok((n > 0).then_some(()))
+        })
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+
+    /// The runner directory of `attempt`.
+    pub(crate) fn runner_dir(&self, runner: Uuid, attempt: u32) -> PathBuf {
+        self.scratch
+            .join("node/runners")
+            .join(runner.to_string())
+            .join(attempt.to_string())
+    }
+
+    /// The pid the shim of `attempt` wrote to `file`, once written.
+    pub(crate) async fn pid_file(&self, runner: Uuid, attempt: u32, file: &str) -> i32 {
+        let path = self.runner_dir(runner, attempt).join(file);
+        wait_until(
+            &format!("{file} of attempt {attempt}"),
+            LAUNCH_WITHIN,
+            || {
+                let path = path.clone();
+                async move {
+                    Ok(std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse().ok()))
+                }
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The session transcript `attempt`'s spec points the agent's stdout at.
+    pub(crate) fn transcript(&self, runner: Uuid, attempt: u32) -> PathBuf {
+        let spec = std::fs::read(self.runner_dir(runner, attempt).join("spec.json")).unwrap();
+        let spec: serde_json::Value = serde_json::from_slice(&spec).unwrap();
+        PathBuf::from(spec["stdout_path"].as_str().unwrap())
+    }
+
+    /// Where `attempt`'s part of its session transcript starts.
+    pub(crate) async fn transcript_start(&self, runner: Uuid, attempt: u32) -> u64 {
+        let pool = self.env.db.admin_pool().await.unwrap();
+        let offset: i64 = sqlx::query_scalar(
+            "SELECT start_offset FROM supervisor.attempt_transcripts
+             WHERE runner_id = $1 AND attempt = $2",
+        )
+        .bind(runner)
+        .bind(i64::from(attempt))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        u64::try_from(offset).unwrap()
+    }
+
+    /// The pids the simulated agent of `attempt` printed for its
+    /// grandchildren, read from that attempt's own part of the transcript.
+    pub(crate) async fn grandchildren(&self, runner: Uuid, attempt: u32) -> Vec<i32> {
+        self.pid_file(runner, attempt, "agent.pid").await;
+        let path = self.transcript(runner, attempt);
+        let start = usize::try_from(self.transcript_start(runner, attempt).await).unwrap();
+        wait_until("the grandchildren's pids", LAUNCH_WITHIN, || {
+            let path = path.clone();
+            async move {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                let own = String::from_utf8_lossy(bytes.get(start..).unwrap_or_default());
+                Ok(own
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|v| v["type"] == "sim")
+                    .map(|v| {
+                        v["grandchildren"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|p| i32::try_from(p.as_i64().unwrap()).unwrap())
+                            .collect()
+                    }))
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    pub(crate) async fn stop(mut self) {
         assert_eq!(self.supervisor.terminate().await.unwrap(), Some(0));
         for s in &self.shutdowns {
             s.trigger();
@@ -227,7 +375,7 @@ impl Node {
     }
 }
 
-fn of_type<'a>(
+pub(crate) fn of_type<'a>(
     events: &'a [(String, serde_json::Value)],
     name: &str,
 ) -> Vec<&'a serde_json::Value> {
@@ -335,8 +483,88 @@ async fn serial_supervisor_e2e_a_restarted_node_kills_what_it_ran_and_reports_th
     node.stop().await;
 }
 
+/// attempt, start_offset, end_size, sha256, path
+type TranscriptRow = (i64, i64, Option<i64>, Option<String>, String);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_supervisor_e2e_two_attempts_of_a_session_append_to_one_transcript_each_billing_its_own_lines()
+ {
+    let node = Node::start_with(NodeOptions {
+        restart_base_ms: Some(200),
+        ..NodeOptions::default()
+    })
+    .await;
+    let runner = Uuid::now_v7();
+    node.launch_with(
+        runner,
+        r#"sim:{"turns":2,"crash_exit_code":3,"crash_after_turns":1,"tokens_per_turn":{"input":100,"output":50}}"#,
+        1,
+    )
+    .await;
+    node.wait_attempt(runner, 2, "failed").await;
+
+    let transcript = node.transcript(runner, 1);
+    assert_eq!(
+        transcript,
+        node.transcript(runner, 2),
+        "one file per session"
+    );
+    assert!(transcript.starts_with(node.scratch.join("node/sessions")));
+    assert!(
+        transcript.with_extension("stderr.log").exists(),
+        "stderr beside it"
+    );
+    let bytes = std::fs::read(&transcript).unwrap();
+    let inits = String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| l.contains(r#""subtype":"init""#))
+        .count();
+    assert_eq!(inits, 2, "both attempts appended to it");
+    for attempt in [1, 2] {
+        let events = node.attempt_events(runner, attempt).await;
+        let usage = of_type(&events, "usage_reported");
+        assert_eq!(
+            usage.len(),
+            1,
+            "attempt {attempt} bills its own turn only: {usage:?}"
+        );
+        assert_eq!(of_type(&events, "exited")[0]["code"], 3);
+    }
+
+    let pool = node.env.db.admin_pool().await.unwrap();
+    let rows: Vec<TranscriptRow> = sqlx::query_as(
+        "SELECT attempt, start_offset, end_size, sha256, path
+         FROM supervisor.attempt_transcripts WHERE runner_id = $1 ORDER BY attempt",
+    )
+    .bind(runner)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (first, second) = (&rows[0], &rows[1]);
+    assert_eq!(first.4, transcript.to_string_lossy());
+    assert_eq!(first.1, 0);
+    assert_eq!(
+        first.2,
+        Some(second.1),
+        "attempt 2 starts where attempt 1 ended"
+    );
+    assert_eq!(second.2, Some(i64::try_from(bytes.len()).unwrap()));
+    for (_, _, size, sha, _) in &rows {
+        let size = usize::try_from(size.unwrap()).unwrap();
+        let expected: String = sqlx::query_scalar("SELECT encode(sha256($1), 'hex')")
+            .bind(&bytes[..size])
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(sha.as_deref(), Some(expected.as_str()));
+    }
+    pool.close().await;
+    node.stop().await;
+}
+
 /// Pids whose environment carries the node's mark.
-fn marked_processes(node: &str) -> Vec<i32> {
+pub(crate) fn marked_processes(node: &str) -> Vec<i32> {
     let wanted = format!("STRATAVORE_NODE={node}");
     std::fs::read_dir("/proc")
         .map(|entries| {

@@ -226,6 +226,7 @@ impl FakeOrchestrator {
                 path: format!("{ROOT}/{name}"),
                 description: Some(text.into()),
                 tags: vec![],
+                max_concurrent_runners: 5,
             })
         } else {
             ProjectEvent::Updated(ProjectUpdated {
@@ -233,6 +234,7 @@ impl FakeOrchestrator {
                 name: name.into(),
                 description: Some(text.into()),
                 tags: vec![],
+                max_concurrent_runners: 5,
             })
         };
         stratavore_store::NewEntry::of(

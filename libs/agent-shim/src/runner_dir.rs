@@ -7,10 +7,10 @@
 //!
 //! | file           | written by        | content |
 //! |----------------|-------------------|---------|
-//! | `spec.json`    | supervisor, once  | [`ShimSpec`]: `{"argv":[..],"cwd":"/p","env":{"K":"V"},"runner":"r","attempt":1,"node":"n","stdin":"prompt"\|"null","term_grace_ms":10000,"lease_grace_ms":5000}` (`lease_grace_ms` optional) |
+//! | `spec.json`    | supervisor, once  | [`ShimSpec`]: `{"argv":[..],"cwd":"/p","env":{"K":"V"},"runner":"r","attempt":1,"node":"n","stdin":"prompt"\|"null","term_grace_ms":10000,"lease_grace_ms":5000,"stdout_path":"/t/s.jsonl","stderr_path":"/t/s.stderr.log"}` (the last three optional) |
 //! | `prompt`       | supervisor, once  | raw bytes given to the agent as stdin when `stdin` is `"prompt"` |
-//! | `stdout.jsonl` | the agent         | the agent's stdout, appended unchanged (`O_APPEND`) |
-//! | `stderr.log`   | the agent         | the agent's stderr, appended unchanged (`O_APPEND`) |
+//! | `stdout.jsonl` | the agent         | the agent's stdout, appended unchanged (`O_APPEND`), unless the spec's `stdout_path` names another file |
+//! | `stderr.log`   | the agent         | the agent's stderr, appended unchanged (`O_APPEND`), unless the spec's `stderr_path` names another file |
 //! | `lease`        | supervisor, often | one decimal number and an optional newline: a `CLOCK_BOOTTIME` deadline in nanoseconds ([`write_lease`]) |
 //! | `control`      | supervisor        | [`Control`]: `{"rev":N,"want":"running"\|"paused"\|"stopped"\|"killed"}` ([`write_control`]) |
 //! | `shim.pid`     | shim, once        | the shim's pid, decimal, after its `setsid` |
@@ -120,6 +120,16 @@ pub struct ShimSpec {
     /// only bounds a supervisor that forgot or died in between.
     #[serde(default = "default_lease_grace_ms")]
     pub lease_grace_ms: u64,
+    /// Where the agent's stdout is appended; relative paths are taken from
+    /// the runner directory. Absent: [`STDOUT_FILE`] in the runner
+    /// directory. A supervisor points it at a per-session transcript so that
+    /// every attempt of a session appends to one file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_path: Option<PathBuf>,
+    /// Where the agent's stderr is appended, as `stdout_path`; absent:
+    /// [`STDERR_FILE`] in the runner directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_path: Option<PathBuf>,
 }
 
 fn default_lease_grace_ms() -> u64 {
@@ -130,6 +140,24 @@ impl ShimSpec {
     /// The value of [`RUNNER_MARK_ENV`] for this attempt: `<runner>:<attempt>`.
     pub fn runner_mark(&self) -> String {
         format!("{}:{}", self.runner, self.attempt)
+    }
+
+    /// The file the agent's stdout is appended to, for the runner directory `dir`.
+    pub fn stdout_file(&self, dir: &Path) -> PathBuf {
+        dir.join(
+            self.stdout_path
+                .as_deref()
+                .unwrap_or(Path::new(STDOUT_FILE)),
+        )
+    }
+
+    /// The file the agent's stderr is appended to, for the runner directory `dir`.
+    pub fn stderr_file(&self, dir: &Path) -> PathBuf {
+        dir.join(
+            self.stderr_path
+                .as_deref()
+                .unwrap_or(Path::new(STDERR_FILE)),
+        )
     }
 
     /// Writes `spec.json` in `dir` (tmp + rename).

@@ -33,6 +33,10 @@ pub enum PublishError {
         /// How many.
         count: usize,
     },
+    /// The broker did not confirm the batch in time (it may still; the
+    /// batch counts as not sent and is published again).
+    #[error("the broker did not confirm the batch within {0:?}")]
+    TimedOut(std::time::Duration),
     /// Some mandatory messages matched no queue and came back. With the
     /// alternate exchange in place this means the topology is missing.
     #[error(

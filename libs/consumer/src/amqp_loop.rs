@@ -175,8 +175,13 @@ impl<S: Decider + Projection> Consumer<S> {
             }
         };
         // Closing the channel returns whatever is unacked to the queue.
-        let _ = channel.close(200, "consumer stopping".into()).await;
-        let _ = conn.close(200, "consumer stopping".into()).await;
+        // Bounded: a broker that stopped answering must not hold the
+        // reconnect (or shutdown) up.
+        let close = async {
+            let _ = channel.close(200, "consumer stopping".into()).await;
+            let _ = conn.close(200, "consumer stopping".into()).await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
         result
     }
 

@@ -39,9 +39,19 @@ pub struct CreateProject {
     /// Labels for filtering.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Runners the project may have at once; absent: the configured default.
+    #[serde(default)]
+    pub max_concurrent_runners: Option<u32>,
 }
 
-/// Change a project's description or tags.
+/// The quota of a project created before quotas were recorded per project.
+pub const DEFAULT_MAX_CONCURRENT_RUNNERS: u32 = 5;
+
+fn default_max_concurrent_runners() -> u32 {
+    DEFAULT_MAX_CONCURRENT_RUNNERS
+}
+
+/// Change a project's description, tags or runner quota.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
@@ -53,6 +63,9 @@ pub struct UpdateProject {
     /// New tags; absent leaves them unchanged.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    /// New runner quota; absent leaves it unchanged.
+    #[serde(default)]
+    pub max_concurrent_runners: Option<u32>,
 }
 
 /// Archive or unarchive a project: the payload names only the project.
@@ -91,6 +104,10 @@ pub struct ProjectCreated {
     pub description: Option<String>,
     /// Labels.
     pub tags: Vec<String>,
+    /// Runners the project may have at once (older events lack it: the
+    /// default applies).
+    #[serde(default = "default_max_concurrent_runners")]
+    pub max_concurrent_runners: u32,
 }
 
 /// A project command was refused; nothing changed.
@@ -121,6 +138,24 @@ pub struct ProjectUpdated {
     pub description: Option<String>,
     /// The tags after the change.
     pub tags: Vec<String>,
+    /// The runner quota after the change.
+    #[serde(default = "default_max_concurrent_runners")]
+    pub max_concurrent_runners: u32,
+}
+
+/// A launch took one of the project's runner slots. Recorded on the
+/// project's stream, so two launches deciding at once on the same version
+/// cannot both take the last slot: the second append conflicts and decides
+/// again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerAdmitted {
+    /// The launch command.
+    pub command_id: Uuid,
+    /// The project.
+    pub name: String,
+    /// The runner admitted.
+    pub runner_id: Uuid,
 }
 
 /// A project was archived or unarchived.
@@ -146,6 +181,8 @@ message_family! {
         Archived(ProjectArchiveChanged) => "io.stratavore.project.archived.v1", "project.archived";
         /// The project was unarchived.
         Unarchived(ProjectArchiveChanged) => "io.stratavore.project.unarchived.v1", "project.unarchived";
+        /// A launch took one of the project's runner slots.
+        RunnerAdmitted(RunnerAdmitted) => "io.stratavore.project.runner_admitted.v1", "project.runner_admitted";
     }
 }
 
@@ -161,6 +198,7 @@ mod tests {
             path: "/srv/web".into(),
             description: None,
             tags: vec!["a".into()],
+            max_concurrent_runners: None,
         });
         let back = ProjectCommand::from_data(cmd.type_name(), cmd.to_data()).unwrap();
         assert_eq!(back, cmd);

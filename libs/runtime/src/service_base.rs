@@ -234,14 +234,26 @@ async fn probe_readiness(
     shutdown: Shutdown,
     interval: Duration,
 ) {
+    // Every probe is bounded: a broker or database that stops answering
+    // (rather than refusing) must make the check fail, not hang it, and must
+    // not hold up shutdown.
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
     let mut conn = Some(conn);
     loop {
-        match sqlx::query("SELECT 1").execute(&pool).await {
-            Ok(_) => readiness.set("database", true, "connected"),
-            Err(e) => readiness.set("database", false, e.to_string()),
+        let database =
+            tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&pool)).await;
+        match database {
+            Ok(Ok(_)) => readiness.set("database", true, "connected"),
+            Ok(Err(e)) => readiness.set("database", false, e.to_string()),
+            Err(_) => readiness.set("database", false, "no answer within 5 s"),
         }
         if !conn.as_ref().is_some_and(|c| c.status().connected()) {
-            conn = connect(&broker_url, "readiness probe").await.ok();
+            conn = tokio::select! {
+                _ = shutdown.wait() => break,
+                attempt = tokio::time::timeout(PROBE_TIMEOUT, connect(&broker_url, "readiness probe")) => {
+                    attempt.ok().and_then(Result::ok)
+                }
+            };
         }
         let broker_up = conn.as_ref().is_some_and(|c| c.status().connected());
         readiness.set(
@@ -259,6 +271,7 @@ async fn probe_readiness(
         }
     }
     if let Some(conn) = conn {
-        let _ = conn.close(200, "shutdown".into()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), conn.close(200, "shutdown".into())).await;
     }
 }

@@ -139,6 +139,27 @@ impl TestBroker {
         })
     }
 
+    /// Delete these queues too at the end (queues a test or a service
+    /// declared beyond the provisioned topology, such as a node's).
+    pub fn track_queues(&self, names: impl IntoIterator<Item = String>) {
+        if let Ok(mut q) = self.extra_queues.lock() {
+            q.extend(names);
+        }
+    }
+
+    /// Track the queues a supervisor node declares for itself.
+    pub fn track_node(&self, node: &str, root_keys: &[String]) {
+        let names = self
+            .topology
+            .node_queues(node, root_keys)
+            .into_iter()
+            .flat_map(|spec| {
+                let dlq = Topology::dead_letter_queue(&spec.name);
+                [spec.name, dlq]
+            });
+        self.track_queues(names);
+    }
+
     /// Delete every queue and exchange of this prefix.
     pub async fn cleanup(mut self) -> anyhow::Result<()> {
         self.cleaned = true;

@@ -28,6 +28,8 @@ pub struct ProjectView {
     pub tags: Vec<String>,
     /// Archived projects take no new launches.
     pub archived: bool,
+    /// Runners it may have at once.
+    pub max_concurrent_runners: i32,
     /// When it was created (the event's time).
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// When it last changed.
@@ -176,17 +178,19 @@ pub async fn project_received(
     match &event {
         ProjectEvent::Created(e) => {
             sqlx::query(
-                "INSERT INTO projects (name, path, description, tags, archived, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, false, $5, $5)
+                "INSERT INTO projects (name, path, description, tags, archived, created_at, updated_at,
+                                       max_concurrent_runners)
+                 VALUES ($1, $2, $3, $4, false, $5, $5, $6)
                  ON CONFLICT (name) DO UPDATE SET path = excluded.path, description = excluded.description,
                      tags = excluded.tags, archived = false, created_at = excluded.created_at,
-                     updated_at = excluded.updated_at",
+                     updated_at = excluded.updated_at, max_concurrent_runners = excluded.max_concurrent_runners",
             )
             .bind(&e.name)
             .bind(&e.path)
             .bind(&e.description)
             .bind(&e.tags)
             .bind(message.time)
+            .bind(i32::try_from(e.max_concurrent_runners).unwrap_or(i32::MAX))
             .execute(&mut *conn)
             .await
             .map_err(store("projecting a created project"))?;
@@ -194,12 +198,14 @@ pub async fn project_received(
         }
         ProjectEvent::Updated(e) => {
             sqlx::query(
-                "UPDATE projects SET description = $2, tags = $3, updated_at = $4 WHERE name = $1",
+                "UPDATE projects SET description = $2, tags = $3, updated_at = $4, max_concurrent_runners = $5
+                 WHERE name = $1",
             )
             .bind(&e.name)
             .bind(&e.description)
             .bind(&e.tags)
             .bind(message.time)
+            .bind(i32::try_from(e.max_concurrent_runners).unwrap_or(i32::MAX))
             .execute(&mut *conn)
             .await
             .map_err(store("projecting an updated project"))?;
@@ -216,6 +222,8 @@ pub async fn project_received(
                 .map_err(store("projecting an archive change"))?;
             command_outcome(conn, e.command_id, message, None, project_resource(&e.name)).await
         }
+        // A launch's admission changes nothing the API shows of a project.
+        ProjectEvent::RunnerAdmitted(_) => Ok(()),
         ProjectEvent::Rejected(e) => {
             let rejection = (e.reason.as_str(), e.field.as_deref(), e.message.as_str());
             command_outcome(conn, e.command_id, message, Some(rejection), None).await
@@ -232,10 +240,12 @@ fn project_view(r: &sqlx::postgres::PgRow) -> ProjectView {
         archived: r.get(4),
         created_at: r.get(5),
         updated_at: r.get(6),
+        max_concurrent_runners: r.get(7),
     }
 }
 
-const PROJECT_COLUMNS: &str = "name, path, description, tags, archived, created_at, updated_at";
+const PROJECT_COLUMNS: &str =
+    "name, path, description, tags, archived, created_at, updated_at, max_concurrent_runners";
 
 /// One project.
 pub async fn get_project(pool: &PgPool, name: &str) -> Result<Option<ProjectView>, StoreError> {

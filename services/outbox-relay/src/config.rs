@@ -44,6 +44,9 @@ pub struct RelaySection {
     pub retry_backoff_ms: u64,
     /// How often lag and the unroutable queue are measured.
     pub measure_interval_ms: u64,
+    /// The longest a batch waits for the broker's confirms before it is
+    /// published again on a fresh channel.
+    pub publish_timeout_ms: u64,
 }
 
 impl Default for RelayConfig {
@@ -71,6 +74,7 @@ impl Default for RelaySection {
             lease_retry_ms: 1000,
             retry_backoff_ms: 500,
             measure_interval_ms: 1000,
+            publish_timeout_ms: 30_000,
         }
     }
 }
@@ -127,7 +131,11 @@ impl Validate for RelayConfig {
                 "must be at least 1 and at most relay.idle_poll_max_ms",
             ));
         }
-        if r.lease_retry_ms == 0 || r.retry_backoff_ms == 0 || r.measure_interval_ms == 0 {
+        if r.lease_retry_ms == 0
+            || r.retry_backoff_ms == 0
+            || r.measure_interval_ms == 0
+            || r.publish_timeout_ms == 0
+        {
             return Err(ConfigError::invalid(
                 "relay.lease_retry_ms",
                 "intervals must be positive",

@@ -86,6 +86,7 @@ pub async fn start(config: RelayConfig, shutdown: Shutdown) -> Result<RunningRel
             lease_retry: RelaySection::ms(r.lease_retry_ms),
             retry_backoff: backoff,
             measure_interval: RelaySection::ms(r.measure_interval_ms),
+            publish_timeout: RelaySection::ms(r.publish_timeout_ms),
             readiness: readiness.clone(),
         })
         .collect();

@@ -40,6 +40,8 @@ pub struct SourceRelay {
     pub retry_backoff: Duration,
     /// How often lag is measured.
     pub measure_interval: Duration,
+    /// The longest a batch may wait for its confirms.
+    pub publish_timeout: Duration,
     /// Where to report database and broker health.
     pub readiness: Readiness,
 }
@@ -233,9 +235,18 @@ impl SourceRelay {
             if shutdown.is_triggered() {
                 return Ok(false);
             }
-            let result = match self.publisher(publisher).await {
-                Ok(p) => p.publish_batch(&batch).await,
-                Err(e) => Err(e),
+            // Bounded: a broker that stops answering (no confirm, no error)
+            // must count as a failed batch, published again on a fresh
+            // channel, not as a relay that hangs.
+            let attempt = async {
+                match self.publisher(publisher).await {
+                    Ok(p) => p.publish_batch(&batch).await,
+                    Err(e) => Err(e),
+                }
+            };
+            let result = match tokio::time::timeout(self.publish_timeout, attempt).await {
+                Ok(result) => result,
+                Err(_) => Err(PublishError::TimedOut(self.publish_timeout)),
             };
             match result {
                 Ok(()) => return Ok(true),
@@ -244,6 +255,7 @@ impl SourceRelay {
                         PublishError::Broker(_) => "broker",
                         PublishError::Nacked { .. } => "nacked",
                         PublishError::Returned { .. } => "returned",
+                        PublishError::TimedOut(_) => "timeout",
                     };
                     metrics::counter!(m::PUBLISH_FAILURES_TOTAL, "source" => source.clone(), "reason" => reason)
                         .increment(1);

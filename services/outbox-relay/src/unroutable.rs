@@ -65,7 +65,9 @@ impl UnroutableMonitor {
             }
         }
         if let Some((conn, _)) = link {
-            let _ = conn.close(200, "shutdown".into()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), conn.close(200, "shutdown".into()))
+                    .await;
         }
     }
 

@@ -1,20 +1,21 @@
 //! One attempt this node runs, as the watcher follows it: waiting for the
-//! shim to start the agent, then turning its transcript and its exit record
-//! into process events. Derived events wait in `pending` until the log
-//! took them, so a database outage delays them and loses none.
+//! shim to start the agent, then turning its part of the session's
+//! transcript and its exit record into process events. Derived events wait
+//! in `pending` (and the transcript's final size and sha256 in `end`) until
+//! the database took them, so an outage delays them and loses none.
 
 use crate::domain::desired_state::{shim_want, supersedes};
 use crate::domain::pricing::PriceTable;
 use crate::domain::transcript_events::{
     AttemptIdentity, DerivedEvent, STARTED_VERSION, TranscriptDeriver,
 };
+use crate::launch::Launched;
 use crate::recording::{RecordError, Recorder};
 use crate::transcript_reader::TranscriptReader;
+use crate::transcripts::{self, TranscriptStart, TranscriptSummary, current_size, summarize};
 use std::path::PathBuf;
 use std::process::Child;
-use stratavore_agent_shim::runner_dir::{
-    Control, ExitRecord, STDOUT_FILE, read_agent_pid, write_control,
-};
+use stratavore_agent_shim::runner_dir::{Control, ExitRecord, read_agent_pid, write_control};
 use stratavore_events::process::{ProcessEvent, ProcessFailed, ProcessStarted};
 use stratavore_events::runner::Want;
 use stratavore_runtime::BootInstant;
@@ -47,30 +48,35 @@ pub struct ActiveRunner {
     session_id: String,
     phase: Phase,
     pending: Vec<NewEntry>,
+    /// Where the attempt's part of the session transcript starts.
+    transcript: TranscriptStart,
+    /// The transcript as it stood at the end, until recorded.
+    end: Option<TranscriptSummary>,
     control_rev: Option<u64>,
     launched_at: BootInstant,
 }
 
 impl ActiveRunner {
-    /// An attempt whose shim was just started.
+    /// An attempt whose shim was just started, its output appended to the
+    /// session transcript from `transcript` on.
     pub fn launched(
-        runner_id: Uuid,
-        attempt: u32,
-        node: String,
+        identity: AttemptIdentity,
         session_id: String,
-        dir: PathBuf,
-        shim: Child,
+        launched: Launched,
+        transcript: TranscriptStart,
         launched_at: BootInstant,
     ) -> Self {
         Self {
-            runner_id,
-            attempt,
-            dir,
-            shim: Some(shim),
-            node,
+            runner_id: identity.runner_id,
+            attempt: identity.attempt,
+            dir: launched.dir,
+            shim: Some(launched.shim),
+            node: identity.node,
             session_id,
             phase: Phase::Launching,
             pending: Vec::new(),
+            transcript,
+            end: None,
             control_rev: None,
             launched_at,
         }
@@ -83,7 +89,18 @@ impl ActiveRunner {
 
     /// Whether everything of the attempt is recorded: the watcher forgets it.
     pub fn is_finished(&self) -> bool {
-        matches!(self.phase, Phase::Done) && self.pending.is_empty()
+        matches!(self.phase, Phase::Done) && self.pending.is_empty() && self.end.is_none()
+    }
+
+    /// Keep the transcript's size and sha256 over its first `size` bytes for
+    /// recording; a file that cannot be read is logged and left unrecorded
+    /// rather than holding the attempt's outcome back.
+    fn ended_at(&mut self, size: u64) {
+        match summarize(&self.transcript.path, size) {
+            Ok(summary) => self.end = Some(summary),
+            Err(e) => tracing::warn!(runner = %self.runner_id, error = %e,
+                "cannot hash the transcript"),
+        }
     }
 
     /// Bring the control file to the latest desired state, if it is newer
@@ -129,6 +146,8 @@ impl ActiveRunner {
                 .process_entry(&event, self.runner_id, self.attempt, STARTED_VERSION);
         self.pending.push(entry);
         self.phase = Phase::Done;
+        let size = current_size(&self.transcript.path).unwrap_or(self.transcript.offset);
+        self.ended_at(size);
     }
 
     /// One look at the runner directory: record what it shows.
@@ -158,10 +177,11 @@ impl ActiveRunner {
             if let Some(exit) = &exit {
                 events.extend(deriver.finish(exit));
             }
-            let done = exit.is_some();
+            let done = exit.is_some().then(|| reader.offset());
             self.derived(recorder, events);
-            if done {
+            if let Some(size) = done {
                 self.phase = Phase::Done;
+                self.ended_at(size);
             }
             self.flush(recorder).await?;
         }
@@ -195,7 +215,7 @@ impl ActiveRunner {
                     PriceTable::default(),
                     self.session_id.clone(),
                 )),
-                reader: TranscriptReader::new(self.dir.join(STDOUT_FILE)),
+                reader: TranscriptReader::at(self.transcript.path.clone(), self.transcript.offset),
             };
             return;
         }
@@ -221,6 +241,12 @@ impl ActiveRunner {
     }
 
     async fn flush(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
+        // The summary goes first: once the exit is in the log the attempt is
+        // ended and a restart would not look at its transcript again.
+        if let Some(summary) = &self.end {
+            transcripts::record_end(&recorder.pool, self.runner_id, self.attempt, summary).await?;
+            self.end = None;
+        }
         if self.pending.is_empty() {
             return Ok(());
         }

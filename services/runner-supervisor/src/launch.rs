@@ -5,7 +5,11 @@
 use crate::config::{NodeSection, ProfileSection};
 use crate::domain::agent_command::{LaunchValues, Templates, agent_command};
 use crate::node_store::LiveAttempt;
+use crate::transcripts::{
+    TranscriptPaths, TranscriptStart, UnsafeSessionId, current_size, sessions_dir,
+};
 use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use stratavore_agent_shim::runner_dir::{
@@ -25,6 +29,9 @@ pub enum LaunchError {
     /// The project path is outside every root once resolved, or missing.
     #[error("project path {0} is not inside a root this node serves")]
     PathRefused(String),
+    /// The session id cannot name a transcript file.
+    #[error(transparent)]
+    Session(#[from] UnsafeSessionId),
     /// The runner directory could not be written.
     #[error("cannot prepare the runner directory")]
     Dir(#[from] RunnerDirError),
@@ -115,8 +122,38 @@ impl Launcher {
         if inside { Ok(real) } else { Err(refused()) }
     }
 
-    /// Write the runner directory of `attempt` and start its shim.
-    pub fn launch(&self, attempt: &LiveAttempt) -> Result<Launched, LaunchError> {
+    /// The transcript files of `attempt`'s session, their folder made, and
+    /// where the attempt's part of the stdout file will start: its size now,
+    /// since the agent appends.
+    pub fn transcript(
+        &self,
+        attempt: &LiveAttempt,
+    ) -> Result<(TranscriptPaths, TranscriptStart), LaunchError> {
+        let data_dir = self.node.data_dir();
+        let paths = TranscriptPaths::of_session(&data_dir, &attempt.offer.session_id)?;
+        let dir = sessions_dir(&data_dir);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            // Transcripts hold the user's code and prompts: owner only.
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io(format!("create {}", dir.display())))?;
+        let offset =
+            current_size(&paths.stdout).map_err(io(format!("read {}", paths.stdout.display())))?;
+        let start = TranscriptStart {
+            path: paths.stdout.clone(),
+            offset,
+        };
+        Ok((paths, start))
+    }
+
+    /// Write the runner directory of `attempt` and start its shim, with the
+    /// agent's output appended to `transcript`.
+    pub fn launch(
+        &self,
+        attempt: &LiveAttempt,
+        transcript: &TranscriptPaths,
+    ) -> Result<Launched, LaunchError> {
         let offer = &attempt.offer;
         let profile = self
             .profiles
@@ -175,12 +212,15 @@ impl Launcher {
             },
             term_grace_ms: self.node.term_grace_ms,
             lease_grace_ms: self.node.lease_ms,
+            stdout_path: Some(transcript.stdout.clone()),
+            stderr_path: Some(transcript.stderr.clone()),
         };
         spec.write(&dir)?;
         renew_lease(&dir, &self.node)?;
         // The shim calls setsid itself, which fails for a group leader: it
         // stays in this process group until then. Nothing of ours is
-        // inherited: the transcript files are opened by the shim.
+        // inherited: the transcript files are opened by the shim, for
+        // appending, so the attempts of a session share one file.
         let shim = Command::new(&shim)
             .arg(&dir)
             .stdin(Stdio::null())

@@ -16,6 +16,7 @@ pub mod projections;
 pub mod recording;
 pub mod registration;
 pub mod transcript_reader;
+pub mod transcripts;
 pub mod watcher;
 
 use crate::config::SupervisorConfig;

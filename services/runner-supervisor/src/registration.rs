@@ -12,7 +12,10 @@ use crate::launch::runner_dir;
 use crate::node_store::{self, LiveAttempt};
 use crate::recording::{RecordError, Recorder};
 use crate::transcript_reader::TranscriptReader;
-use stratavore_agent_shim::runner_dir::{ExitRecord, NODE_ENV, STDOUT_FILE, read_agent_pid};
+use crate::transcripts::{self, TranscriptStart};
+use stratavore_agent_shim::runner_dir::{
+    ExitReason, ExitRecord, NODE_ENV, STDOUT_FILE, read_agent_pid,
+};
 use stratavore_agent_shim::shim::tree::marked_processes;
 use stratavore_bus::{BrokerError, Topology, connect};
 use stratavore_events::process::{
@@ -64,7 +67,7 @@ pub async fn register(
             LeftOpen { attempt, exit }
         })
         .collect();
-    kill_marked(node);
+    kill_marked(node).await;
     for left in open {
         close_attempt(recorder, &data_dir, left).await?;
     }
@@ -91,16 +94,40 @@ pub async fn register(
     Ok(())
 }
 
-/// SIGKILL every process whose environment carries this node's mark.
-fn kill_marked(node: &str) {
-    for pid in marked_processes(&format!("{NODE_ENV}={node}")) {
+/// How long registration waits for the processes it killed to be gone.
+const KILLED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// SIGKILL every process whose environment carries this node's mark, and
+/// wait (boundedly) until none is left: a transcript is read only once no
+/// killed agent can still be writing to it.
+async fn kill_marked(node: &str) {
+    let mark = format!("{NODE_ENV}={node}");
+    kill_each(&mark, true);
+    let deadline = tokio::time::Instant::now() + KILLED_WITHIN;
+    // A killed process whose parent has not reaped it yet is a zombie with
+    // an empty environment, so it no longer matches the mark.
+    while !marked_processes(&mark).is_empty() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(%node, "processes of this node outlived their SIGKILL");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // One started between the scan and the kill is killed too.
+        kill_each(&mark, false);
+    }
+}
+
+fn kill_each(mark: &str, log: bool) {
+    for pid in marked_processes(mark) {
         if let Some(pid) = rustix::process::Pid::from_raw(pid) {
             // Gone meanwhile (ESRCH) is what a kill wants.
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            tracing::warn!(
-                pid = pid.as_raw_pid(),
-                "killed a process left by an earlier run"
-            );
+            if log {
+                tracing::warn!(
+                    pid = pid.as_raw_pid(),
+                    "killed a process left by an earlier run"
+                );
+            }
         }
     }
 }
@@ -117,6 +144,14 @@ async fn close_attempt(
     let dir = runner_dir(data_dir, runner, attempt);
     let service = &recorder.service;
     let stream = stream_name(runner, attempt);
+    // An attempt spawned before transcripts were kept per session wrote
+    // to its runner directory.
+    let start = transcripts::start_of(&recorder.pool, runner, attempt)
+        .await?
+        .unwrap_or_else(|| TranscriptStart {
+            path: dir.join(STDOUT_FILE),
+            offset: 0,
+        });
     if recorder.stream_version(&stream).await? < STARTED_VERSION {
         match read_agent_pid(&dir).ok().flatten() {
             // The agent ran but its start was not recorded yet.
@@ -137,7 +172,9 @@ async fn close_attempt(
                     .await?;
             }
             None => {
-                let exited = restart_exit(service.me.node.clone(), runner, attempt);
+                let size = transcripts::current_size(&start.path).unwrap_or(start.offset);
+                record_transcript_end(recorder, runner, attempt, &start, size).await?;
+                let exited = restart_exit(service.me.node.clone(), runner, attempt, None);
                 recorder
                     .record_once(&[service.process_entry(
                         &exited,
@@ -159,39 +196,75 @@ async fn close_attempt(
         PriceTable::default(),
         a.offer.session_id.clone(),
     );
-    let lines = TranscriptReader::new(dir.join(STDOUT_FILE))
-        .remaining_lines()
-        .unwrap_or_default();
+    let mut reader = TranscriptReader::at(start.path.clone(), start.offset);
+    let lines = reader.remaining_lines().unwrap_or_else(|e| {
+        tracing::warn!(%runner, attempt, error = %e, "cannot read the transcript");
+        Vec::new()
+    });
     let mut derived: Vec<_> = lines.iter().flat_map(|l| deriver.feed_line(l)).collect();
-    if let Some(exit) = &left.exit {
-        derived.extend(deriver.finish(exit));
-    }
+    derived.extend(match &left.exit {
+        Some(exit) if exit.reason != ExitReason::LeaseExpired => deriver.finish(exit),
+        // The kill here, or a lease that ran out because no supervisor was
+        // there to renew it: either way the restart ended the attempt. A
+        // turn it interrupted was spent all the same, and is billed.
+        ended => deriver.finish_interrupted(restart_exit(
+            service.me.node.clone(),
+            runner,
+            attempt,
+            ended.as_ref(),
+        )),
+    });
+    record_transcript_end(recorder, runner, attempt, &start, reader.offset()).await?;
     let entries: Vec<NewEntry> = derived
         .iter()
         .map(|d| service.process_entry(&d.event, runner, attempt, d.version))
         .collect();
     recorder.record_once(&entries).await?;
-    if left.exit.is_none() {
-        let version = recorder.stream_version(&stream).await? + 1;
-        let exited = restart_exit(service.me.node.clone(), runner, attempt);
-        recorder
-            .record_once(&[service.process_entry(&exited, runner, attempt, version)])
-            .await?;
-    }
     tracing::warn!(%runner, attempt, "closed an attempt an earlier run left open");
     Ok(())
 }
 
-fn restart_exit(node: String, runner_id: uuid::Uuid, attempt: u32) -> ProcessEvent {
+/// Record the transcript's size and sha256 over its first `size` bytes;
+/// an unreadable file is logged and left unrecorded rather than keep the
+/// attempt from its outcome.
+async fn record_transcript_end(
+    recorder: &Recorder,
+    runner: uuid::Uuid,
+    attempt: u32,
+    start: &TranscriptStart,
+    size: u64,
+) -> Result<(), RegisterError> {
+    match transcripts::summarize(&start.path, size) {
+        Ok(summary) => {
+            transcripts::record_end(&recorder.pool, runner, attempt, &summary).await?;
+        }
+        Err(e) => tracing::warn!(%runner, attempt, error = %e, "cannot hash the transcript"),
+    }
+    Ok(())
+}
+
+/// The end of an attempt this node's absence ended: its own kill at
+/// registration (`lease_ended` None), or the shim's when the lease ran out
+/// while no supervisor renewed it (its record gives the code or signal).
+fn restart_exit(
+    node: String,
+    runner_id: uuid::Uuid,
+    attempt: u32,
+    lease_ended: Option<&ExitRecord>,
+) -> ProcessEvent {
+    let message = match lease_ended {
+        Some(_) => "the supervisor was away past the lease and the shim ended the agent",
+        None => "the supervisor restarted and ended the agent",
+    };
     ProcessEvent::Exited(ProcessExited {
         runner_id,
         attempt,
         node,
-        code: None,
-        signal: None,
+        code: lease_ended.and_then(|e| e.code),
+        signal: lease_ended.and_then(|e| e.signal),
         reason: SUPERVISOR_RESTART.to_owned(),
         outcome: "failed".to_owned(),
-        message: Some("the supervisor restarted and ended the agent".to_owned()),
+        message: Some(message.to_owned()),
         resets_at: None,
     })
 }

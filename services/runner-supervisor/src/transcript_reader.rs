@@ -1,7 +1,7 @@
 //! Reading an agent's transcript as it grows: whole lines only, from where
 //! the last read stopped (the offset lives in memory; after a restart the
-//! transcript is read again from the start, which the deterministic event
-//! ids make harmless).
+//! attempt's part is read again from its recorded start, which the
+//! deterministic event ids make harmless).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -17,7 +17,23 @@ pub struct TranscriptReader {
 impl TranscriptReader {
     /// A reader at the start of `path`.
     pub fn new(path: PathBuf) -> Self {
-        Self { path, offset: 0 }
+        Self::at(path, 0)
+    }
+
+    /// A reader of `path` from byte `offset` on: where an attempt's part
+    /// of a session's transcript starts.
+    pub fn at(path: PathBuf, offset: u64) -> Self {
+        Self { path, offset }
+    }
+
+    /// The file read.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The offset just past the last line returned.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     fn read_new(&self) -> std::io::Result<Vec<u8>> {
@@ -83,6 +99,19 @@ mod tests {
         assert_eq!(reader.complete_lines().unwrap(), vec!["{\"b\":2}"]);
         assert_eq!(reader.remaining_lines().unwrap(), vec!["{\"c\":3}"]);
         assert!(reader.remaining_lines().unwrap().is_empty());
+        assert_eq!(reader.offset(), std::fs::metadata(&path).unwrap().len());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_reader_from_an_offset_sees_only_what_follows_it() {
+        let dir = std::env::temp_dir().join(format!("stv-transcript-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.jsonl");
+        std::fs::write(&path, b"{\"first\":1}\n{\"second\":2}\n").unwrap();
+        let mut reader = TranscriptReader::at(path, 12);
+        assert_eq!(reader.complete_lines().unwrap(), vec!["{\"second\":2}"]);
+        assert_eq!(reader.offset(), 25);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

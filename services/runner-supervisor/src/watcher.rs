@@ -8,11 +8,12 @@
 
 use crate::active_runner::ActiveRunner;
 use crate::config::NodeSection;
-use crate::domain::transcript_events::STARTED_VERSION;
+use crate::domain::transcript_events::{AttemptIdentity, STARTED_VERSION};
 use crate::launch::{Launcher, renew_lease};
 use crate::node_store;
 use crate::offer_gate::OfferGate;
 use crate::recording::Recorder;
+use crate::transcripts;
 use std::collections::BTreeMap;
 use std::process::Child;
 use stratavore_events::process::{ProcessEvent, ProcessFailed};
@@ -107,17 +108,38 @@ impl Watcher {
         attempt: &node_store::LiveAttempt,
     ) -> Result<(), crate::recording::RecordError> {
         let started_at = BootInstant::now();
-        match self.launcher.launch(attempt) {
-            Ok(launched) => {
-                tracing::info!(runner = %attempt.runner_id, attempt = attempt.attempt,
-                    dir = %launched.dir.display(), "started a shim");
-                let runner = ActiveRunner::launched(
+        let launched = match self.launcher.transcript(attempt) {
+            Ok((paths, start)) => {
+                // Recorded before the spawn: a restart must know where this
+                // attempt's lines begin even if it dies right after.
+                transcripts::record_start(
+                    &self.recorder.pool,
                     attempt.runner_id,
                     attempt.attempt,
-                    self.node().id.clone(),
+                    &start,
+                )
+                .await?;
+                self.launcher
+                    .launch(attempt, &paths)
+                    .map(|launched| (launched, start))
+            }
+            Err(e) => Err(e),
+        };
+        match launched {
+            Ok((launched, transcript)) => {
+                tracing::info!(runner = %attempt.runner_id, attempt = attempt.attempt,
+                    dir = %launched.dir.display(), transcript = %transcript.path.display(),
+                    offset = transcript.offset, "started a shim");
+                let identity = AttemptIdentity {
+                    runner_id: attempt.runner_id,
+                    attempt: attempt.attempt,
+                    node: self.node().id.clone(),
+                };
+                let runner = ActiveRunner::launched(
+                    identity,
                     attempt.offer.session_id.clone(),
-                    launched.dir,
-                    launched.shim,
+                    launched,
+                    transcript,
                     started_at,
                 );
                 self.active

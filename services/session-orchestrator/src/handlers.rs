@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratavore_consumer::{Decider, HandleError, Projection};
-use stratavore_events::process::ProcessEvent;
+use stratavore_events::process::{NodeEvent, ProcessEvent};
 use stratavore_events::project::{ProjectCommand, ProjectEvent};
 use stratavore_events::runner::RunnerCommand;
 use stratavore_events::{Envelope, Message, MessageKind, TypeName};
@@ -71,7 +71,13 @@ impl Orchestrator {
             Some((project, version)) => (Some(project), version),
             None => (None, 0),
         };
-        let event = projects::decide(state.as_ref(), &command, message.id, &self.allowed_roots);
+        let event = projects::decide(
+            state.as_ref(),
+            &command,
+            message.id,
+            &self.allowed_roots,
+            self.runners.max_concurrent_per_project,
+        );
         Ok(vec![self.entry_for(&event, version + 1, message, &name)])
     }
 }
@@ -96,6 +102,13 @@ impl Decider for Orchestrator {
                         .await
                 }
             };
+        }
+        if is_of::<NodeEvent>(t) {
+            let NodeEvent::Registered(registered) =
+                NodeEvent::from_data(t, message.data.clone()).map_err(poison)?;
+            return self
+                .decide_node_registered(conn, message, &registered)
+                .await;
         }
         if is_of::<ProcessEvent>(t) {
             let event = ProcessEvent::from_data(t, message.data.clone()).map_err(poison)?;

@@ -22,21 +22,24 @@ pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<()
     let version = i64::try_from(entry.sequence).unwrap_or(i64::MAX);
     let query = match &event {
         ProjectEvent::Created(e) => sqlx::query(
-            "INSERT INTO projects (name, path, description, tags, archived, version)
-             VALUES ($1, $2, $3, $4, false, $5)",
+            "INSERT INTO projects (name, path, description, tags, archived, version, max_concurrent_runners)
+             VALUES ($1, $2, $3, $4, false, $5, $6)",
         )
         .bind(&e.name)
         .bind(&e.path)
         .bind(&e.description)
         .bind(&e.tags)
-        .bind(version),
+        .bind(version)
+        .bind(i32::try_from(e.max_concurrent_runners).unwrap_or(i32::MAX)),
         ProjectEvent::Updated(e) => sqlx::query(
-            "UPDATE projects SET description = $2, tags = $3, version = $4 WHERE name = $1",
+            "UPDATE projects SET description = $2, tags = $3, version = $4, max_concurrent_runners = $5
+             WHERE name = $1",
         )
         .bind(&e.name)
         .bind(&e.description)
         .bind(&e.tags)
-        .bind(version),
+        .bind(version)
+        .bind(i32::try_from(e.max_concurrent_runners).unwrap_or(i32::MAX)),
         ProjectEvent::Archived(e) => {
             sqlx::query("UPDATE projects SET archived = true, version = $2 WHERE name = $1")
                 .bind(&e.name)
@@ -47,6 +50,11 @@ pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<()
                 .bind(&e.name)
                 .bind(version)
         }
+        // An admission only moves the project's stream on: it is the
+        // token two racing launches contend for.
+        ProjectEvent::RunnerAdmitted(e) => sqlx::query("UPDATE projects SET version = $2 WHERE name = $1")
+            .bind(&e.name)
+            .bind(version),
         ProjectEvent::Rejected(_) => return Ok(()),
     };
     query
@@ -62,7 +70,8 @@ pub async fn load_project(
     name: &str,
 ) -> Result<Option<(Project, u64)>, StoreError> {
     let row = sqlx::query(
-        "SELECT name, path, description, tags, archived, version FROM projects WHERE name = $1",
+        "SELECT name, path, description, tags, archived, version, max_concurrent_runners
+         FROM projects WHERE name = $1",
     )
     .bind(name)
     .fetch_optional(conn)
@@ -76,6 +85,7 @@ pub async fn load_project(
                 description: r.get(2),
                 tags: r.get(3),
                 archived: r.get(4),
+                max_concurrent_runners: u32::try_from(r.get::<i32, _>(6)).unwrap_or(0),
             },
             u64::try_from(r.get::<i64, _>(5)).unwrap_or(0),
         )

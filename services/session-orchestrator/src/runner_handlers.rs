@@ -13,6 +13,7 @@ use stratavore_consumer::HandleError;
 use stratavore_events::process::{
     ClaimAnswer, DesiredState, OfferAttempt, ProcessCommand, ProcessEvent, address, root_key,
 };
+use stratavore_events::project::{ProjectEvent, RunnerAdmitted};
 use stratavore_events::runner::{LaunchRunner, RunnerEvent, Want};
 use stratavore_events::{Envelope, Message};
 use stratavore_store::NewEntry;
@@ -206,9 +207,9 @@ impl Orchestrator {
             .caused_by(message);
             return Ok(vec![entry]);
         }
-        let project = projections::load_project(conn, &cmd.project)
-            .await?
-            .map(|(p, _)| p);
+        let loaded = projections::load_project(conn, &cmd.project).await?;
+        let project_version = loaded.as_ref().map_or(0, |(_, v)| *v);
+        let project = loaded.map(|(p, _)| p);
         let active_runners = runner_store::active_runners(conn, &cmd.project).await?;
         let latest_resumable = runner_store::latest_resumable(conn, &cmd.project)
             .await?
@@ -222,7 +223,6 @@ impl Orchestrator {
         let facts = LaunchFacts {
             project,
             active_runners,
-            max_concurrent: i64::from(self.runners.max_concurrent_per_project),
             profile_known: self.runners.profiles.iter().any(|p| p == &cmd.profile),
             latest_resumable,
             named_session,
@@ -245,7 +245,26 @@ impl Orchestrator {
                 let runner = runners::apply(None, &approved_event).ok_or_else(|| {
                     HandleError::Message("an approval that makes no runner".into())
                 })?;
-                let mut entries = vec![self.entry(&approved_event, cmd.runner_id, 1, message)];
+                // The admission takes the project's next version: a launch
+                // deciding at the same time on the same version conflicts
+                // and decides again, so the last slot is taken once.
+                let admitted = ProjectEvent::RunnerAdmitted(RunnerAdmitted {
+                    command_id: message.id,
+                    name: cmd.project.clone(),
+                    runner_id: cmd.runner_id,
+                });
+                let mut entries = vec![
+                    NewEntry::of(
+                        &admitted,
+                        SOURCE,
+                        crate::handlers::project_stream(&cmd.project),
+                        project_version + 1,
+                        cmd.project.clone(),
+                        self.clock.now(),
+                    )
+                    .caused_by(message),
+                    self.entry(&approved_event, cmd.runner_id, 1, message),
+                ];
                 let offered = RunnerEvent::Offered(stratavore_events::runner::AttemptOffered {
                     runner_id: runner.id,
                     attempt: 1,
@@ -418,6 +437,27 @@ impl Orchestrator {
         };
         let decision = runners::decide_fact(&runner, fact, self.now_ms(), self.policy());
         Ok(self.decision_entries(&runner, version, decision, cause))
+    }
+
+    /// A node registered: attempts its older incarnations claimed and never
+    /// started are offered again as the next attempt.
+    pub(crate) async fn decide_node_registered(
+        &self,
+        conn: &mut PgConnection,
+        message: &Envelope,
+        registered: &stratavore_events::process::NodeRegistered,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        let mut entries = Vec::new();
+        for runner_id in runner_store::starting_on(conn, &registered.node).await? {
+            let fact = Fact::NodeReincarnated {
+                node: registered.node.clone(),
+                incarnation: registered.incarnation,
+                fresh_session_id: Uuid::new_v4().to_string(),
+                launch_deadline_ms: self.launch_deadline_ms(),
+            };
+            entries.extend(self.decide_fact_for(conn, message, runner_id, fact).await?);
+        }
+        Ok(entries)
     }
 
     /// A due timer: the launch timed out, or a wait is over.

@@ -326,3 +326,14 @@ fn due_timer(r: &sqlx::postgres::PgRow) -> DueTimer {
         attempt: u32::try_from(r.get::<i32, _>(2)).unwrap_or(0),
     }
 }
+
+/// Runners whose current attempt was placed on `node` and has not started.
+pub async fn starting_on(conn: &mut PgConnection, node: &str) -> Result<Vec<Uuid>, StoreError> {
+    sqlx::query_scalar(
+        "SELECT runner_id FROM runners WHERE node = $1 AND state = 'starting' ORDER BY runner_id",
+    )
+    .bind(node)
+    .fetch_all(conn)
+    .await
+    .map_err(StoreError::new("finding a node's unstarted runners"))
+}

@@ -31,6 +31,8 @@ fn spec() -> ShimSpec {
         stdin: StdinSource::Prompt,
         term_grace_ms: 10_000,
         lease_grace_ms: 1_000,
+        stdout_path: None,
+        stderr_path: None,
     }
 }
 
@@ -49,6 +51,37 @@ fn spec_without_lease_grace_gets_the_default() {
     let parsed: ShimSpec = serde_json::from_str(json).expect("parse");
     assert_eq!(parsed.lease_grace_ms, 5_000);
     assert_eq!(parsed.stdin, StdinSource::Null);
+}
+
+#[test]
+fn a_spec_without_transcript_paths_keeps_them_in_the_runner_directory() {
+    let json = r#"{"argv":["a"],"cwd":"/","env":{},"runner":"r","attempt":1,
+        "node":"n","stdin":"null","term_grace_ms":10000}"#;
+    let parsed: ShimSpec = serde_json::from_str(json).expect("parse");
+    let dir = Path::new("/data/runners/r/1");
+    assert_eq!(parsed.stdout_file(dir), dir.join(STDOUT_FILE));
+    assert_eq!(parsed.stderr_file(dir), dir.join(STDERR_FILE));
+    // Old readers must not see fields they do not know.
+    let written = serde_json::to_string(&parsed).expect("json");
+    assert!(!written.contains("stdout_path"), "{written}");
+}
+
+#[test]
+fn transcript_paths_are_absolute_or_taken_from_the_runner_directory() {
+    let dir = Path::new("/data/runners/r/1");
+    let named = ShimSpec {
+        stdout_path: Some("/data/sessions/s.jsonl".into()),
+        stderr_path: Some("err.log".into()),
+        ..spec()
+    };
+    assert_eq!(
+        named.stdout_file(dir),
+        PathBuf::from("/data/sessions/s.jsonl")
+    );
+    assert_eq!(named.stderr_file(dir), dir.join("err.log"));
+    let dir = ScratchDir::new("paths");
+    named.write(&dir.0).expect("write");
+    assert_eq!(ShimSpec::read(&dir.0).expect("read"), named);
 }
 
 #[test]

@@ -8,9 +8,7 @@ use std::process::{Command, Stdio};
 
 use rustix::process::Pid;
 
-use crate::runner_dir::{
-    NODE_ENV, PROMPT_FILE, RUNNER_MARK_ENV, STDERR_FILE, STDOUT_FILE, ShimSpec, StdinSource,
-};
+use crate::runner_dir::{NODE_ENV, PROMPT_FILE, RUNNER_MARK_ENV, ShimSpec, StdinSource};
 
 /// The agent could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +41,12 @@ pub enum SpawnError {
 /// Starts the agent and returns its pid. The agent gets its own process
 /// group (also the group's id is its pid) and exactly the spec's environment
 /// plus the two marks. Its stdout and stderr are the transcript files
-/// themselves, opened for appending, so the shim never copies a byte and a
+/// themselves (the spec's, else the runner directory's), opened for appending, so the shim never copies a byte and a
 /// shim that dies loses no output.
 pub fn spawn_agent(dir: &Path, spec: &ShimSpec) -> Result<Pid, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
-    let stdout = open_transcript(&dir.join(STDOUT_FILE))?;
-    let stderr = open_transcript(&dir.join(STDERR_FILE))?;
+    let stdout = open_transcript(&spec.stdout_file(dir))?;
+    let stderr = open_transcript(&spec.stderr_file(dir))?;
     let stdin = match spec.stdin {
         // The prompt file itself is the agent's stdin: the agent reads its
         // bytes and then end of file, as if they came down a pipe that the

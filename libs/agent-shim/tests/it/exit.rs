@@ -29,6 +29,29 @@ fn an_agent_exit_code_is_recorded_with_its_output_unchanged_and_the_prompt_on_a_
 }
 
 #[test]
+fn output_goes_to_the_transcript_files_the_spec_names_appended_to_what_is_there() {
+    let mut run = ShimRun::new("named-transcript");
+    let sessions = run.dir.join("sessions");
+    fs::create_dir_all(&sessions).expect("sessions dir");
+    let (out, err) = (sessions.join("s.jsonl"), sessions.join("s.stderr.log"));
+    fs::write(&out, "{\"earlier\":1}\n").expect("earlier attempt");
+    let mut spec = run.spec("echo '{\"later\":2}'; echo oops >&2");
+    spec.stdout_path = Some(out.clone());
+    spec.stderr_path = Some(err.clone());
+    run.start(&spec);
+
+    let record = run.wait_exit(PROMPTLY);
+
+    assert_eq!(record.code, Some(0));
+    assert_eq!(
+        fs::read_to_string(&out).expect("stdout"),
+        "{\"earlier\":1}\n{\"later\":2}\n"
+    );
+    assert_eq!(fs::read_to_string(&err).expect("stderr"), "oops\n");
+    assert!(!run.dir.join(runner_dir::STDOUT_FILE).exists());
+}
+
+#[test]
 fn the_agent_gets_exactly_the_spec_environment_its_own_group_and_the_shims_session() {
     let mut run = ShimRun::new("environment");
     let mut spec = run.spec(

@@ -55,6 +55,8 @@ impl ShimRun {
             stdin: StdinSource::Null,
             term_grace_ms: 300,
             lease_grace_ms: 60_000,
+            stdout_path: None,
+            stderr_path: None,
         }
     }
 

@@ -50,6 +50,7 @@ fn every_payload_example_validates_against_its_checked_in_schema() {
                 path: "/srv/web".into(),
                 description: Some("d".into()),
                 tags: vec![],
+                max_concurrent_runners: 5,
             });
             (m.type_name().to_owned(), m.to_data())
         },
@@ -59,6 +60,7 @@ fn every_payload_example_validates_against_its_checked_in_schema() {
                 path: "/srv/web".into(),
                 description: None,
                 tags: vec!["x".into()],
+                max_concurrent_runners: None,
             });
             (m.type_name().to_owned(), m.to_data())
         },

@@ -26,6 +26,8 @@ pub(super) struct CreateBody {
     description: Option<String>,
     #[serde(default)]
     tags: Vec<String>,
+    #[serde(default)]
+    max_concurrent_runners: Option<u32>,
 }
 
 /// `PATCH /api/v1/projects/{name}` body.
@@ -36,6 +38,8 @@ pub(super) struct UpdateBody {
     description: Option<String>,
     #[serde(default)]
     tags: Option<Vec<String>>,
+    #[serde(default)]
+    max_concurrent_runners: Option<u32>,
 }
 
 /// What the gateway can tell at once, before the orchestrator decides the
@@ -120,6 +124,7 @@ pub(super) async fn create(
         path: body.path,
         description: body.description,
         tags: body.tags,
+        max_concurrent_runners: body.max_concurrent_runners,
     });
     submit(
         api,
@@ -145,6 +150,7 @@ pub(super) async fn update(
         name: name.clone(),
         description: body.description,
         tags: body.tags,
+        max_concurrent_runners: body.max_concurrent_runners,
     });
     submit(api, command, &name, key.as_deref(), wait, StatusCode::OK).await
 }

@@ -28,6 +28,7 @@ pub fn project_created(stream: &str, version: u64) -> NewEntry {
         path: format!("/srv/{stream}"),
         description: None,
         tags: vec![],
+        max_concurrent_runners: 5,
     });
     NewEntry {
         envelope: Envelope {

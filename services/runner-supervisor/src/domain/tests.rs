@@ -382,3 +382,36 @@ fn a_model_missing_from_the_table_is_priced_as_an_estimate_and_counted() {
     // The default row is Opus's: five times Sonnet's rates.
     assert_usd(usages(&events)[0].cost_usd, 5.0 * 0.022_968_45);
 }
+
+#[test]
+fn an_attempt_killed_mid_turn_bills_the_open_turn_then_ends_in_the_given_exit() {
+    let without_result: String = TWO_TURNS
+        .lines()
+        .filter(|line| !line.contains("\"type\":\"result\""))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let mut d = deriver();
+    let mut events = feed(&mut d, &without_result);
+    let restart = ProcessEvent::Exited(ProcessExited {
+        runner_id: RUNNER,
+        attempt: ATTEMPT,
+        node: "node-a".to_owned(),
+        code: None,
+        signal: None,
+        reason: "supervisor_restart".to_owned(),
+        outcome: "failed".to_owned(),
+        message: None,
+        resets_at: None,
+    });
+    events.extend(d.finish_interrupted(restart.clone()));
+    assert_eq!(
+        usages(&events).len(),
+        2,
+        "the open second turn is billed too"
+    );
+    let last = events.last().map(|e| e.event.clone());
+    assert_eq!(last, Some(restart.clone()));
+    assert!(d.is_finished());
+    assert!(d.finish_interrupted(restart).is_empty(), "the stream ended");
+    assert!(d.finish(&exited_with(0)).is_empty(), "the stream ended");
+}

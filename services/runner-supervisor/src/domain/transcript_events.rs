@@ -149,6 +149,21 @@ impl TranscriptDeriver {
         events
     }
 
+    /// Ends the transcript of an attempt whose end no shim recorded (this
+    /// node killed it when it registered again): a turn left open is still
+    /// billed, as in [`Self::finish`], then `exited` closes the stream.
+    /// Calling it again, or after [`Self::finish`], gives nothing.
+    pub fn finish_interrupted(&mut self, exited: ProcessEvent) -> Vec<DerivedEvent> {
+        if self.finished {
+            return Vec::new();
+        }
+        let facts = self.parser.finish();
+        let mut events = self.derive(facts);
+        events.push(self.next(exited));
+        self.finished = true;
+        events
+    }
+
     /// The attempt this deriver derives for.
     #[must_use]
     pub fn identity(&self) -> &AttemptIdentity {

@@ -12,8 +12,6 @@ pub struct LaunchFacts {
     pub project: Option<Project>,
     /// Runners of the project that have not ended.
     pub active_runners: i64,
-    /// The project's limit.
-    pub max_concurrent: i64,
     /// Whether the profile is configured.
     pub profile_known: bool,
     /// With `continue`: the project's latest resumable session not in use.
@@ -74,13 +72,14 @@ pub fn decide_launch(
     if cmd.prompt.is_empty() {
         return reject("empty_prompt", Some("prompt"), "the prompt is empty".into());
     }
-    if facts.active_runners >= facts.max_concurrent {
+    let quota = i64::from(project.max_concurrent_runners);
+    if facts.active_runners >= quota {
         return reject(
             "quota_reached",
             None,
             format!(
-                "{} already runs {} of its {} runners",
-                cmd.project, facts.active_runners, facts.max_concurrent
+                "{} already runs {} of its {quota} runners",
+                cmd.project, facts.active_runners
             ),
         );
     }
@@ -190,9 +189,9 @@ mod tests {
                 description: None,
                 tags: vec![],
                 archived: false,
+                max_concurrent_runners: 5,
             }),
             active_runners: 0,
-            max_concurrent: 5,
             profile_known: true,
             latest_resumable: None,
             named_session: None,

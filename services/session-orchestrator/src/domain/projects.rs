@@ -30,7 +30,12 @@ pub struct Project {
     pub tags: Vec<String>,
     /// Archived projects take no new launches.
     pub archived: bool,
+    /// Runners it may have at once.
+    pub max_concurrent_runners: u32,
 }
+
+/// The largest runner quota a project may ask for.
+pub const MAX_RUNNER_QUOTA: u32 = 1000;
 
 /// Fold one event into the state.
 pub fn apply(state: Option<Project>, event: &ProjectEvent) -> Option<Project> {
@@ -41,10 +46,12 @@ pub fn apply(state: Option<Project>, event: &ProjectEvent) -> Option<Project> {
             description: e.description.clone(),
             tags: e.tags.clone(),
             archived: false,
+            max_concurrent_runners: e.max_concurrent_runners,
         }),
         ProjectEvent::Updated(e) => state.map(|p| Project {
             description: e.description.clone(),
             tags: e.tags.clone(),
+            max_concurrent_runners: e.max_concurrent_runners,
             ..p
         }),
         ProjectEvent::Archived(_) => state.map(|p| Project {
@@ -55,7 +62,7 @@ pub fn apply(state: Option<Project>, event: &ProjectEvent) -> Option<Project> {
             archived: false,
             ..p
         }),
-        ProjectEvent::Rejected(_) => state,
+        ProjectEvent::Rejected(_) | ProjectEvent::RunnerAdmitted(_) => state,
     }
 }
 
@@ -126,12 +133,25 @@ fn check_details(
     None
 }
 
+fn check_quota(command_id: Uuid, name: &str, quota: Option<u32>) -> Option<ProjectEvent> {
+    quota.filter(|q| *q == 0 || *q > MAX_RUNNER_QUOTA).map(|_| {
+        reject(
+            command_id,
+            name,
+            "invalid_quota",
+            Some("max_concurrent_runners"),
+            format!("a project runs 1 to {MAX_RUNNER_QUOTA} runners at once"),
+        )
+    })
+}
+
 /// Decide a command against the current state of its project.
 pub fn decide(
     state: Option<&Project>,
     command: &ProjectCommand,
     command_id: Uuid,
     roots: &[PathBuf],
+    default_max_concurrent: u32,
 ) -> ProjectEvent {
     let name = target(command);
     if let Err(why) = validate_project_name(name) {
@@ -149,6 +169,7 @@ pub fn decide(
                 path,
                 description,
                 tags,
+                max_concurrent_runners,
                 ..
             }),
             None,
@@ -158,6 +179,9 @@ pub fn decide(
             {
                 return rejection;
             }
+            if let Some(rejection) = check_quota(command_id, name, *max_concurrent_runners) {
+                return rejection;
+            }
             match inside_allowed_roots(path, roots) {
                 Ok(normalised) => ProjectEvent::Created(ProjectCreated {
                     command_id,
@@ -165,6 +189,8 @@ pub fn decide(
                     path: normalised.display().to_string(),
                     description: description.clone(),
                     tags: tags.clone(),
+                    max_concurrent_runners: max_concurrent_runners
+                        .unwrap_or(default_max_concurrent),
                 }),
                 Err(e) => {
                     let reason = match e {
@@ -192,7 +218,10 @@ pub fn decide(
         ),
         (
             ProjectCommand::Update(UpdateProject {
-                description, tags, ..
+                description,
+                tags,
+                max_concurrent_runners,
+                ..
             }),
             Some(p),
         ) => {
@@ -201,11 +230,15 @@ pub fn decide(
             {
                 return rejection;
             }
+            if let Some(rejection) = check_quota(command_id, name, *max_concurrent_runners) {
+                return rejection;
+            }
             ProjectEvent::Updated(ProjectUpdated {
                 command_id,
                 name: name.to_owned(),
                 description: description.clone().or_else(|| p.description.clone()),
                 tags: tags.clone().unwrap_or_else(|| p.tags.clone()),
+                max_concurrent_runners: max_concurrent_runners.unwrap_or(p.max_concurrent_runners),
             })
         }
         (ProjectCommand::Archive(_), Some(p)) if p.archived => reject(
@@ -261,6 +294,7 @@ mod tests {
             path: path.into(),
             description: None,
             tags: vec!["a".into()],
+            max_concurrent_runners: None,
         })
     }
 
@@ -282,6 +316,7 @@ mod tests {
             &create("web", "/srv/projects/./web/"),
             Uuid::nil(),
             &roots(),
+            5,
         );
         match e {
             ProjectEvent::Created(c) => assert_eq!(c.path, "/srv/projects/web"),
@@ -296,6 +331,7 @@ mod tests {
             &create("web", "/srv/projects/web"),
             Uuid::nil(),
             &roots(),
+            5,
         )]);
         let cases = [
             (
@@ -321,7 +357,7 @@ mod tests {
         ];
         for (state, cmd, expected) in cases {
             assert_eq!(
-                reason(&decide(state, &cmd, Uuid::nil(), &roots())),
+                reason(&decide(state, &cmd, Uuid::nil(), &roots(), 5)),
                 Some(expected),
                 "{cmd:?}"
             );
@@ -336,6 +372,7 @@ mod tests {
             &create("web", "/srv/projects/web"),
             Uuid::nil(),
             &roots(),
+            5,
         )];
         let archive = ProjectCommand::Archive(r("web"));
         events.push(decide(
@@ -343,15 +380,17 @@ mod tests {
             &archive,
             Uuid::nil(),
             &roots(),
+            5,
         ));
         assert!(given(&events).unwrap().archived);
-        let again = decide(given(&events).as_ref(), &archive, Uuid::nil(), &roots());
+        let again = decide(given(&events).as_ref(), &archive, Uuid::nil(), &roots(), 5);
         assert_eq!(reason(&again), Some(("already_archived", None)));
         events.push(decide(
             given(&events).as_ref(),
             &ProjectCommand::Unarchive(r("web")),
             Uuid::nil(),
             &roots(),
+            5,
         ));
         assert!(!given(&events).unwrap().archived);
     }
@@ -363,13 +402,15 @@ mod tests {
             &create("web", "/srv/projects/web"),
             Uuid::nil(),
             &roots(),
+            5,
         )]);
         let update = ProjectCommand::Update(UpdateProject {
             name: "web".into(),
             description: Some("d".into()),
             tags: None,
+            max_concurrent_runners: None,
         });
-        match decide(state.as_ref(), &update, Uuid::nil(), &roots()) {
+        match decide(state.as_ref(), &update, Uuid::nil(), &roots(), 5) {
             ProjectEvent::Updated(u) => {
                 assert_eq!(u.description.as_deref(), Some("d"));
                 assert_eq!(u.tags, vec!["a".to_owned()]);
@@ -377,7 +418,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            reason(&decide(None, &update, Uuid::nil(), &roots())),
+            reason(&decide(None, &update, Uuid::nil(), &roots(), 5)),
             Some(("not_found", None))
         );
     }
@@ -389,10 +430,48 @@ mod tests {
             path: "/srv/projects/web".into(),
             description: None,
             tags: vec!["ok".into(), String::new()],
+            max_concurrent_runners: None,
         });
         assert_eq!(
-            reason(&decide(None, &cmd, Uuid::nil(), &roots())),
+            reason(&decide(None, &cmd, Uuid::nil(), &roots(), 5)),
             Some(("invalid_tags", Some("tags[1]")))
         );
+    }
+
+    #[test]
+    fn a_projects_runner_quota_defaults_is_bounded_and_can_be_changed() {
+        let created = decide(
+            None,
+            &create("web", "/srv/projects/web"),
+            Uuid::nil(),
+            &roots(),
+            7,
+        );
+        let state = given(std::slice::from_ref(&created));
+        assert_eq!(
+            state.as_ref().map(|p| p.max_concurrent_runners),
+            Some(7),
+            "the default applies"
+        );
+        let zero = ProjectCommand::Create(CreateProject {
+            name: "z".into(),
+            path: "/srv/projects/z".into(),
+            description: None,
+            tags: vec![],
+            max_concurrent_runners: Some(0),
+        });
+        assert_eq!(
+            reason(&decide(None, &zero, Uuid::nil(), &roots(), 5)),
+            Some(("invalid_quota", Some("max_concurrent_runners")))
+        );
+        let raise = ProjectCommand::Update(UpdateProject {
+            name: "web".into(),
+            description: None,
+            tags: None,
+            max_concurrent_runners: Some(12),
+        });
+        let updated = decide(state.as_ref(), &raise, Uuid::nil(), &roots(), 5);
+        let after = given(&[created, updated]);
+        assert_eq!(after.map(|p| p.max_concurrent_runners), Some(12));
     }
 }

@@ -376,6 +376,18 @@ pub enum Fact {
         /// The attempt.
         attempt: u32,
     },
+    /// A node registered again with a new incarnation: an attempt its old
+    /// incarnation claimed and never started will never start.
+    NodeReincarnated {
+        /// The node.
+        node: String,
+        /// Its new incarnation.
+        incarnation: Uuid,
+        /// A session id to start afresh under, when the session is not bound.
+        fresh_session_id: String,
+        /// When the next attempt's launch times out (unix milliseconds).
+        launch_deadline_ms: i64,
+    },
     /// The restart backoff (or the quota wait) is over.
     WaitOver {
         /// The attempt that ended.
@@ -520,35 +532,55 @@ pub fn decide_fact(r: &Runner, fact: Fact, now_ms: i64, policy: RestartPolicy) -
                 }
             }
         }
+        Fact::NodeReincarnated {
+            node,
+            incarnation,
+            fresh_session_id,
+            launch_deadline_ms,
+        } => {
+            let stranded = r.state == S::Starting
+                && r.placement
+                    .as_ref()
+                    .is_some_and(|(n, inc)| *n == node && *inc != incarnation);
+            if stranded {
+                // Claimed by an incarnation that is gone and never started:
+                // offer it again as the next attempt.
+                reoffer(r, &mut d, fresh_session_id, launch_deadline_ms);
+            }
+        }
         Fact::WaitOver {
             attempt,
             fresh_session_id,
             launch_deadline_ms,
         } => {
             if attempt == r.attempt && matches!(r.state, S::Restarting | S::WaitingQuota) {
-                // Resume the agent's session when a first turn was saved;
-                // else start afresh under a new id, never a failing resume.
-                let resume = r.session_bound;
-                let session_id = if resume {
-                    r.session_id.clone()
-                } else {
-                    fresh_session_id
-                };
-                d.events.push(RunnerEvent::Offered(AttemptOffered {
-                    runner_id: r.id,
-                    attempt: attempt + 1,
-                    resume,
-                    session_id,
-                    launch_deadline_ms,
-                }));
-                d.effects.push(Effect::Offer {
-                    attempt: attempt + 1,
-                    resume,
-                });
+                reoffer(r, &mut d, fresh_session_id, launch_deadline_ms);
             }
         }
     }
     d
+}
+
+/// Offer the next attempt: resuming the agent's session when a first turn
+/// was saved, else starting afresh under a new id, never a failing resume.
+fn reoffer(r: &Runner, d: &mut Decision, fresh_session_id: String, launch_deadline_ms: i64) {
+    let resume = r.session_bound;
+    let session_id = if resume {
+        r.session_id.clone()
+    } else {
+        fresh_session_id
+    };
+    d.events.push(RunnerEvent::Offered(AttemptOffered {
+        runner_id: r.id,
+        attempt: r.attempt + 1,
+        resume,
+        session_id,
+        launch_deadline_ms,
+    }));
+    d.effects.push(Effect::Offer {
+        attempt: r.attempt + 1,
+        resume,
+    });
 }
 
 /// The one durable timer a runner has at a time, as its events set it.

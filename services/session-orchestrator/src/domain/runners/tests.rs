@@ -520,3 +520,44 @@ fn each_runner_has_at_most_one_timer_set_and_cleared_by_its_events() {
         }
     );
 }
+
+#[test]
+fn an_attempt_claimed_by_an_old_incarnation_and_never_started_is_offered_again() {
+    let mut h = vec![approved(0), offered(1, false, "s-1")];
+    let (n, old) = node();
+    let d = decide_fact(
+        &given(&h),
+        Fact::Claimed {
+            attempt: 1,
+            node: n.clone(),
+            incarnation: old,
+        },
+        0,
+        POLICY,
+    );
+    let r = then(&mut h, &d);
+    let fresh = Uuid::from_u128(99);
+    let reincarnated = |node: &str, incarnation: Uuid, session: &str| Fact::NodeReincarnated {
+        node: node.into(),
+        incarnation,
+        fresh_session_id: session.into(),
+        launch_deadline_ms: DEADLINE,
+    };
+    let same = decide_fact(&r, reincarnated(&n, old, "x"), 0, POLICY);
+    assert_eq!(
+        same,
+        Decision::default(),
+        "the same incarnation registering again strands nothing"
+    );
+    let other_node = decide_fact(&r, reincarnated("node-b", fresh, "x"), 0, POLICY);
+    assert_eq!(other_node, Decision::default());
+    let d = decide_fact(&r, reincarnated(&n, fresh, "s-2"), 0, POLICY);
+    assert_eq!(d.events, vec![offered(2, false, "s-2")]);
+    assert_eq!(
+        d.effects,
+        vec![Effect::Offer {
+            attempt: 2,
+            resume: false
+        }]
+    );
+}

@@ -7,6 +7,23 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Every state a runner can be in, as the API and metrics name them (the
+/// orchestrator's state machine decides which it is in).
+pub const RUNNER_STATES: &[&str] = &[
+    "requested",
+    "starting",
+    "running",
+    "paused",
+    "stopping",
+    "restarting",
+    "waiting_quota",
+    "exited",
+    "failed",
+    "lost",
+    "rejected",
+    "cancelled",
+];
+
 /// How a launch picks its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

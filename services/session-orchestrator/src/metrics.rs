@@ -19,20 +19,7 @@ pub const LAUNCHES_TOTAL: &str = "stratavore_launches_total";
 
 /// The states the gauge always reports (0 when none is in it), so a
 /// dashboard's series do not vanish.
-const STATES: &[&str] = &[
-    "requested",
-    "starting",
-    "running",
-    "paused",
-    "stopping",
-    "restarting",
-    "waiting_quota",
-    "exited",
-    "failed",
-    "lost",
-    "rejected",
-    "cancelled",
-];
+const STATES: &[&str] = stratavore_events::runner::RUNNER_STATES;
 
 /// Refresh the runners-by-state gauge every `interval` until shutdown.
 pub async fn runners_by_state(pool: sqlx::PgPool, interval: Duration, shutdown: Shutdown) {

@@ -261,20 +261,7 @@ pub(super) struct ListQuery {
 }
 
 /// The states a runner can be in (a filter outside them names nothing).
-const STATES: &[&str] = &[
-    "requested",
-    "starting",
-    "running",
-    "paused",
-    "stopping",
-    "restarting",
-    "waiting_quota",
-    "exited",
-    "failed",
-    "lost",
-    "rejected",
-    "cancelled",
-];
+const STATES: &[&str] = stratavore_events::runner::RUNNER_STATES;
 
 pub(super) async fn list(
     State(state): State<ApiState>,

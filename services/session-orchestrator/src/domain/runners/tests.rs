@@ -561,3 +561,33 @@ fn an_attempt_claimed_by_an_old_incarnation_and_never_started_is_offered_again()
         }]
     );
 }
+
+#[test]
+fn the_published_state_names_are_exactly_the_state_machines() {
+    use RunnerState as S;
+    let all = [
+        S::Requested,
+        S::Starting,
+        S::Running,
+        S::Paused,
+        S::Stopping,
+        S::Restarting,
+        S::WaitingQuota,
+        S::Exited,
+        S::Failed,
+        S::Lost,
+        S::Rejected,
+        S::Cancelled,
+    ];
+    let names: Vec<String> = all
+        .iter()
+        .map(|s| {
+            serde_json::to_value(s)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names, stratavore_events::runner::RUNNER_STATES);
+}

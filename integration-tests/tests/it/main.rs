@@ -9,6 +9,7 @@ mod projects_api;
 mod provisioning;
 mod rebuild;
 mod roles;
+mod runner_e2e;
 mod runners_api;
 mod supervisor_e2e;
 mod supervisor_faults;

@@ -458,3 +458,54 @@ async fn an_attempt_claimed_by_a_node_that_registers_again_before_starting_it_is
     assert_eq!(offer["attempt"], 2, "the stranded attempt is offered again");
     stop_all(env, shutdowns).await;
 }
+
+/// A runner waiting to restart still holds its slot: a launch racing that
+/// restart for the project's last slot is refused, and only the restart
+/// runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_a_launch_racing_a_restart_for_the_last_slot_is_refused_and_only_the_restart_runs() {
+    let (env, shutdowns) = stack_with(|c| {
+        c.runners.max_concurrent_per_project = 1;
+        c.runners.restart_base_ms = 800;
+    })
+    .await;
+    let mut node = FakeNode::register(&env).await;
+    let first = Uuid::now_v7();
+    node.send(&launch(first, "web")).await;
+    node.next_offer().await;
+    node.report(first, 1, node.claim(first, 1)).await;
+    node.next_control().await;
+    node.report(first, 1, started(first, 1)).await;
+    wait_state(&env, first, "running").await;
+    node.report(first, 1, exited(first, 1, "failed", 3)).await;
+    wait_state(&env, first, "restarting").await;
+
+    let second = Uuid::now_v7();
+    node.send(&launch(second, "web")).await;
+    let (kind, offer) = node.next_offer().await;
+    assert_eq!(kind, "io.stratavore.command.process.offer.v1");
+    assert_eq!(
+        offer["runner_id"],
+        first.to_string(),
+        "only the restart is offered"
+    );
+    assert_eq!(offer["attempt"], 2);
+    let pool = env.db.admin_pool().await.unwrap();
+    let reason: String = wait_until("the racing launch's rejection", Duration::from_secs(20), || async {
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT data->>'reason' FROM orchestrator.log WHERE type = 'io.stratavore.runner.launch_rejected.v1'",
+        )
+        .fetch_optional(&pool)
+        .await?)
+    })
+    .await
+    .unwrap();
+    assert_eq!(reason, "quota_reached");
+    assert_eq!(
+        runner_state(&env, second).await,
+        None,
+        "the racing launch made no runner"
+    );
+    pool.close().await;
+    stop_all(env, shutdowns).await;
+}

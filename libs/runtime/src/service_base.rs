@@ -119,6 +119,7 @@ pub async fn start_service_base(
     service: &str,
     config: &ServiceConfig,
     extra_routes: Option<axum::Router>,
+    pending_checks: &[&'static str],
     shutdown: &Shutdown,
 ) -> Result<Option<ServiceBase>, ServiceStartError> {
     let db =
@@ -126,6 +127,12 @@ pub async fn start_service_base(
     let readiness = Readiness::new();
     readiness.set("database", false, "not connected yet");
     readiness.set("broker", false, "not connected yet");
+    // Checks the service sets once its own start is done (its consumer, a
+    // node's registration), not ready until then, so `/readyz` never says
+    // ready between this base and the service's own start.
+    for check in pending_checks {
+        readiness.set(check, false, "starting");
+    }
     let server = serve_health(
         config.http.listen,
         readiness.clone(),

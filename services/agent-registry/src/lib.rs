@@ -21,5 +21,5 @@ pub async fn start(
     config: RegistryConfig,
     shutdown: Shutdown,
 ) -> Result<Option<ServiceBase>, ServiceStartError> {
-    start_service_base(SERVICE, &config.0, None, &shutdown).await
+    start_service_base(SERVICE, &config.0, None, &[], &shutdown).await
 }

@@ -56,7 +56,14 @@ pub async fn start(
         .allowed_hosts()
         .map_err(|e| ServiceStartError::Config(Box::new(e)))?;
     let routes = api::router(state.clone(), allowed);
-    let Some(base) = start_service_base(SERVICE, &config.base, Some(routes), &shutdown).await?
+    let Some(base) = start_service_base(
+        SERVICE,
+        &config.base,
+        Some(routes),
+        &["consumer"],
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(None);
     };

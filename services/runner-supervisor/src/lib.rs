@@ -93,7 +93,15 @@ pub async fn start(
     config: SupervisorConfig,
     shutdown: Shutdown,
 ) -> Result<Option<ServiceBase>, StartError> {
-    let Some(base) = start_service_base(SERVICE, &config.base, None, &shutdown).await? else {
+    let Some(base) = start_service_base(
+        SERVICE,
+        &config.base,
+        None,
+        &["registration", "consumer"],
+        &shutdown,
+    )
+    .await?
+    else {
         return Ok(None);
     };
     let service = Arc::new(supervisor(&config, Uuid::now_v7()));

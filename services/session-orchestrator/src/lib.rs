@@ -52,7 +52,9 @@ pub async fn start(
     config: OrchestratorConfig,
     shutdown: Shutdown,
 ) -> Result<Option<ServiceBase>, ServiceStartError> {
-    let Some(base) = start_service_base(SERVICE, &config.base, None, &shutdown).await? else {
+    let Some(base) =
+        start_service_base(SERVICE, &config.base, None, &["consumer"], &shutdown).await?
+    else {
         return Ok(None);
     };
     let drainer = drainer(&config, base.pool.clone());

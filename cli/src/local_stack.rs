@@ -27,6 +27,11 @@ pub const SERVICES: &[(&str, u16)] = &[
     ("outbox-relay", 7484),
 ];
 
+/// The service that starts agents: its `PATH` leads with the installed
+/// agent CLIs, so the profiles that name `claude`, `codex` or `opencode`
+/// run the pinned versions rather than whatever the machine has.
+const AGENT_LAUNCHER: &str = "runner-supervisor";
+
 /// How long `up` waits for a service to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `down` lets a service finish in-flight work before SIGKILL.
@@ -75,7 +80,7 @@ impl LocalStack {
             std::fs::write(self.broker_marker(), "started by stratavore up\n")?;
         }
         println!(
-            "provisioned: Postgres {} ({}), RabbitMQ {} (prefix {})",
+            "provisioned: Postgres {} ({}), RabbitMQ {} (prefix {}), agent CLIs in {}",
             redact(&done.database_url),
             if done.local_postgres {
                 "embedded, with pgvector"
@@ -83,7 +88,8 @@ impl LocalStack {
                 "given"
             },
             stratavore_bus::connection::redact_url(&c.broker.url),
-            c.broker.prefix
+            c.broker.prefix,
+            done.agent_bin_dir.display()
         );
         Ok(done)
     }
@@ -125,6 +131,9 @@ impl LocalStack {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
             if let Some(file) = &self.config_file_env() {
                 command.env("STRATAVORE_CONFIG", file);
+            }
+            if *service == AGENT_LAUNCHER {
+                command.env("PATH", path_with_agents(&provisioned.agent_bin_dir)?);
             }
             let child = command
                 .spawn()
@@ -220,6 +229,14 @@ impl LocalStack {
     }
 }
 
+/// Our `PATH` with the agent CLIs' folder first.
+fn path_with_agents(agent_bin_dir: &Path) -> anyhow::Result<std::ffi::OsString> {
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let dirs =
+        std::iter::once(agent_bin_dir.to_path_buf()).chain(std::env::split_paths(&inherited));
+    std::env::join_paths(dirs).context("adding the agent CLIs' folder to PATH")
+}
+
 fn redact(url: &str) -> String {
     stratavore_bus::connection::redact_url(url)
 }
@@ -258,5 +275,22 @@ async fn wait_ready(client: &reqwest::Client, service: &str, port: u16) -> anyho
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_clis_folder_leads_the_supervisors_path() {
+        let path = path_with_agents(Path::new("/x/.local/agents/node_modules/.bin")).unwrap();
+        let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+        assert_eq!(
+            dirs.first().map(PathBuf::as_path),
+            Some(Path::new("/x/.local/agents/node_modules/.bin"))
+        );
+        let inherited = std::env::var_os("PATH").unwrap_or_default();
+        assert_eq!(dirs.len(), 1 + std::env::split_paths(&inherited).count());
     }
 }

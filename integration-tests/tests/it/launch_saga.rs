@@ -9,7 +9,8 @@ use lapin::types::FieldTable;
 use serde_json::json;
 use std::time::Duration;
 use stratavore_events::process::{
-    ProcessClaim, ProcessEvent, ProcessExited, ProcessSessionBound, ProcessStarted, root_key,
+    ProcessClaim, ProcessEvent, ProcessExited, ProcessSessionBound, ProcessStarted, UsageReported,
+    root_key,
 };
 use stratavore_events::runner::{ControlRunner, LaunchMode, LaunchRunner, RunnerCommand, Want};
 use stratavore_runtime::Shutdown;
@@ -163,8 +164,45 @@ fn launch(runner: Uuid, project: &str) -> RunnerCommand {
         session_id: None,
         model: None,
         permission: None,
+        allowed_tools: None,
         max_restarts: Some(1),
     })
+}
+
+/// A turn's usage in `session`: `n` of each kind of token.
+pub(crate) fn usage(runner: Uuid, attempt: u32, turn: u32, session: &str, n: u64) -> ProcessEvent {
+    ProcessEvent::UsageReported(UsageReported {
+        runner_id: runner,
+        attempt,
+        turn,
+        input_tokens: n,
+        output_tokens: n,
+        cache_creation_input_tokens: n,
+        cache_read_input_tokens: n,
+        cost_usd: 0.0,
+        model: Some("sonnet".into()),
+        session_id: session.into(),
+    })
+}
+
+/// Wait until the orchestrator has applied everything it received.
+async fn wait_orchestrator_idle(env: &TestEnv) {
+    wait_until(
+        "the orchestrator to be idle",
+        Duration::from_secs(20),
+        || async {
+            let pool = env.db.admin_pool().await?;
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM orchestrator.inbox WHERE status <> 'applied'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            pool.close().await;
+            Ok((waiting == 0).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
 }
 
 pub(crate) fn started(runner: Uuid, attempt: u32) -> ProcessEvent {
@@ -267,6 +305,22 @@ async fn a_launch_is_offered_to_its_roots_queue_started_on_the_first_claim_and_e
     assert_eq!(offer["prompt"], "write the tests");
     assert_eq!(offer["path"], format!("{ROOT}/web"));
     assert_eq!(offer["resume"], false);
+    // Nothing chosen: the demo profile's defaults.
+    assert_eq!(offer["permission"], "acceptEdits");
+    assert_eq!(
+        offer["allowed_tools"],
+        json!([
+            "Read",
+            "Edit",
+            "MultiEdit",
+            "Write",
+            "Glob",
+            "Grep",
+            "LS",
+            "Bash"
+        ])
+    );
+    assert_eq!(offer["usage_baseline"]["input_tokens"], 0);
     wait_state(&env, runner, "starting").await;
 
     node.report(runner, 1, node.claim(runner, 1)).await;
@@ -395,23 +449,103 @@ async fn serial_a_crash_after_a_saved_turn_restarts_after_the_backoff_resuming_t
     node.report(runner, 1, node.claim(runner, 1)).await;
     let (kind, _) = node.next_control().await;
     assert_eq!(kind, "io.stratavore.command.process.revoke.v1");
-    wait_until(
-        "the orchestrator to be idle",
-        Duration::from_secs(20),
-        || async {
-            let pool = env.db.admin_pool().await?;
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM orchestrator.inbox WHERE status <> 'applied'",
-            )
-            .fetch_one(&pool)
-            .await?;
-            pool.close().await;
-            Ok((waiting == 0).then_some(()))
-        },
+    wait_orchestrator_idle(&env).await;
+    crate::rebuild::assert_rebuilds_match_live(&env).await;
+    stop_all(env, shutdowns).await;
+}
+
+async fn session_usage(env: &TestEnv, session: &str) -> Option<(i64, i64, i64, i64)> {
+    let pool = env.db.admin_pool().await.unwrap();
+    let row = sqlx::query_as(
+        "SELECT input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens
+         FROM orchestrator.session_usage WHERE session_id = $1",
     )
+    .bind(session)
+    .fetch_optional(&pool)
     .await
     .unwrap();
+    pool.close().await;
+    row
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_a_resumed_attempt_is_offered_its_sessions_usage_summed_over_the_attempts_before() {
+    let (env, shutdowns) = stack_with(|c| c.runners.restart_base_ms = 300).await;
+    let mut node = FakeNode::register(&env).await;
+    let runner = Uuid::now_v7();
+    let RunnerCommand::Launch(mut cmd) = launch(runner, "web") else {
+        unreachable!("launch makes a launch")
+    };
+    cmd.max_restarts = Some(2);
+    cmd.allowed_tools = Some(vec!["Read".into(), "Grep".into()]);
+    node.send(&RunnerCommand::Launch(cmd)).await;
+    let (_, offer) = node.next_offer().await;
+    assert_eq!(offer["allowed_tools"], json!(["Read", "Grep"]));
+    let session = offer["session_id"].as_str().unwrap().to_owned();
+    node.report(runner, 1, node.claim(runner, 1)).await;
+    node.next_control().await;
+    node.report(runner, 1, started(runner, 1)).await;
+    node.report(
+        runner,
+        1,
+        ProcessEvent::SessionBound(ProcessSessionBound {
+            runner_id: runner,
+            attempt: 1,
+            session_id: session.clone(),
+        }),
+    )
+    .await;
+    node.report(runner, 1, usage(runner, 1, 1, &session, 100))
+        .await;
+    node.report(runner, 1, usage(runner, 1, 2, &session, 20))
+        .await;
+    // A report that names no session (written before reports did) counts
+    // toward no session.
+    node.report(runner, 1, usage(runner, 1, 3, "", 5000)).await;
+    node.report(runner, 1, exited(runner, 1, "failed", 3)).await;
+
+    let (_, second) = node.next_offer().await;
+    assert_eq!(
+        (second["attempt"].clone(), second["resume"].clone()),
+        (json!(2), json!(true))
+    );
+    assert_eq!(
+        second["usage_baseline"],
+        json!({"input_tokens": 120, "output_tokens": 120,
+               "cache_creation_input_tokens": 120, "cache_read_input_tokens": 120})
+    );
+    assert_eq!(
+        second["allowed_tools"],
+        json!(["Read", "Grep"]),
+        "every attempt keeps the tools"
+    );
+    node.report(runner, 2, node.claim(runner, 2)).await;
+    node.next_control().await;
+    node.report(runner, 2, started(runner, 2)).await;
+    node.report(runner, 2, usage(runner, 2, 1, &session, 7))
+        .await;
+    node.report(runner, 2, exited(runner, 2, "failed", 3)).await;
+
+    let (_, third) = node.next_offer().await;
+    assert_eq!(third["attempt"], 3);
+    assert_eq!(
+        third["usage_baseline"],
+        json!({"input_tokens": 127, "output_tokens": 127,
+               "cache_creation_input_tokens": 127, "cache_read_input_tokens": 127}),
+        "the baseline sums every attempt of the session"
+    );
+    wait_orchestrator_idle(&env).await;
+    assert_eq!(
+        session_usage(&env, &session).await,
+        Some((127, 127, 127, 127))
+    );
+    assert_eq!(session_usage(&env, "").await, None);
+    // The live rebuild at its end refills the table from the inbox.
     crate::rebuild::assert_rebuilds_match_live(&env).await;
+    assert_eq!(
+        session_usage(&env, &session).await,
+        Some((127, 127, 127, 127))
+    );
     stop_all(env, shutdowns).await;
 }
 

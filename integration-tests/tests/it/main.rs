@@ -7,6 +7,7 @@ mod infrastructure_faults;
 mod launch_saga;
 mod projects_api;
 mod provisioning;
+mod real_agents;
 mod rebuild;
 mod roles;
 mod runner_e2e;

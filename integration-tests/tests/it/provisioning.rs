@@ -1,13 +1,16 @@
-//! Provisioning run twice changes nothing the second time.
+//! Provisioning run twice changes nothing the second time, and leaves the
+//! pinned agent CLIs installed and answering.
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use std::process::Command;
 use std::time::Duration;
+use stratavore_provision::agent_clis::{AGENT_CLIS, agent_bin_dir, ensure_installed};
 use stratavore_provision::stack::{ProvisionRequest, provision};
 use stratavore_store::migrate::migrate_service;
 use stratavore_store::service_pool;
 use stratavore_store::services::SERVICE_DBS;
 use stratavore_testkit::database::{shared_server_url, url_with_database};
-use stratavore_testkit::{TestBroker, paths};
+use stratavore_testkit::{TestBroker, agent_cli, paths};
 
 /// Everything provisioning and migration decide, as one JSON value.
 async fn snapshot(pool: &PgPool) -> serde_json::Value {
@@ -70,7 +73,11 @@ async fn provisioning_twice_changes_nothing_the_second_time() {
         delivery_limit: stratavore_testkit::broker::test_delivery_limit(),
     };
 
-    provision(&request).await.unwrap();
+    let provisioned = provision(&request).await.unwrap();
+    assert_eq!(
+        provisioned.agent_bin_dir,
+        agent_bin_dir(&paths::local_dir())
+    );
     migrate_all(&url).await;
     let pool = PgPool::connect(&url).await.unwrap();
     let first = snapshot(&pool).await;
@@ -101,4 +108,41 @@ async fn declaring_the_topology_again_with_the_same_settings_succeeds() {
     broker.topology().declare_all(&channel).await.unwrap();
     conn.close(200, "done".into()).await.unwrap();
     broker.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn after_provisioning_the_pinned_agent_clis_answer_with_their_versions() {
+    // The step `provision` runs for the agent CLIs; `make test` has run it
+    // already, so this is the fast path, and a second call installs nothing.
+    let local_dir = paths::local_dir();
+    let first = tokio::task::spawn_blocking({
+        let local_dir = local_dir.clone();
+        move || ensure_installed(&local_dir)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let again = tokio::task::spawn_blocking(move || ensure_installed(&local_dir))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!again.installed_now);
+    assert_eq!(again.bin_dir, first.bin_dir);
+
+    for cli in AGENT_CLIS {
+        let program = agent_cli(cli.program);
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(&program).arg("--version").output().unwrap()
+        })
+        .await
+        .unwrap();
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && printed.split_whitespace().any(|word| word == cli.version),
+            "{} --version: {} {printed}{}",
+            cli.program,
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

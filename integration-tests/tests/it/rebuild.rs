@@ -22,6 +22,7 @@ async fn projections(pool: &PgPool) -> serde_json::Value {
         ("orchestrator.runners", "runner_id"),
         ("orchestrator.runner_timers", "runner_id"),
         ("orchestrator.sessions", "session_id"),
+        ("orchestrator.session_usage", "session_id"),
         ("orchestrator.stream_versions", "source_log, stream"),
     ];
     let mut out = serde_json::Map::new();

@@ -153,15 +153,28 @@ impl Node {
 
     /// A launch that may restart `max_restarts` times.
     pub(crate) async fn launch_with(&self, runner: Uuid, prompt: &str, max_restarts: u32) {
+        self.launch_profile(runner, "demo", prompt, max_restarts)
+            .await;
+    }
+
+    /// A new session of `profile`, with the profile's default choices.
+    pub(crate) async fn launch_profile(
+        &self,
+        runner: Uuid,
+        profile: &str,
+        prompt: &str,
+        max_restarts: u32,
+    ) {
         self.send(&RunnerCommand::Launch(LaunchRunner {
             runner_id: runner,
             project: "web".into(),
-            profile: "demo".into(),
+            profile: profile.into(),
             prompt: prompt.into(),
             mode: LaunchMode::New,
             session_id: None,
             model: None,
             permission: None,
+            allowed_tools: None,
             max_restarts: Some(max_restarts),
         }))
         .await;

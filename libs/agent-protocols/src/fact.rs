@@ -116,6 +116,13 @@ pub enum AgentFact {
         /// The agent's session id.
         session_id: String,
     },
+    /// The agent reported an error it may recover from (a retry, a lost
+    /// connection): the runner's latest error while it runs. An error that
+    /// ends the run is in [`AgentFact::Finished`] instead.
+    ErrorReported {
+        /// The agent's own words for it.
+        message: String,
+    },
     /// A piece of text, at most [`crate::TEXT_CHUNK_MAX_BYTES`] long.
     TextChunk {
         /// Who wrote it.

@@ -7,9 +7,16 @@
 #![deny(missing_docs)]
 
 pub mod claude;
+pub mod codex;
 mod fact;
+pub mod limits;
+pub mod opencode;
+mod parser;
 mod text;
 
 pub use claude::ClaudeStreamParser;
+pub use codex::CodexJsonParser;
 pub use fact::{AgentFact, Outcome, TextRole, TokenUsage};
+pub use opencode::OpencodeJsonParser;
+pub use parser::{AgentParser, LineCounter, LineStats, ParserKind, ParserStart, parser_for};
 pub use text::{TEXT_CHUNK_MAX_BYTES, split_text};

@@ -59,6 +59,28 @@ pub struct OfferAttempt {
     pub model: Option<String>,
     /// Permission setting, when chosen.
     pub permission: Option<String>,
+    /// Tools the agent may use without asking (from the profile's allowlist).
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+    /// With `resume`: the session's usage so far, for an agent that reports
+    /// usage as a running total of the session (Codex), so the resumed run
+    /// counts from it rather than from zero.
+    #[serde(default)]
+    pub usage_baseline: TokenTotals,
+}
+
+/// Token counters: uncached input, output, and the two prompt-cache kinds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenTotals {
+    /// Uncached input tokens.
+    pub input_tokens: u64,
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Tokens written to the prompt cache.
+    pub cache_creation_input_tokens: u64,
+    /// Tokens read from the prompt cache.
+    pub cache_read_input_tokens: u64,
 }
 
 /// The orchestrator's answer to a claim: spawn it (`start`), or do not
@@ -160,6 +182,68 @@ pub struct UsageReported {
     pub cost_usd: f64,
     /// The model, when the agent said.
     pub model: Option<String>,
+    /// The agent's session the tokens were spent in (empty in events
+    /// written before it was recorded).
+    #[serde(default)]
+    pub session_id: String,
+}
+
+/// The agent named its session (Claude Code's init, Codex's thread): the
+/// runner shows it while it runs, before a first turn binds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSessionStarted {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The agent's session id.
+    pub session_id: String,
+    /// The model, when the agent said.
+    pub model: Option<String>,
+}
+
+/// The agent printed an error it may still recover from (a retry, a lost
+/// connection): the runner's latest error while it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessErrorReported {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The agent's words (size-capped).
+    pub message: String,
+}
+
+/// The agent's own cost figure for the attempt arrived: it replaces the sum
+/// priced from the table turn by turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessCostReconciled {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The attempt's cost as priced from the table, in USD.
+    pub priced_cost_usd: f64,
+    /// The agent's own figure, in USD.
+    pub reported_cost_usd: f64,
+}
+
+/// The agent made no progress (a turn, an item, assistant text) for its
+/// profile's stall timeout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessStalled {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// How long it went without progress, in milliseconds.
+    pub idle_ms: u64,
+    /// `stop` (the node stops it) or `flag` (it keeps running, flagged).
+    pub policy: String,
 }
 
 /// The agent's own session is bound (a first turn was saved).
@@ -207,7 +291,8 @@ pub struct ProcessExited {
     /// `exited`, `stopped_on_request`, `killed_on_request`,
     /// `lease_expired` or `supervisor_restart`.
     pub reason: String,
-    /// What the agent's output says: `succeeded`, `failed` or `rate_limited`.
+    /// What the agent's output says: `succeeded`, `failed`, `rate_limited`,
+    /// or `stalled` (the node stopped it for making no progress).
     pub outcome: String,
     /// The failure or rate-limit message.
     pub message: Option<String>,
@@ -242,6 +327,14 @@ message_family! {
         UsageReported(UsageReported) => "io.stratavore.process.usage_reported.v1", "process.usage_reported";
         /// The session is bound.
         SessionBound(ProcessSessionBound) => "io.stratavore.process.session_bound.v1", "process.session_bound";
+        /// The agent named its session.
+        SessionStarted(ProcessSessionStarted) => "io.stratavore.process.session_started.v1", "process.session_started";
+        /// The agent reported an error it may recover from.
+        ErrorReported(ProcessErrorReported) => "io.stratavore.process.error_reported.v1", "process.error_reported";
+        /// The agent's own cost figure replaced the priced one.
+        CostReconciled(ProcessCostReconciled) => "io.stratavore.process.cost_reconciled.v1", "process.cost_reconciled";
+        /// The agent made no progress for its stall timeout.
+        Stalled(ProcessStalled) => "io.stratavore.process.stalled.v1", "process.stalled";
         /// Session text for search.
         TextChunked(TextChunked) => "io.stratavore.process.text_chunked.v1", "process.text_chunked";
         /// The process tree is gone.

@@ -83,6 +83,9 @@ pub struct LaunchRunner {
     /// A permission setting the profile allows.
     #[serde(default)]
     pub permission: Option<String>,
+    /// Tools the agent may use without asking, from the profile's allowlist.
+    #[serde(default)]
+    pub allowed_tools: Option<Vec<String>>,
     /// Restarts allowed after abnormal exits.
     #[serde(default)]
     pub max_restarts: Option<u32>,
@@ -134,6 +137,10 @@ pub struct LaunchApproved {
     pub max_restarts: u32,
     /// The prompt (kept here because every attempt is offered with it).
     pub prompt: String,
+    /// Tools the agent may use without asking (the launch's choice, or the
+    /// profile's default).
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
 }
 
 /// A launch was refused; nothing runs.

@@ -1,8 +1,10 @@
 //! Provisioning of the infrastructure Stratavore runs on: an embedded
-//! PostgreSQL with pgvector, the RabbitMQ broker, and private instances of
-//! both for tests that kill or restart them.
+//! PostgreSQL with pgvector, the RabbitMQ broker, private instances of
+//! both for tests that kill or restart them, and the real agent CLIs at
+//! pinned versions.
 #![deny(missing_docs)]
 
+pub mod agent_clis;
 pub mod external_command;
 pub mod loopback;
 pub mod os_user;

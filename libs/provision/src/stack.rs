@@ -1,8 +1,10 @@
 //! The one provisioning step used by `stratavore up` (and so `make up`), CI
 //! and the tests: the broker reachable, Postgres with pgvector running (the
-//! embedded one when no URL is given), the database, roles and schemas, and
-//! the broker topology. Idempotent: a second run changes nothing.
+//! embedded one when no URL is given), the database, roles and schemas, the
+//! broker topology, and the pinned agent CLIs installed. Idempotent: a
+//! second run changes nothing.
 
+use crate::agent_clis::{self, AgentCliError};
 use crate::loopback;
 use crate::postgres_server::{PgCluster, PgServerError};
 use crate::rabbitmq_server::{BrokerAddress, BrokerServerError, ensure_broker_running};
@@ -41,6 +43,9 @@ pub struct Provisioned {
     pub started_broker: bool,
     /// Whether the database is the embedded local one.
     pub local_postgres: bool,
+    /// The folder holding the installed agent CLIs (`claude`, `codex`,
+    /// `opencode`), for the supervisor's `PATH`.
+    pub agent_bin_dir: PathBuf,
 }
 
 /// Provisioning failed; the message names the part.
@@ -61,6 +66,9 @@ pub enum ProvisionError {
     /// The topology could not be declared.
     #[error(transparent)]
     Topology(#[from] stratavore_bus::BrokerError),
+    /// The agent CLIs could not be installed.
+    #[error(transparent)]
+    AgentClis(#[from] AgentCliError),
     /// A blocking step panicked or was cancelled.
     #[error("a provisioning step did not finish: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -71,8 +79,37 @@ pub fn local_postgres_root(local_dir: &std::path::Path) -> PathBuf {
     local_dir.join("postgres")
 }
 
-/// Run every step, in order.
+/// Run every step: the agent CLIs install (mostly downloading) while the
+/// servers are provisioned in order. Both are finished when this returns,
+/// whichever fails; when both do, the servers' error is the one returned.
 pub async fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> {
+    let local_dir = req.local_dir.clone();
+    let agents = async {
+        tokio::task::spawn_blocking(move || agent_clis::ensure_installed(&local_dir)).await
+    };
+    let (agents, servers) = tokio::join!(agents, provision_servers(req));
+    let servers = servers?;
+    let agents = agents??;
+    if agents.installed_now {
+        tracing::info!(bin_dir = %agents.bin_dir.display(), "installed the agent CLIs");
+    }
+    Ok(Provisioned {
+        database_url: servers.database_url,
+        started_broker: servers.started_broker,
+        local_postgres: servers.local_postgres,
+        agent_bin_dir: agents.bin_dir,
+    })
+}
+
+/// What provisioning the servers found or made (see [`Provisioned`]).
+struct Servers {
+    database_url: String,
+    started_broker: bool,
+    local_postgres: bool,
+}
+
+/// The broker, the database and the topology.
+async fn provision_servers(req: &ProvisionRequest) -> Result<Servers, ProvisionError> {
     let broker_url = req.broker_url.clone();
     let started_broker = tokio::task::spawn_blocking(move || {
         let address = BrokerAddress::parse(&broker_url)?;
@@ -116,7 +153,7 @@ pub async fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionE
         .map_err(stratavore_bus::BrokerError::from)?;
     let _ = conn.close(200, "provisioned".into()).await;
 
-    Ok(Provisioned {
+    Ok(Servers {
         database_url,
         started_broker,
         local_postgres,

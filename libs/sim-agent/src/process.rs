@@ -3,6 +3,8 @@
 
 use std::io;
 use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
 
 /// Starts three `sleep 1000` grandchildren the way agents' own children
 /// escape: one plain, one in a session of its own (`setsid`), one with a
@@ -46,4 +48,29 @@ pub fn ignore_sigterm() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The start of every run: grandchildren when asked (before SIGTERM is
+/// ignored, which they would inherit), then deafness to SIGTERM when
+/// asked. Returns the grandchildren's pids, if started.
+pub fn start_misbehaving(
+    grandchildren: bool,
+    deaf_to_sigterm: bool,
+) -> io::Result<Option<Vec<u32>>> {
+    let pids = if grandchildren {
+        Some(start_grandchildren()?)
+    } else {
+        None
+    };
+    if deaf_to_sigterm {
+        ignore_sigterm()?;
+    }
+    Ok(pids)
+}
+
+/// Sleeps forever printing nothing, as an agent stuck on a call does.
+pub fn hang_forever() -> ! {
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
 }

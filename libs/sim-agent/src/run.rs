@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::args::{Cli, OutputFormat};
-use crate::process::{ignore_sigterm, start_grandchildren};
+use crate::process::{hang_forever, start_misbehaving};
+use crate::replay::replay;
 use crate::script::{Script, ScriptError, Tokens};
 use crate::session_store::{SessionError, SessionRecord, SessionStore};
 use crate::stream::{
@@ -34,14 +35,30 @@ pub enum SimError {
     /// The session cannot be used.
     #[error(transparent)]
     Session(#[from] SessionError),
+    /// The recording to replay could not be read.
+    #[error("cannot read the replay file {path}: {source}")]
+    Replay {
+        /// The file, as the script names it.
+        path: PathBuf,
+        /// Why it could not be opened or read.
+        #[source]
+        source: io::Error,
+    },
     /// Reading stdin or writing stdout failed.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
 }
 
 /// Runs the agent; returns its exit code (errors exit 1, as the real CLI).
-/// A `hang` script never returns.
-pub fn run(cli: &Cli, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<i32, SimError> {
+/// A `hang` script never returns. A script with a `replay` (from the
+/// prompt: one from the environment is replayed before the command line is
+/// parsed) replays it instead; `stderr` is only written then.
+pub fn run(
+    cli: &Cli,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<i32, SimError> {
     let started = Instant::now();
     if !cli.print {
         return Err(SimError::Usage(
@@ -62,6 +79,9 @@ pub fn run(cli: &Cli, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<i3
         }
     };
     let script = Script::resolve(cli.script.as_deref(), &prompt)?;
+    if script.replay.is_some() {
+        return replay(&script, stdout, stderr);
+    }
     let cwd = std::env::current_dir()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -87,15 +107,7 @@ pub fn run(cli: &Cli, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<i3
         .clone()
         .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
 
-    // Grandchildren first: an ignored SIGTERM would pass on to them.
-    let grandchildren = if script.grandchildren {
-        Some(start_grandchildren()?)
-    } else {
-        None
-    };
-    if script.ignore_sigterm {
-        ignore_sigterm()?;
-    }
+    let grandchildren = start_misbehaving(script.grandchildren, script.ignore_sigterm)?;
     out.emit(&init_line(&session.session_id, &model, &cwd, &new_id()))?;
     if let Some(pids) = grandchildren {
         out.emit(&json!({"type": "sim", "grandchildren": pids}))?;
@@ -147,9 +159,7 @@ pub fn run(cli: &Cli, stdin: &mut dyn Read, stdout: &mut dyn Write) -> Result<i3
     }
     if script.hang {
         out.flush()?;
-        loop {
-            thread::sleep(Duration::from_secs(3600));
-        }
+        hang_forever();
     }
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let used = turns.used;

@@ -1,5 +1,7 @@
 //! The script that tells the simulated agent how to behave.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 /// The prefix that carries a script inside the prompt: `sim:{"turns":2}`.
@@ -37,6 +39,18 @@ pub struct Script {
     pub grandchildren: bool,
     /// The assistant's final reply.
     pub text: Option<String>,
+    /// A recorded output (a JSONL fixture of Claude Code, Codex, OpenCode,
+    /// ...) to print instead of simulating: its lines go to stdout
+    /// unchanged, then the agent exits with `replay_exit_code`. Only
+    /// `hang`, `ignore_sigterm` and `grandchildren` still apply (their pids
+    /// go to stderr, so stdout stays byte-identical); the turn, crash and
+    /// rate-limit fields are not used. A relative path is taken from the
+    /// agent's working folder.
+    pub replay: Option<PathBuf>,
+    /// Wait between two replayed lines.
+    pub replay_interval_ms: u64,
+    /// Exit code after a replay.
+    pub replay_exit_code: i32,
 }
 
 impl Default for Script {
@@ -54,6 +68,9 @@ impl Default for Script {
             rate_limit: None,
             grandchildren: false,
             text: None,
+            replay: None,
+            replay_interval_ms: 0,
+            replay_exit_code: 0,
         }
     }
 }
@@ -113,6 +130,17 @@ impl Script {
             .map_err(ScriptError::FromPrompt)
     }
 
+    /// The script of `SIM_AGENT_SCRIPT` when it asks for a replay, else
+    /// None. Called before the command line is parsed: a replay stands in
+    /// for any agent CLI, whose command line is not Claude Code's.
+    pub fn replay_from_env(from_env: Option<&str>) -> Result<Option<Self>, ScriptError> {
+        let Some(json) = from_env else {
+            return Ok(None);
+        };
+        let script: Self = serde_json::from_str(json).map_err(ScriptError::FromEnv)?;
+        Ok(script.replay.is_some().then_some(script))
+    }
+
     /// The turns to run.
     #[must_use]
     pub fn planned_turns(&self) -> u32 {
@@ -161,6 +189,30 @@ mod tests {
         assert!(matches!(
             Script::resolve(None, "sim:{nope"),
             Err(ScriptError::FromPrompt(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_script_with_a_replay_is_a_replay() {
+        let replay =
+            Script::replay_from_env(Some(r#"{"replay":"out.jsonl","replay_exit_code":2}"#));
+        let replay = replay.ok().flatten();
+        assert_eq!(
+            replay.as_ref().and_then(|s| s.replay.clone()),
+            Some(PathBuf::from("out.jsonl"))
+        );
+        assert_eq!(
+            replay.map(|s| (s.replay_interval_ms, s.replay_exit_code)),
+            Some((0, 2))
+        );
+        assert!(matches!(
+            Script::replay_from_env(Some(r#"{"turns":2}"#)),
+            Ok(None)
+        ));
+        assert!(matches!(Script::replay_from_env(None), Ok(None)));
+        assert!(matches!(
+            Script::replay_from_env(Some("{nope")),
+            Err(ScriptError::FromEnv(_))
         ));
     }
 

@@ -2,10 +2,11 @@
 //! test created from a migrated template, a broker prefix per test, private
 //! Postgres and RabbitMQ instances for tests that restart them, a loopback
 //! TCP proxy that delays and cuts connections, services as real processes,
-//! and polling with a deadline instead of sleeps.
+//! the installed agent CLIs, and polling with a deadline instead of sleeps.
 
 #![deny(missing_docs)]
 
+pub mod agent_clis;
 pub mod broker;
 pub mod database;
 pub mod env;
@@ -15,6 +16,7 @@ pub mod process;
 pub mod tcp_proxy;
 pub mod wait;
 
+pub use agent_clis::agent_cli;
 pub use broker::{Subscriber, TestBroker};
 pub use database::TestDatabase;
 pub use env::TestEnv;

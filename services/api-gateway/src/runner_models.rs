@@ -1,7 +1,11 @@
 //! The runners read model: folded from the orchestrator's runner events and
-//! the nodes' process events, plus the outcomes of runner commands.
+//! the nodes' process events (in `process_events`), plus the outcomes of
+//! runner commands.
+
+mod process_events;
 
 use crate::read_models::{command_outcome, project_resource_of_runner};
+use process_events::project_process_event;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
@@ -41,15 +45,28 @@ pub struct RunnerView {
     pub node: Option<String>,
     /// The agent's pid there.
     pub pid: Option<i64>,
-    /// The session.
+    /// The session: the agent's own id as soon as it names it (a Codex
+    /// thread id shows while the first attempt runs).
     pub session_id: Option<String>,
+    /// The model it was launched with (none: the agent's own default).
+    pub model: Option<String>,
+    /// The permission setting it was launched with.
+    pub permission: Option<String>,
+    /// Tools the agent may use without asking.
+    pub allowed_tools: Vec<String>,
     /// The last failure.
     pub last_error: Option<String>,
     /// The agent's last exit code.
     pub exit_code: Option<i32>,
+    /// When the current attempt's agent was found stalled (no progress for
+    /// its profile's stall timeout); none once it makes progress again.
+    pub stalled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long it had gone without progress then, in milliseconds.
+    pub stalled_idle_ms: Option<i64>,
     /// Tokens used.
     pub tokens: Tokens,
-    /// Cost in USD (priced per model while running).
+    /// Cost in USD (priced per model while running; an attempt's priced
+    /// cost is replaced by the agent's own figure once it reports one).
     pub cost_usd: f64,
     /// When it was launched.
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -57,7 +74,7 @@ pub struct RunnerView {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(crate) fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     StoreError::new(context)
 }
 
@@ -109,8 +126,9 @@ pub async fn project_runner_event(
     match event {
         E::LaunchApproved(a) => {
             sqlx::query(
-                "INSERT INTO runners (runner_id, project, profile, state, session_id, created_at, updated_at)
-                 VALUES ($1, $2, $3, 'requested', $4, $5, $5)
+                "INSERT INTO runners (runner_id, project, profile, state, session_id, created_at, updated_at,
+                     model, permission, allowed_tools)
+                 VALUES ($1, $2, $3, 'requested', $4, $5, $5, $6, $7, $8)
                  ON CONFLICT (runner_id) DO NOTHING",
             )
             .bind(a.runner_id)
@@ -118,6 +136,9 @@ pub async fn project_runner_event(
             .bind(&a.profile)
             .bind(&a.session_id)
             .bind(message.time)
+            .bind(&a.model)
+            .bind(&a.permission)
+            .bind(&a.allowed_tools)
             .execute(&mut *conn)
             .await
             .map_err(store("projecting a launched runner"))?;
@@ -146,13 +167,20 @@ pub async fn project_runner_event(
             command_outcome(conn, c.command_id, message, rejection, resource).await
         }
         E::Offered(o) => {
-            sqlx::query("UPDATE runners SET attempt = $2, session_id = $3, node = NULL, pid = NULL WHERE runner_id = $1")
-                .bind(o.runner_id)
-                .bind(i32::try_from(o.attempt).unwrap_or(i32::MAX))
-                .bind(&o.session_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(store("projecting an offer"))?;
+            // A stall of an earlier attempt says nothing about this one.
+            sqlx::query(
+                "UPDATE runners SET attempt = $2, session_id = $3, node = NULL, pid = NULL,
+                     stalled_at = CASE WHEN stalled_attempt < $2 THEN NULL ELSE stalled_at END,
+                     stalled_idle_ms = CASE WHEN stalled_attempt < $2 THEN NULL ELSE stalled_idle_ms END,
+                     stalled_attempt = CASE WHEN stalled_attempt < $2 THEN NULL ELSE stalled_attempt END
+                 WHERE runner_id = $1",
+            )
+            .bind(o.runner_id)
+            .bind(i32::try_from(o.attempt).unwrap_or(i32::MAX))
+            .bind(&o.session_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(store("projecting an offer"))?;
             touch(conn, o.runner_id, state, message).await
         }
         E::Placed(p) => {
@@ -212,47 +240,6 @@ pub async fn project_runner_event(
     }
 }
 
-/// Fold a process event (pid, usage).
-pub async fn project_process_event(
-    conn: &mut PgConnection,
-    message: &Envelope,
-    event: &ProcessEvent,
-) -> Result<(), StoreError> {
-    match event {
-        ProcessEvent::Started(s) => {
-            sqlx::query("UPDATE runners SET pid = $2, updated_at = $3 WHERE runner_id = $1 AND attempt = $4")
-                .bind(s.runner_id)
-                .bind(i64::from(s.pid))
-                .bind(message.time)
-                .bind(i32::try_from(s.attempt).unwrap_or(i32::MAX))
-                .execute(conn)
-                .await
-                .map_err(store("projecting a started process"))?;
-        }
-        ProcessEvent::UsageReported(u) => {
-            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-            sqlx::query(
-                "UPDATE runners SET input_tokens = input_tokens + $2, output_tokens = output_tokens + $3,
-                     cache_creation_tokens = cache_creation_tokens + $4,
-                     cache_read_tokens = cache_read_tokens + $5, cost_usd = cost_usd + $6, updated_at = $7
-                 WHERE runner_id = $1",
-            )
-            .bind(u.runner_id)
-            .bind(n(u.input_tokens))
-            .bind(n(u.output_tokens))
-            .bind(n(u.cache_creation_input_tokens))
-            .bind(n(u.cache_read_input_tokens))
-            .bind(u.cost_usd)
-            .bind(message.time)
-            .execute(conn)
-            .await
-            .map_err(store("projecting usage"))?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
 /// Fold a received message if it is about runners; false when it is not.
 pub async fn project_received(
     conn: &mut PgConnection,
@@ -270,7 +257,8 @@ pub async fn project_received(
 }
 
 const COLUMNS: &str = "runner_id, project, profile, state, attempt, node, pid, session_id, last_error, exit_code,
-    input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, created_at, updated_at";
+    input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, created_at, updated_at,
+    model, permission, allowed_tools, stalled_at, stalled_idle_ms";
 
 fn view(r: &sqlx::postgres::PgRow) -> RunnerView {
     RunnerView {
@@ -282,8 +270,13 @@ fn view(r: &sqlx::postgres::PgRow) -> RunnerView {
         node: r.get(5),
         pid: r.get(6),
         session_id: r.get(7),
+        model: r.get(17),
+        permission: r.get(18),
+        allowed_tools: r.get(19),
         last_error: r.get(8),
         exit_code: r.get(9),
+        stalled_at: r.get(20),
+        stalled_idle_ms: r.get(21),
         tokens: Tokens {
             input: r.get(10),
             output: r.get(11),

@@ -4,10 +4,11 @@
 //! in `pending` (and the transcript's final size and sha256 in `end`) until
 //! the database took them, so an outage delays them and loses none.
 
+use crate::attempt_setup::append_stall;
 use crate::domain::desired_state::{shim_want, supersedes};
-use crate::domain::pricing::PriceTable;
+use crate::domain::stall::{StallPolicy, StallWatch};
 use crate::domain::transcript_events::{
-    AttemptIdentity, DerivedEvent, STARTED_VERSION, TranscriptDeriver,
+    AttemptIdentity, AttemptSetup, DerivedEvent, STARTED_VERSION, TranscriptDeriver,
 };
 use crate::launch::Launched;
 use crate::recording::{RecordError, Recorder};
@@ -15,6 +16,7 @@ use crate::transcript_reader::TranscriptReader;
 use crate::transcripts::{self, TranscriptStart, TranscriptSummary, current_size, summarize};
 use std::path::PathBuf;
 use std::process::Child;
+use std::time::Duration;
 use stratavore_agent_shim::runner_dir::{Control, ExitRecord, read_agent_pid, write_control};
 use stratavore_events::process::{ProcessEvent, ProcessFailed, ProcessStarted};
 use stratavore_events::runner::Want;
@@ -29,6 +31,7 @@ enum Phase {
     Running {
         deriver: Box<TranscriptDeriver>,
         reader: TranscriptReader,
+        stall: Option<StallWatch>,
     },
     /// The stream's last event is derived (it may still be pending).
     Done,
@@ -45,7 +48,12 @@ pub struct ActiveRunner {
     /// The shim, to reap once it exits.
     pub shim: Option<Child>,
     node: String,
-    session_id: String,
+    /// What the transcript is read with, until the agent runs.
+    setup: Option<AttemptSetup>,
+    /// The profile's stall timeout and policy, if it watches for stalls.
+    stall: Option<(Duration, StallPolicy)>,
+    /// The last desired state written: a paused agent cannot stall.
+    want: Want,
     phase: Phase,
     pending: Vec<NewEntry>,
     /// Where the attempt's part of the session transcript starts.
@@ -61,7 +69,8 @@ impl ActiveRunner {
     /// session transcript from `transcript` on.
     pub fn launched(
         identity: AttemptIdentity,
-        session_id: String,
+        setup: AttemptSetup,
+        stall: Option<(Duration, StallPolicy)>,
         launched: Launched,
         transcript: TranscriptStart,
         launched_at: BootInstant,
@@ -72,7 +81,9 @@ impl ActiveRunner {
             dir: launched.dir,
             shim: Some(launched.shim),
             node: identity.node,
-            session_id,
+            setup: Some(setup),
+            stall,
+            want: Want::Running,
             phase: Phase::Launching,
             pending: Vec::new(),
             transcript,
@@ -115,7 +126,10 @@ impl ActiveRunner {
             want: shim_want(want),
         };
         match write_control(&self.dir, &control) {
-            Ok(()) => self.control_rev = Some(rev),
+            Ok(()) => {
+                self.control_rev = Some(rev);
+                self.want = want;
+            }
             Err(e) => {
                 tracing::warn!(runner = %self.runner_id, error = %e, "cannot write the control file")
             }
@@ -157,7 +171,12 @@ impl ActiveRunner {
             self.step_launching(recorder);
             self.flush(recorder).await?;
         }
-        if let Phase::Running { deriver, reader } = &mut self.phase {
+        if let Phase::Running {
+            deriver,
+            reader,
+            stall,
+        } = &mut self.phase
+        {
             // The exit record is written only once nothing of the tree
             // remains, so after it the transcript is complete.
             let exit = ExitRecord::read(&self.dir).unwrap_or_else(|e| {
@@ -174,11 +193,28 @@ impl ActiveRunner {
             });
             let mut events: Vec<DerivedEvent> =
                 lines.iter().flat_map(|l| deriver.feed_line(l)).collect();
+            if exit.is_none()
+                && let Some(watch) = stall
+            {
+                events.extend(watch_stall(
+                    watch,
+                    deriver,
+                    &self.dir,
+                    self.runner_id,
+                    self.want == Want::Paused,
+                ));
+            }
             if let Some(exit) = &exit {
                 events.extend(deriver.finish(exit));
             }
             let done = exit.is_some().then(|| reader.offset());
+            let stop_for_stall = events
+                .iter()
+                .any(|d| matches!(&d.event, ProcessEvent::Stalled(s) if s.policy == StallPolicy::Stop.name()));
             self.derived(recorder, events);
+            if stop_for_stall {
+                self.stop_stalled();
+            }
             if let Some(size) = done {
                 self.phase = Phase::Done;
                 self.ended_at(size);
@@ -209,13 +245,17 @@ impl ActiveRunner {
                 attempt: self.attempt,
                 node: self.node.clone(),
             };
+            let setup = self
+                .setup
+                .take()
+                .unwrap_or_else(|| AttemptSetup::claude(String::new()));
+            let now = boot_now();
             self.phase = Phase::Running {
-                deriver: Box::new(TranscriptDeriver::new(
-                    identity,
-                    PriceTable::default(),
-                    self.session_id.clone(),
-                )),
+                deriver: Box::new(TranscriptDeriver::new(identity, setup)),
                 reader: TranscriptReader::at(self.transcript.path.clone(), self.transcript.offset),
+                stall: self
+                    .stall
+                    .map(|(timeout, policy)| StallWatch::new(timeout, policy, now)),
             };
             return;
         }
@@ -240,6 +280,24 @@ impl ActiveRunner {
         }
     }
 
+    /// The node stops an agent that stalled under the `stop` policy. The
+    /// highest rev makes it final: no later desired state can revive it.
+    fn stop_stalled(&mut self) {
+        let control = Control {
+            rev: u64::MAX,
+            want: shim_want(Want::Stopped),
+        };
+        match write_control(&self.dir, &control) {
+            Ok(()) => {
+                self.control_rev = Some(u64::MAX);
+                self.want = Want::Stopped;
+            }
+            Err(e) => {
+                tracing::warn!(runner = %self.runner_id, error = %e, "cannot stop a stalled agent")
+            }
+        }
+    }
+
     async fn flush(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
         // The summary goes first: once the exit is in the log the attempt is
         // ended and a restart would not look at its transcript again.
@@ -254,4 +312,37 @@ impl ActiveRunner {
         self.pending.clear();
         Ok(())
     }
+}
+
+/// Now on `CLOCK_BOOTTIME`, as a duration since boot.
+fn boot_now() -> Duration {
+    Duration::from_nanos(BootInstant::now().as_nanos())
+}
+
+/// One look for a stall: its marker is kept in the runner directory before
+/// its event is derived, so a restart derives the same event in the same
+/// place. A marker that cannot be kept derives nothing (and stops nothing).
+fn watch_stall(
+    watch: &mut StallWatch,
+    deriver: &mut TranscriptDeriver,
+    dir: &std::path::Path,
+    runner: Uuid,
+    paused: bool,
+) -> Vec<DerivedEvent> {
+    let stats = deriver.stats();
+    let Some(marker) = watch.observe(
+        boot_now(),
+        stats.last_progress_line,
+        stats.lines_seen,
+        paused,
+    ) else {
+        return Vec::new();
+    };
+    if let Err(e) = append_stall(dir, &marker) {
+        tracing::error!(%runner, error = %e, "cannot record a stall");
+        return Vec::new();
+    }
+    tracing::warn!(%runner, idle_ms = marker.idle_ms, policy = marker.policy.name(), "the agent stalled");
+    crate::metrics::stalled(marker.policy);
+    deriver.stall(marker)
 }

@@ -1,11 +1,13 @@
 //! The supervisor's configuration: the shared sections, the consumer, the
-//! node (`[node]`) and the agent profiles it can start (`[profiles.<name>]`).
+//! node (`[node]`), the agent profiles it can start (`[profiles.<name>]`,
+//! shared with the orchestrator) and what tokens cost (`[pricing]`).
 
+use crate::domain::pricing::PriceTable;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use stratavore_consumer::ConsumerSection;
+use stratavore_profiles::Profiles;
 use stratavore_runtime::{ConfigError, ConfigLoader, ServiceConfig, Validate, load_service_config};
 
 /// The health server's default port.
@@ -21,7 +23,9 @@ pub struct SupervisorConfig {
     /// This node.
     pub node: NodeSection,
     /// Agent profiles by name.
-    pub profiles: BTreeMap<String, ProfileSection>,
+    pub profiles: Profiles,
+    /// Prices per model.
+    pub pricing: PriceTable,
 }
 
 /// The supervisor's own sections, loaded beside the common ones.
@@ -30,7 +34,7 @@ pub struct SupervisorConfig {
 struct OwnSections {
     consumer: ConsumerSection,
     node: NodeSection,
-    profiles: BTreeMap<String, ProfileSection>,
+    pricing: PriceTable,
 }
 
 /// `[node]`: who this node is and how it runs agents. Every duration is
@@ -123,79 +127,14 @@ impl NodeSection {
     }
 }
 
-/// `[profiles.<name>]`: how to start one agent CLI. Templates may hold
-/// `{prompt}`, `{session}`, `{model}` and `{permission}`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct ProfileSection {
-    /// The executable: a path, or a name looked up next to this binary,
-    /// then on `PATH`.
-    pub executable: String,
-    /// Arguments for a new session.
-    pub new_args: Vec<String>,
-    /// Arguments to resume a session.
-    pub resume_args: Vec<String>,
-    /// Added when the launch chose a model.
-    pub model_args: Vec<String>,
-    /// Added when the launch chose a permission setting.
-    pub permission_args: Vec<String>,
-    /// Variables of the supervisor's environment the agent gets.
-    pub env_passthrough: Vec<String>,
-}
-
-fn words(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
-
-impl Default for ProfileSection {
-    /// Claude Code's command line, which the simulated agent also speaks.
-    fn default() -> Self {
-        Self {
-            executable: "claude".to_owned(),
-            new_args: words(&[
-                "-p",
-                "{prompt}",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                "--session-id",
-                "{session}",
-            ]),
-            resume_args: words(&[
-                "-p",
-                "{prompt}",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                "--resume",
-                "{session}",
-            ]),
-            model_args: words(&["--model", "{model}"]),
-            permission_args: words(&["--permission-mode", "{permission}"]),
-            env_passthrough: words(&["HOME", "PATH", "LANG", "USER", "LOGNAME", "TMPDIR"]),
-        }
-    }
-}
-
-/// The profiles a node has when its config names none: `demo`, the
-/// simulated agent.
-fn default_profiles() -> BTreeMap<String, ProfileSection> {
-    BTreeMap::from([(
-        "demo".to_owned(),
-        ProfileSection {
-            executable: "stratavore-sim-agent".to_owned(),
-            ..ProfileSection::default()
-        },
-    )])
-}
-
 impl Default for SupervisorConfig {
     fn default() -> Self {
         Self {
             base: ServiceConfig::with_port(PORT),
             consumer: ConsumerSection::default(),
             node: NodeSection::default(),
-            profiles: default_profiles(),
+            profiles: Profiles::default(),
+            pricing: PriceTable::default(),
         }
     }
 }
@@ -212,17 +151,20 @@ impl SupervisorConfig {
 
     /// Load through `loader` (tests inject an environment); validate.
     pub fn load_with(loader: ConfigLoader) -> Result<Self, ConfigError> {
-        let loader = loader.list_key("node.roots");
+        let mut loader = loader.list_key("node.roots");
+        for key in Profiles::default().env_list_keys() {
+            loader = loader.list_key(key);
+        }
         let (base, own): (ServiceConfig, OwnSections) = load_service_config(&loader, PORT)?;
-        let mut profiles = default_profiles();
-        // A profile named in the sources replaces the built-in one whole;
-        // one given only partly keeps the defaults of the rest.
-        profiles.extend(own.profiles);
+        // Layered over the built-in profiles key by key: overriding one
+        // setting of `codex` keeps the rest of it.
+        let profiles = loader.load_with_defaults(&Profiles::default())?;
         let config = Self {
             base,
             consumer: own.consumer,
             node: own.node,
             profiles,
+            pricing: own.pricing,
         };
         config.validate()?;
         Ok(config)
@@ -261,13 +203,9 @@ impl Validate for SupervisorConfig {
                 return Err(ConfigError::invalid(key, "must be positive"));
             }
         }
-        if let Some((name, _)) = self.profiles.iter().find(|(_, p)| p.executable.is_empty()) {
-            return Err(ConfigError::invalid(
-                format!("profiles.{name}.executable"),
-                "must name a program",
-            ));
-        }
-        Ok(())
+        self.profiles
+            .validate()
+            .map_err(|e| ConfigError::invalid(e.key, e.reason))
     }
 }
 
@@ -302,10 +240,30 @@ mod tests {
             config.node.data_dir(),
             PathBuf::from(".local/supervisor/n-7")
         );
-        let demo = &config.profiles["demo"];
+        let demo = &config.profiles.profiles["demo"];
         assert_eq!(demo.executable, "/opt/sim");
         assert!(demo.new_args.contains(&"--session-id".to_owned()));
         assert_eq!(config.base.http.listen.port(), PORT);
+    }
+
+    #[test]
+    fn one_key_of_a_builtin_profile_is_overridden_and_the_rest_kept() {
+        let config = SupervisorConfig::load_with(env(&[
+            ("STRATAVORE__PROFILES__CODEX__STALL_TIMEOUT_MS", "5000"),
+            ("STRATAVORE__PROFILES__CODEX__STALL_POLICY", "flag"),
+        ]))
+        .unwrap();
+        let codex = &config.profiles.profiles["codex"];
+        assert_eq!(codex.stall_timeout_ms, 5000);
+        assert_eq!(codex.stall_policy, stratavore_profiles::StallPolicy::Flag);
+        assert_eq!(codex.executable, "codex");
+        assert!(codex.new_args.contains(&"--skip-git-repo-check".to_owned()));
+        let err = SupervisorConfig::load_with(env(&[(
+            "STRATAVORE__PROFILES__CODEX__DEFAULT_PERMISSION",
+            "danger-full-access",
+        )]))
+        .unwrap_err();
+        assert_eq!(err.key(), Some("profiles.codex.default_permission"));
     }
 
     #[test]

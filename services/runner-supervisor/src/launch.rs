@@ -2,19 +2,19 @@
 //! agent's command line from its profile, write the runner directory
 //! (prompt, spec, a first lease) and start the shim on it.
 
-use crate::config::{NodeSection, ProfileSection};
-use crate::domain::agent_command::{LaunchValues, Templates, agent_command};
+use crate::config::NodeSection;
+use crate::domain::pricing::PriceTable;
 use crate::node_store::LiveAttempt;
 use crate::transcripts::{
     TranscriptPaths, TranscriptStart, UnsafeSessionId, current_size, sessions_dir,
 };
-use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use stratavore_agent_shim::runner_dir::{
     RunnerDirError, ShimSpec, StdinSource, write_lease, write_prompt,
 };
+use stratavore_profiles::{Choice, LaunchValues, ProfileSection, Profiles, agent_command};
 use stratavore_runtime::BootInstant;
 
 /// Why an attempt could not be started: its `process.failed` reason.
@@ -26,6 +26,23 @@ pub enum LaunchError {
     /// The executable is not there.
     #[error("executable {0:?} not found next to the supervisor or on PATH")]
     ExecutableMissing(String),
+    /// The profile's executable is not installed on this node.
+    #[error(
+        "profile {profile}'s executable {executable:?} is not installed on node {node} \
+         (looked next to the supervisor and on its PATH)"
+    )]
+    AgentMissing {
+        /// The profile.
+        profile: String,
+        /// Its executable.
+        executable: String,
+        /// This node.
+        node: String,
+    },
+    /// The offer chose what this node's profile does not allow (the
+    /// orchestrator's config and the node's differ).
+    #[error("this node's profile refuses the launch: {0}")]
+    ChoiceRefused(String),
     /// The project path is outside every root once resolved, or missing.
     #[error("project path {0} is not inside a root this node serves")]
     PathRefused(String),
@@ -61,7 +78,9 @@ pub struct Launcher {
     /// The node's settings.
     pub node: NodeSection,
     /// Profiles by name.
-    pub profiles: BTreeMap<String, ProfileSection>,
+    pub profiles: Profiles,
+    /// What tokens cost.
+    pub pricing: PriceTable,
 }
 
 /// Where an attempt's runner directory lives.
@@ -98,6 +117,13 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
 }
 
 impl Launcher {
+    /// This node's profile named `name`.
+    pub fn profile(&self, name: &str) -> Result<&ProfileSection, LaunchError> {
+        self.profiles
+            .get(name)
+            .ok_or_else(|| LaunchError::UnknownProfile(name.to_owned()))
+    }
+
     /// The shim binary.
     fn shim(&self) -> Result<PathBuf, LaunchError> {
         let configured = self.node.shim_path.to_string_lossy().into_owned();
@@ -155,28 +181,37 @@ impl Launcher {
         transcript: &TranscriptPaths,
     ) -> Result<Launched, LaunchError> {
         let offer = &attempt.offer;
-        let profile = self
-            .profiles
-            .get(&offer.profile)
-            .ok_or_else(|| LaunchError::UnknownProfile(offer.profile.clone()))?;
+        let profile = self.profile(&offer.profile)?;
         let cwd = self.checked_cwd(&offer.path)?;
-        let executable = resolve_program(&profile.executable)
-            .ok_or_else(|| LaunchError::ExecutableMissing(profile.executable.clone()))?;
+        // The offer's choices were checked against the orchestrator's copy
+        // of the profile; this node starts only what its own allows.
+        profile
+            .choose(
+                &offer.profile,
+                Choice {
+                    model: offer.model.as_deref(),
+                    permission: offer.permission.as_deref(),
+                    tools: Some(&offer.allowed_tools),
+                },
+            )
+            .map_err(|e| LaunchError::ChoiceRefused(e.message))?;
+        let executable =
+            resolve_program(&profile.executable).ok_or_else(|| LaunchError::AgentMissing {
+                profile: offer.profile.clone(),
+                executable: profile.executable.clone(),
+                node: self.node.id.clone(),
+            })?;
         let shim = self.shim()?;
         let command = agent_command(
-            Templates {
-                new_args: &profile.new_args,
-                resume_args: &profile.resume_args,
-                model_args: &profile.model_args,
-                permission_args: &profile.permission_args,
-            },
+            profile,
             &LaunchValues {
                 prompt: &offer.prompt,
                 session: &offer.session_id,
+                resume: offer.resume,
                 model: offer.model.as_deref(),
                 permission: offer.permission.as_deref(),
+                tools: &offer.allowed_tools,
             },
-            offer.resume,
         );
         let dir = runner_dir(&self.node.data_dir(), attempt.runner_id, attempt.attempt);
         // A directory left by a start that crashed before its spawn was

@@ -5,6 +5,7 @@
 //! directory's transcript and exit record into process events.
 
 pub mod active_runner;
+pub mod attempt_setup;
 pub mod config;
 pub mod domain;
 pub mod handlers;
@@ -149,6 +150,7 @@ pub async fn start(
     let launcher = Launcher {
         node: config.node.clone(),
         profiles: config.profiles.clone(),
+        pricing: config.pricing.clone(),
     };
     let watcher = Watcher::new(recorder, launcher, gate);
     shutdown.spawn(

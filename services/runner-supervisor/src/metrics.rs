@@ -12,6 +12,14 @@ pub fn spawned(took: Duration) {
     metrics::histogram!(SPAWN_SECONDS).record(took.as_secs_f64());
 }
 
+/// Agents that made no progress for their profile's stall timeout, by policy.
+pub const STALLS_TOTAL: &str = "stratavore_supervisor_stalls_total";
+
+/// An agent stalled and `policy` applies.
+pub fn stalled(policy: stratavore_profiles::StallPolicy) {
+    metrics::counter!(STALLS_TOTAL, "policy" => policy.name()).increment(1);
+}
+
 /// The runners of this node by state.
 pub fn runners(claimed: u64, starting: u64, running: u64) {
     for (state, count) in [

@@ -59,6 +59,10 @@ pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<()
         ProcessEvent::UsageReported(u) => (u.runner_id, u.attempt, None, None),
         ProcessEvent::SessionBound(b) => (b.runner_id, b.attempt, None, None),
         ProcessEvent::TextChunked(t) => (t.runner_id, t.attempt, None, None),
+        ProcessEvent::SessionStarted(s) => (s.runner_id, s.attempt, None, None),
+        ProcessEvent::ErrorReported(e) => (e.runner_id, e.attempt, None, None),
+        ProcessEvent::CostReconciled(c) => (c.runner_id, c.attempt, None, None),
+        ProcessEvent::Stalled(s) => (s.runner_id, s.attempt, None, None),
     };
     // A state only moves forward: `ended` is never undone by a fact that
     // happens to be folded after it.

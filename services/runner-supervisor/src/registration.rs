@@ -3,8 +3,8 @@
 //! previous run left open (so each still gets its outcome), declare the
 //! node's queues, and record `node.registered` with the new incarnation.
 
+use crate::attempt_setup::attempt_setup;
 use crate::config::SupervisorConfig;
-use crate::domain::pricing::PriceTable;
 use crate::domain::transcript_events::{
     AttemptIdentity, STARTED_VERSION, TranscriptDeriver, stream_name,
 };
@@ -69,7 +69,7 @@ pub async fn register(
         .collect();
     kill_marked(node).await;
     for left in open {
-        close_attempt(recorder, &data_dir, left).await?;
+        close_attempt(config, recorder, left).await?;
     }
     declare_queues(config, topology).await?;
     let registered = NodeEvent::Registered(NodeRegistered {
@@ -135,13 +135,13 @@ fn kill_each(mark: &str, log: bool) {
 /// Record what is left of an attempt's transcript, then its end: the
 /// shim's own record when it had written one, else the restart.
 async fn close_attempt(
+    config: &SupervisorConfig,
     recorder: &Recorder,
-    data_dir: &std::path::Path,
     left: LeftOpen,
 ) -> Result<(), RegisterError> {
     let a = &left.attempt;
     let (runner, attempt) = (a.runner_id, a.attempt);
-    let dir = runner_dir(data_dir, runner, attempt);
+    let dir = runner_dir(&config.node.data_dir(), runner, attempt);
     let service = &recorder.service;
     let stream = stream_name(runner, attempt);
     // An attempt spawned before transcripts were kept per session wrote
@@ -193,8 +193,7 @@ async fn close_attempt(
             attempt,
             node: service.me.node.clone(),
         },
-        PriceTable::default(),
-        a.offer.session_id.clone(),
+        attempt_setup(&config.profiles, &config.pricing, &a.offer, &dir),
     );
     let mut reader = TranscriptReader::at(start.path.clone(), start.offset);
     let lines = reader.remaining_lines().unwrap_or_else(|e| {

@@ -198,8 +198,9 @@ pub async fn record_end(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::pricing::PriceTable;
-    use crate::domain::transcript_events::{AttemptIdentity, DerivedEvent, TranscriptDeriver};
+    use crate::domain::transcript_events::{
+        AttemptIdentity, AttemptSetup, DerivedEvent, TranscriptDeriver,
+    };
     use crate::transcript_reader::TranscriptReader;
     use std::io::Write;
     use stratavore_agent_shim::runner_dir::{ExitReason, ExitRecord};
@@ -224,8 +225,7 @@ mod tests {
                 attempt,
                 node: "n".to_owned(),
             },
-            PriceTable::default(),
-            "s".to_owned(),
+            AttemptSetup::claude("s"),
         );
         let mut reader = TranscriptReader::at(path.to_path_buf(), offset);
         let lines = reader.remaining_lines().unwrap();

@@ -7,6 +7,7 @@
 //! commit, ack, then act); what it learns it records before forgetting it.
 
 use crate::active_runner::ActiveRunner;
+use crate::attempt_setup::attempt_setup;
 use crate::config::NodeSection;
 use crate::domain::transcript_events::{AttemptIdentity, STARTED_VERSION};
 use crate::launch::{Launcher, renew_lease};
@@ -135,12 +136,19 @@ impl Watcher {
                     attempt: attempt.attempt,
                     node: self.node().id.clone(),
                 };
+                let setup = attempt_setup(
+                    &self.launcher.profiles,
+                    &self.launcher.pricing,
+                    &attempt.offer,
+                    &launched.dir,
+                );
+                let stall = self
+                    .launcher
+                    .profiles
+                    .get(&attempt.offer.profile)
+                    .and_then(|p| Some((p.stall_timeout()?, p.stall_policy)));
                 let runner = ActiveRunner::launched(
-                    identity,
-                    attempt.offer.session_id.clone(),
-                    launched,
-                    transcript,
-                    started_at,
+                    identity, setup, stall, launched, transcript, started_at,
                 );
                 self.active
                     .insert((attempt.runner_id, attempt.attempt), runner);

@@ -1,9 +1,11 @@
 //! The orchestrator's configuration: the shared sections, the consumer,
-//! and where projects may live.
+//! where projects may live, the launch saga's timings, and the agent
+//! profiles (`[profiles.<name>]`, the same sections every node reads).
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use stratavore_consumer::ConsumerSection;
+use stratavore_profiles::Profiles;
 use stratavore_runtime::{ConfigError, ConfigLoader, ServiceConfig, Validate, load_service_config};
 
 /// Everything the orchestrator reads at start.
@@ -17,6 +19,9 @@ pub struct OrchestratorConfig {
     pub projects: ProjectsSection,
     /// Runners: launches, restarts, timers.
     pub runners: RunnersSection,
+    /// Agent profiles by name: a launch names one and chooses from its
+    /// allowlists.
+    pub profiles: Profiles,
 }
 
 /// The orchestrator's own sections, loaded beside the common ones.
@@ -33,8 +38,6 @@ struct OwnSections {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct RunnersSection {
-    /// Agent profiles a launch may name (`STRATAVORE__RUNNERS__PROFILES=a,b`).
-    pub profiles: Vec<String>,
     /// A launch no node starts within this fails.
     pub launch_timeout_ms: u64,
     /// The first restart backoff; it doubles with each restart.
@@ -56,10 +59,6 @@ pub struct RunnersSection {
 impl Default for RunnersSection {
     fn default() -> Self {
         Self {
-            profiles: ["demo", "claude-code", "codex", "opencode", "generic"]
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
             launch_timeout_ms: 120_000,
             restart_base_ms: 2_000,
             restart_max_ms: 300_000,
@@ -100,6 +99,7 @@ impl Default for OrchestratorConfig {
             consumer: ConsumerSection::default(),
             projects: ProjectsSection::default(),
             runners: RunnersSection::default(),
+            profiles: Profiles::default(),
         }
     }
 }
@@ -116,15 +116,22 @@ impl OrchestratorConfig {
 
     /// Load through `loader` (tests inject an environment); validate.
     pub fn load_with(loader: ConfigLoader) -> Result<Self, ConfigError> {
-        let loader = loader
-            .list_key("projects.allowed_roots")
-            .list_key("runners.profiles");
+        let mut loader = loader.list_key("projects.allowed_roots");
+        let builtin = Profiles::default();
+        for key in builtin.env_list_keys() {
+            loader = loader.list_key(key);
+        }
         let (base, own): (ServiceConfig, OwnSections) = load_service_config(&loader, 7481)?;
+        // Loaded over the built-in profiles rather than as a section of
+        // `OwnSections`, so a source that sets one key of a built-in profile
+        // keeps the rest of it.
+        let profiles = loader.load_with_defaults(&builtin)?;
         let config = Self {
             base,
             consumer: own.consumer,
             projects: own.projects,
             runners: own.runners,
+            profiles,
         };
         config.validate()?;
         Ok(config)
@@ -135,13 +142,10 @@ impl Validate for OrchestratorConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.base.validate()?;
         self.consumer.validate()?;
+        self.profiles
+            .validate()
+            .map_err(|e| ConfigError::invalid(e.key, e.reason))?;
         let r = &self.runners;
-        if r.profiles.is_empty() {
-            return Err(ConfigError::invalid(
-                "runners.profiles",
-                "name at least one profile",
-            ));
-        }
         for (key, value) in [
             ("runners.launch_timeout_ms", r.launch_timeout_ms),
             ("runners.restart_base_ms", r.restart_base_ms),
@@ -229,5 +233,68 @@ mod tests {
             err.to_string().contains("max_attempts") || err.key() == Some("consumer.max_attempts"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn overriding_one_key_of_a_builtin_profile_keeps_its_other_keys() {
+        let config = OrchestratorConfig::load_with(env(&[
+            ("STRATAVORE__PROFILES__CODEX__STALL_TIMEOUT_MS", "60000"),
+            ("STRATAVORE__PROFILES__DEMO__MODELS", "sonnet,haiku"),
+        ]))
+        .unwrap();
+        let builtin = Profiles::default();
+        let codex = &config.profiles.profiles["codex"];
+        assert_eq!(codex.stall_timeout_ms, 60_000);
+        assert_eq!(
+            codex,
+            &stratavore_profiles::ProfileSection {
+                stall_timeout_ms: 60_000,
+                ..builtin.profiles["codex"].clone()
+            }
+        );
+        let demo = &config.profiles.profiles["demo"];
+        assert_eq!(demo.models, ["sonnet", "haiku"]);
+        assert_eq!(demo.executable, builtin.profiles["demo"].executable);
+        assert_eq!(
+            config.profiles.profiles.keys().collect::<Vec<_>>(),
+            builtin.profiles.keys().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_list_in_the_file_replaces_the_builtin_list_whole() {
+        let file = std::env::temp_dir().join(format!(
+            "stratavore-orchestrator-{}.toml",
+            uuid::Uuid::new_v4()
+        ));
+        std::fs::write(
+            &file,
+            "[profiles.demo]\nmodels = [\"haiku\"]\ndefault_tools = []\n",
+        )
+        .unwrap();
+        let config = OrchestratorConfig::load_with(env(&[]).file(&file));
+        std::fs::remove_file(&file).unwrap();
+        let demo = &config.unwrap().profiles.profiles["demo"];
+        assert_eq!(demo.models, ["haiku"]);
+        assert!(demo.default_tools.is_empty());
+        assert_eq!(demo.permissions, ["default", "acceptEdits", "plan"]);
+    }
+
+    #[test]
+    fn a_profile_named_only_in_config_starts_from_the_bare_defaults_and_is_validated() {
+        let config = OrchestratorConfig::load_with(env(&[(
+            "STRATAVORE__PROFILES__AIDER__EXECUTABLE",
+            "aider",
+        )]))
+        .unwrap();
+        let aider = &config.profiles.profiles["aider"];
+        assert_eq!(aider.executable, "aider");
+        assert!(!aider.can_resume());
+        let err = OrchestratorConfig::load_with(env(&[(
+            "STRATAVORE__PROFILES__DEMO__DEFAULT_PERMISSION",
+            "bypassPermissions",
+        )]))
+        .unwrap_err();
+        assert_eq!(err.key(), Some("profiles.demo.default_permission"));
     }
 }

@@ -42,6 +42,8 @@ pub struct Orchestrator {
     pub clock: Arc<dyn Clock>,
     /// The launch saga's settings.
     pub runners: crate::config::RunnersSection,
+    /// The agent profiles a launch may name.
+    pub profiles: Arc<stratavore_profiles::Profiles>,
 }
 
 impl Orchestrator {
@@ -156,9 +158,9 @@ impl Projection for Orchestrator {
 
     async fn project_received(
         &self,
-        _conn: &mut PgConnection,
-        _message: &Envelope,
+        conn: &mut PgConnection,
+        message: &Envelope,
     ) -> Result<(), StoreError> {
-        Ok(())
+        crate::session_usage::project_received(conn, message).await
     }
 }

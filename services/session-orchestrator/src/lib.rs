@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod projections;
 mod runner_handlers;
 pub mod runner_store;
+pub mod session_usage;
 pub mod timer_worker;
 
 use crate::config::OrchestratorConfig;
@@ -34,6 +35,7 @@ pub fn drainer(config: &OrchestratorConfig, pool: sqlx::PgPool) -> Drainer<Orche
         allowed_roots: config.projects.allowed_roots.clone(),
         clock: clock_from_section(&config.base.clock),
         runners: config.runners.clone(),
+        profiles: Arc::new(config.profiles.clone()),
     };
     Drainer {
         pool,

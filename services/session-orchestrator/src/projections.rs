@@ -1,6 +1,7 @@
 //! The orchestrator's read tables, folded from its own log: `projects`
 //! (the state its decisions read); the runner tables are folded in
-//! `runner_store`.
+//! `runner_store`, and `session_usage` (from received usage reports) in
+//! `session_usage`.
 
 use crate::domain::projects::Project;
 use sqlx::{PgConnection, Row};
@@ -10,7 +11,13 @@ use stratavore_events::project::ProjectEvent;
 use stratavore_store::StoreError;
 
 /// Tables a rebuild empties and refills.
-pub const TABLES: &[&str] = &["projects", "runners", "runner_timers", "sessions"];
+pub const TABLES: &[&str] = &[
+    "projects",
+    "runners",
+    "runner_timers",
+    "sessions",
+    "session_usage",
+];
 
 /// Fold one of the orchestrator's own log rows.
 pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<(), StoreError> {

@@ -8,10 +8,12 @@ use crate::handlers::{Orchestrator, SOURCE};
 use crate::metrics as m;
 use crate::projections;
 use crate::runner_store::{self, runner_stream};
+use crate::session_usage;
 use sqlx::PgConnection;
 use stratavore_consumer::HandleError;
 use stratavore_events::process::{
-    ClaimAnswer, DesiredState, OfferAttempt, ProcessCommand, ProcessEvent, address, root_key,
+    ClaimAnswer, DesiredState, OfferAttempt, ProcessCommand, ProcessEvent, TokenTotals, address,
+    root_key,
 };
 use stratavore_events::project::{ProjectEvent, RunnerAdmitted};
 use stratavore_events::runner::{LaunchRunner, RunnerEvent, Want};
@@ -79,12 +81,44 @@ impl Orchestrator {
         entry
     }
 
-    /// Entries for a decision about a runner whose stream is at `version`.
+    /// Entries for a decision about a runner whose stream is at `version`,
+    /// with what the decision needs looked up first: when it offers an
+    /// attempt that resumes a session, the session's usage so far.
+    async fn decided(
+        &self,
+        conn: &mut PgConnection,
+        runner: &Runner,
+        version: u64,
+        decision: Decision,
+        cause: &Envelope,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        let resumes = decision
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Offer { resume: true, .. }));
+        let baseline = if resumes {
+            // The session the offer resumes is the one the decision's own
+            // events leave the runner with.
+            let after = decision
+                .events
+                .iter()
+                .fold(Some(runner.clone()), runners::apply)
+                .unwrap_or_else(|| runner.clone());
+            session_usage::session_usage(conn, &after.session_id).await?
+        } else {
+            TokenTotals::default()
+        };
+        Ok(self.decision_entries(runner, version, decision, baseline, cause))
+    }
+
+    /// Entries for a decision about a runner whose stream is at `version`;
+    /// `usage_baseline` goes with an offer that resumes a session.
     fn decision_entries(
         &self,
         runner: &Runner,
         version: u64,
         decision: Decision,
+        usage_baseline: TokenTotals,
         cause: &Envelope,
     ) -> Vec<NewEntry> {
         let mut entries = Vec::new();
@@ -121,6 +155,12 @@ impl Orchestrator {
                     prompt: after.launch.prompt.clone(),
                     model: after.launch.model.clone(),
                     permission: after.launch.permission.clone(),
+                    allowed_tools: after.launch.allowed_tools.clone(),
+                    usage_baseline: if *resume {
+                        usage_baseline
+                    } else {
+                        TokenTotals::default()
+                    },
                 }),
                 Effect::Start {
                     node,
@@ -223,7 +263,7 @@ impl Orchestrator {
         let facts = LaunchFacts {
             project,
             active_runners,
-            profile_known: self.runners.profiles.iter().any(|p| p == &cmd.profile),
+            profile: self.profiles.get(&cmd.profile).cloned(),
             latest_resumable,
             named_session,
             fresh_session_id: Uuid::new_v4().to_string(),
@@ -279,7 +319,7 @@ impl Orchestrator {
                         resume: runner.session_bound,
                     }],
                 };
-                entries.extend(self.decision_entries(&runner, 1, decision, message));
+                entries.extend(self.decided(conn, &runner, 1, decision, message).await?);
                 Ok(entries)
             }
         }
@@ -324,7 +364,8 @@ impl Orchestrator {
                     0,
                     decided(None, format!("{want:?} accepted").to_lowercase()),
                 );
-                Ok(self.decision_entries(&runner, version, decision, message))
+                self.decided(conn, &runner, version, decision, message)
+                    .await
             }
             Err(illegal) => {
                 let event = decided(Some("illegal_transition"), illegal.to_string());
@@ -419,8 +460,15 @@ impl Orchestrator {
                 }
                 return Ok(Vec::new());
             }
-            // Spawning and text change no lifecycle.
-            ProcessEvent::Spawning(_) | ProcessEvent::TextChunked(_) => return Ok(Vec::new()),
+            // Spawning, text, the agent's own session id and errors, cost
+            // reconciliation and stalls change no lifecycle (a stall the
+            // node acts on ends the attempt, which arrives as an exit).
+            ProcessEvent::Spawning(_)
+            | ProcessEvent::TextChunked(_)
+            | ProcessEvent::SessionStarted(_)
+            | ProcessEvent::ErrorReported(_)
+            | ProcessEvent::CostReconciled(_)
+            | ProcessEvent::Stalled(_) => return Ok(Vec::new()),
         };
         self.decide_fact_for(conn, message, runner_id, fact).await
     }
@@ -436,7 +484,7 @@ impl Orchestrator {
             return Ok(Vec::new());
         };
         let decision = runners::decide_fact(&runner, fact, self.now_ms(), self.policy());
-        Ok(self.decision_entries(&runner, version, decision, cause))
+        self.decided(conn, &runner, version, decision, cause).await
     }
 
     /// A node registered: attempts its older incarnations claimed and never

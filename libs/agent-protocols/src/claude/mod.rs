@@ -270,6 +270,25 @@ impl ClaudeStreamParser {
     }
 }
 
+impl crate::AgentParser for ClaudeStreamParser {
+    fn feed(&mut self, line: &str) -> Vec<AgentFact> {
+        ClaudeStreamParser::feed(self, line)
+    }
+
+    fn finish(&mut self) -> Vec<AgentFact> {
+        ClaudeStreamParser::finish(self)
+    }
+
+    fn stats(&self) -> crate::LineStats {
+        crate::LineStats {
+            lines_seen: self.lines_seen,
+            last_progress_line: self.last_progress_line,
+            malformed_lines: self.malformed_lines,
+            unknown_lines: self.unknown_lines,
+        }
+    }
+}
+
 fn usage_fact(totals: TurnTotals) -> AgentFact {
     AgentFact::UsageReported {
         turn: totals.turn,

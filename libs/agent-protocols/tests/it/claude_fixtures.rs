@@ -1,60 +1,19 @@
-use std::path::PathBuf;
+use stratavore_agent_protocols::{AgentFact, ClaudeStreamParser, Outcome, TextRole};
 
-use stratavore_agent_protocols::{AgentFact, ClaudeStreamParser, Outcome, TextRole, TokenUsage};
+use crate::{finished, kinds, outcome, usage, usage_reports};
 
 fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/claude")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    crate::fixture("claude", name)
 }
 
 fn parse_text(text: &str) -> (Vec<AgentFact>, ClaudeStreamParser) {
     let mut parser = ClaudeStreamParser::new();
-    let mut facts: Vec<AgentFact> = text.lines().flat_map(|l| parser.feed(l)).collect();
-    facts.extend(parser.finish());
+    let facts = crate::fold(&mut parser, text);
     (facts, parser)
 }
 
 fn parse(name: &str) -> (Vec<AgentFact>, ClaudeStreamParser) {
     parse_text(&fixture(name))
-}
-
-fn usage(input: u64, output: u64, creation: u64, read: u64) -> TokenUsage {
-    TokenUsage {
-        input_tokens: input,
-        output_tokens: output,
-        cache_creation_input_tokens: creation,
-        cache_read_input_tokens: read,
-    }
-}
-
-fn usage_reports(facts: &[AgentFact]) -> Vec<(u32, Vec<String>, TokenUsage)> {
-    facts
-        .iter()
-        .filter_map(|f| match f {
-            AgentFact::UsageReported {
-                turn,
-                message_ids,
-                usage,
-                ..
-            } => Some((*turn, message_ids.clone(), *usage)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn finished(facts: &[AgentFact]) -> Option<&AgentFact> {
-    facts
-        .iter()
-        .find(|f| matches!(f, AgentFact::Finished { .. }))
-}
-
-fn outcome(facts: &[AgentFact]) -> Option<Outcome> {
-    match finished(facts) {
-        Some(AgentFact::Finished { outcome, .. }) => Some(outcome.clone()),
-        _ => None,
-    }
 }
 
 #[test]
@@ -107,18 +66,8 @@ fn a_message_repeated_after_its_turn_is_not_billed_again() {
 #[test]
 fn the_session_is_bound_right_after_the_first_completed_turn() {
     let (facts, _) = parse("two-turns-with-tools.jsonl");
-    let kinds: Vec<&str> = facts
-        .iter()
-        .map(|f| match f {
-            AgentFact::SessionStarted { .. } => "started",
-            AgentFact::UsageReported { .. } => "usage",
-            AgentFact::SessionBound { .. } => "bound",
-            AgentFact::TextChunk { .. } => "text",
-            AgentFact::Finished { .. } => "finished",
-        })
-        .collect();
     assert_eq!(
-        kinds,
+        kinds(&facts),
         [
             "started", "text", "usage", "bound", "text", "usage", "text", "finished"
         ]
@@ -184,6 +133,50 @@ fn the_real_cli_without_login_fails_although_its_subtype_says_success() {
         role: TextRole::Assistant,
         text: "Not logged in · Please run /login".into()
     }));
+    assert_eq!(parser.malformed_lines() + parser.unknown_lines(), 0);
+}
+
+#[test]
+fn the_2_1_332_cli_without_login_fails_with_its_text_and_the_session_id() {
+    let (facts, parser) = parse("no-login-2.1.332.jsonl");
+    assert_eq!(
+        facts.first(),
+        Some(&AgentFact::SessionStarted {
+            session_id: "3c9a4f1e-7b2d-4e8a-9f60-1d5b7c2e8a94".into(),
+            model: Some("claude-opus-5-5".into()),
+            cwd: Some("/work/main/.local/tmp/rec/claude".into()),
+        })
+    );
+    assert_eq!(
+        kinds(&facts),
+        ["started", "text", "usage", "text", "finished"]
+    );
+    let Some(AgentFact::Finished {
+        is_error,
+        subtype,
+        result_text,
+        counted_usage,
+        outcome,
+        ..
+    }) = finished(&facts).cloned()
+    else {
+        panic!("no Finished fact in {facts:?}");
+    };
+    assert!(is_error);
+    assert_eq!(subtype.as_deref(), Some("success"));
+    assert_eq!(
+        result_text.as_deref(),
+        Some("Not logged in · Please run /login")
+    );
+    assert_eq!(counted_usage, usage(0, 0, 0, 0));
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: "Not logged in · Please run /login".into()
+        }
+    );
+    assert!(!parser.is_bound());
+    assert_eq!(parser.lines_seen(), 3);
     assert_eq!(parser.malformed_lines() + parser.unknown_lines(), 0);
 }
 
@@ -310,6 +303,7 @@ fn reading_a_transcript_again_gives_the_same_facts() {
         "two-turns-with-tools.jsonl",
         "rate-limited.jsonl",
         "no-login.jsonl",
+        "no-login-2.1.332.jsonl",
     ] {
         let (first, _) = parse(name);
         let (second, _) = parse(name);

@@ -37,6 +37,10 @@ pub(super) struct LaunchBody {
     model: Option<String>,
     #[serde(default)]
     permission: Option<String>,
+    /// Tools from the profile's allowlist; absent: the profile's default,
+    /// `[]`: none.
+    #[serde(default)]
+    allowed_tools: Option<Vec<String>>,
     #[serde(default)]
     max_restarts: Option<u32>,
 }
@@ -166,6 +170,7 @@ pub(super) async fn launch(
         session_id: body.session_id,
         model: body.model,
         permission: body.permission,
+        allowed_tools: body.allowed_tools,
         max_restarts: body.max_restarts,
     });
     submit(

@@ -92,6 +92,8 @@ mod tests {
             prompt: "p".into(),
             model: None,
             permission: None,
+            allowed_tools: Vec::new(),
+            usage_baseline: Default::default(),
         }
     }
 

@@ -115,6 +115,12 @@ const CLAUDE_SONNET_4: ModelPrice = ModelPrice::builtin(3.0, 15.0, 3.75, 0.3);
 /// Haiku 4 list prices.
 const CLAUDE_HAIKU_4: ModelPrice = ModelPrice::builtin(1.0, 5.0, 1.25, 0.1);
 
+/// GPT-5 list prices (Codex's models); OpenAI bills no cache writes, so
+/// they cost what plain input does.
+const GPT_5: ModelPrice = ModelPrice::builtin(1.25, 10.0, 1.25, 0.125);
+/// GPT-5 mini list prices.
+const GPT_5_MINI: ModelPrice = ModelPrice::builtin(0.25, 2.0, 0.25, 0.025);
+
 /// A cost and whether it is only an estimate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quote {
@@ -146,6 +152,8 @@ impl Default for PriceTable {
                 ("claude-opus-4".to_owned(), CLAUDE_OPUS_4),
                 ("claude-sonnet-4".to_owned(), CLAUDE_SONNET_4),
                 ("claude-haiku-4".to_owned(), CLAUDE_HAIKU_4),
+                ("gpt-5".to_owned(), GPT_5),
+                ("gpt-5-mini".to_owned(), GPT_5_MINI),
             ]),
             // The dearest known row: an unknown model's budget should run
             // out early rather than late.
@@ -173,8 +181,18 @@ impl PriceTable {
         }
     }
 
-    /// The row of the longest prefix of `model`, if any.
+    /// The row of the longest prefix of `model`, if any; a model named with
+    /// its provider (`anthropic/claude-sonnet-4-5`, as OpenCode names them)
+    /// is looked up by its own name when the whole name matches nothing.
     fn row_for(&self, model: &str) -> Option<&ModelPrice> {
+        self.row_for_name(model).or_else(|| {
+            model
+                .rsplit_once('/')
+                .and_then(|(_, name)| self.row_for_name(name))
+        })
+    }
+
+    fn row_for_name(&self, model: &str) -> Option<&ModelPrice> {
         self.models
             .iter()
             .filter(|(prefix, _)| model.starts_with(prefix.as_str()))
@@ -251,11 +269,28 @@ mod tests {
     fn an_unknown_or_missing_model_is_priced_by_the_default_row_as_an_estimate() {
         let table = PriceTable::default();
         let u = usage(1000, 100, 0, 0);
-        for model in [Some("gpt-5-codex"), None] {
+        for model in [Some("o3-pro"), Some("mistral/codestral"), None] {
             let quote = table.quote(model, &u);
             assert_usd(quote.cost_usd, 0.0225);
             assert!(quote.estimated, "{model:?}");
         }
+    }
+
+    #[test]
+    fn codex_and_provider_named_models_find_their_rows() {
+        let table = PriceTable::default();
+        // Cached input inside input is Codex's; here it arrives split.
+        let u = usage(1_000_000, 1_000_000, 0, 1_000_000);
+        let quote = table.quote(Some("gpt-5-codex"), &u);
+        assert_usd(quote.cost_usd, 1.25 + 10.0 + 0.125);
+        assert!(!quote.estimated);
+        assert_usd(table.price(Some("gpt-5-mini"), &u), 0.25 + 2.0 + 0.025);
+        let quote = table.quote(
+            Some("anthropic/claude-sonnet-4-5"),
+            &usage(1_000_000, 0, 0, 0),
+        );
+        assert_usd(quote.cost_usd, 3.0);
+        assert!(!quote.estimated);
     }
 
     #[test]

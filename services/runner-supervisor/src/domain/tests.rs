@@ -5,9 +5,9 @@ use stratavore_agent_shim::runner_dir::{ExitReason, ExitRecord};
 use stratavore_events::process::{ProcessEvent, ProcessExited, UsageReported};
 use uuid::Uuid;
 
-use super::pricing::PriceTable;
+use super::stall::{StallMarker, StallPolicy};
 use super::transcript_events::{
-    AttemptIdentity, DerivedEvent, FIRST_DERIVED_VERSION, TranscriptDeriver, event_id,
+    AttemptIdentity, AttemptSetup, DerivedEvent, FIRST_DERIVED_VERSION, TranscriptDeriver, event_id,
 };
 
 const NO_LOGIN: &str =
@@ -27,16 +27,16 @@ const ATTEMPT: u32 = 2;
 const FIXTURE_SESSION: &str = "5b0f6f0e-2c1d-4f7a-9e3b-7d4c2a1e8f90";
 const LAUNCH_SESSION: &str = "launch-session";
 
+fn identity() -> AttemptIdentity {
+    AttemptIdentity {
+        runner_id: RUNNER,
+        attempt: ATTEMPT,
+        node: "node-a".to_owned(),
+    }
+}
+
 fn deriver() -> TranscriptDeriver {
-    TranscriptDeriver::new(
-        AttemptIdentity {
-            runner_id: RUNNER,
-            attempt: ATTEMPT,
-            node: "node-a".to_owned(),
-        },
-        PriceTable::default(),
-        LAUNCH_SESSION.to_owned(),
-    )
+    TranscriptDeriver::new(identity(), AttemptSetup::claude(LAUNCH_SESSION))
 }
 
 fn exit(code: Option<i32>, signal: Option<i32>, reason: ExitReason) -> ExitRecord {
@@ -79,6 +79,10 @@ fn kinds(events: &[DerivedEvent]) -> Vec<&'static str> {
             ProcessEvent::TextChunked(_) => "text_chunked",
             ProcessEvent::Exited(_) => "exited",
             ProcessEvent::Failed(_) => "failed",
+            ProcessEvent::SessionStarted(_) => "session_started",
+            ProcessEvent::ErrorReported(_) => "error_reported",
+            ProcessEvent::CostReconciled(_) => "cost_reconciled",
+            ProcessEvent::Stalled(_) => "stalled",
         })
         .collect()
 }
@@ -124,7 +128,14 @@ fn no_login_ends_in_a_failed_exit_with_the_clis_own_words() {
     let events = derive_all(NO_LOGIN, &exited_with(1));
     assert_eq!(
         kinds(&events),
-        ["text_chunked", "usage_reported", "text_chunked", "exited"]
+        [
+            "session_started",
+            "text_chunked",
+            "usage_reported",
+            "text_chunked",
+            "cost_reconciled",
+            "exited"
+        ]
     );
     let exited = last_exit(&events);
     assert_eq!(exited.outcome, "failed");
@@ -145,12 +156,14 @@ fn two_turns_give_two_priced_usages_a_binding_text_and_a_success() {
     assert_eq!(
         kinds(&events),
         [
+            "session_started",
             "text_chunked",
             "usage_reported",
             "session_bound",
             "text_chunked",
             "usage_reported",
             "text_chunked",
+            "cost_reconciled",
             "exited",
         ]
     );
@@ -176,7 +189,17 @@ fn two_turns_give_two_priced_usages_a_binding_text_and_a_success() {
         assert_eq!(u.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
         assert_eq!((u.runner_id, u.attempt), (RUNNER, ATTEMPT));
     }
-    match &events[2].event {
+    match &events[0].event {
+        ProcessEvent::SessionStarted(started) => {
+            assert_eq!(started.session_id, FIXTURE_SESSION);
+            assert_eq!(started.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+        }
+        other => panic!("expected session_started, got {other:?}"),
+    }
+    for u in &usages {
+        assert_eq!(u.session_id, FIXTURE_SESSION);
+    }
+    match &events[3].event {
         ProcessEvent::SessionBound(bound) => assert_eq!(bound.session_id, FIXTURE_SESSION),
         other => panic!("expected session_bound, got {other:?}"),
     }
@@ -277,9 +300,10 @@ fn malformed_and_unknown_lines_change_nothing_and_are_counted() {
     let mut events = feed(&mut d, &noisy);
     events.extend(d.finish(&exited_with(0)));
     assert_eq!(events, derive_all(TWO_TURNS, &exited_with(0)));
-    assert_eq!(d.malformed_lines(), 2);
-    assert_eq!(d.unknown_lines(), 1);
-    assert_eq!(d.lines_seen(), 9);
+    let stats = d.stats();
+    assert_eq!(stats.malformed_lines, 2);
+    assert_eq!(stats.unknown_lines, 1);
+    assert_eq!(stats.lines_seen, 9);
 }
 
 #[test]
@@ -296,6 +320,116 @@ fn a_crash_without_a_result_bills_the_open_turn_and_fails_with_the_exit_code() {
     let exited = last_exit(&events);
     assert_eq!(exited.outcome, "failed");
     assert_eq!(exited.message.as_deref(), Some("exited with code 3"));
+    assert!(
+        !kinds(&events).contains(&"cost_reconciled"),
+        "a crashed run keeps the priced figure"
+    );
+}
+
+#[test]
+fn the_cost_is_known_from_the_table_mid_run_and_reconciled_with_the_result() {
+    let lines: Vec<&str> = TWO_TURNS.lines().collect();
+    let result_at = lines
+        .iter()
+        .position(|l| l.contains("\"type\":\"result\""))
+        .unwrap();
+    let mut d = deriver();
+    let before: Vec<_> = lines[..result_at]
+        .iter()
+        .flat_map(|l| d.feed_line(l))
+        .collect();
+    let priced: f64 = usages(&before).iter().map(|u| u.cost_usd).sum();
+    // Mid-run, before any figure of the agent's own, the table priced the
+    // first turn (the second is billed when it ends, at the result).
+    assert_usd(priced, 0.022_968_45);
+    let after = d.feed_line(lines[result_at]);
+    let priced = priced + usages(&after).iter().map(|u| u.cost_usd).sum::<f64>();
+    let reconciled = after
+        .iter()
+        .find_map(|e| match &e.event {
+            ProcessEvent::CostReconciled(c) => Some(c),
+            _ => None,
+        })
+        .expect("the result reconciles the cost");
+    assert_usd(reconciled.priced_cost_usd, priced);
+    assert_usd(reconciled.reported_cost_usd, 0.029_817_45);
+}
+
+fn stopped_on_request() -> ExitRecord {
+    exit(None, Some(15), ExitReason::StoppedOnRequest)
+}
+
+#[test]
+fn a_stall_the_node_stopped_ends_the_attempt_as_stalled_saying_why() {
+    let lines: Vec<&str> = NO_LOGIN.lines().take(1).collect();
+    let mut d = deriver();
+    let mut events: Vec<_> = lines.iter().flat_map(|l| d.feed_line(l)).collect();
+    events.extend(d.stall(StallMarker {
+        after_line: 1,
+        idle_ms: 5_000,
+        policy: StallPolicy::Stop,
+    }));
+    events.extend(d.finish(&stopped_on_request()));
+    assert_eq!(kinds(&events), ["session_started", "stalled", "exited"]);
+    let exited = last_exit(&events);
+    assert_eq!(exited.outcome, "stalled");
+    assert_eq!(exited.reason, "stopped_on_request");
+    assert!(
+        exited.message.as_deref().unwrap().contains("no progress"),
+        "{:?}",
+        exited.message
+    );
+}
+
+#[test]
+fn a_flagged_stall_changes_no_outcome() {
+    let mut d = deriver();
+    let mut events = d.stall(StallMarker {
+        after_line: 0,
+        idle_ms: 5_000,
+        policy: StallPolicy::Flag,
+    });
+    events.extend(feed(&mut d, TWO_TURNS));
+    events.extend(d.finish(&exited_with(0)));
+    assert_eq!(kinds(&events)[0], "stalled");
+    assert_eq!(last_exit(&events).outcome, "succeeded");
+}
+
+#[test]
+fn stalls_read_back_after_a_restart_are_derived_where_they_were() {
+    let lines: Vec<&str> = TWO_TURNS.lines().collect();
+    let markers = [
+        StallMarker {
+            after_line: 0,
+            idle_ms: 1_000,
+            policy: StallPolicy::Flag,
+        },
+        StallMarker {
+            after_line: 3,
+            idle_ms: 2_000,
+            policy: StallPolicy::Stop,
+        },
+    ];
+    // Live: each stall seen once the lines before it were read.
+    let mut live = deriver();
+    let mut first = live.stall(markers[0].clone());
+    for line in &lines[..3] {
+        first.extend(live.feed_line(line));
+    }
+    first.extend(live.stall(markers[1].clone()));
+    for line in &lines[3..] {
+        first.extend(live.feed_line(line));
+    }
+    first.extend(live.finish(&stopped_on_request()));
+    // Restarted: the markers come from the runner directory up front.
+    let mut setup = AttemptSetup::claude(LAUNCH_SESSION);
+    setup.stalls = vec![markers[1].clone(), markers[0].clone()];
+    let mut again = TranscriptDeriver::new(identity(), setup);
+    let mut second = feed(&mut again, TWO_TURNS);
+    second.extend(again.finish(&stopped_on_request()));
+    assert_eq!(first, second);
+    assert_eq!(kinds(&first).iter().filter(|k| **k == "stalled").count(), 2);
+    assert_eq!(last_exit(&first).outcome, "stalled");
 }
 
 #[test]

@@ -9,14 +9,19 @@
 //! unique (stream, version) refuses where they were already appended:
 //! nothing billed twice, nothing lost.
 
-use stratavore_agent_protocols::{AgentFact, ClaudeStreamParser, Outcome, TextRole, TokenUsage};
+use stratavore_agent_protocols::{
+    AgentFact, AgentParser, LineStats, Outcome, ParserKind, ParserStart, TextRole, TokenUsage,
+    parser_for, split_text,
+};
 use stratavore_agent_shim::runner_dir::{ExitReason, ExitRecord};
 use stratavore_events::process::{
-    ProcessEvent, ProcessExited, ProcessFailed, ProcessSessionBound, TextChunked, UsageReported,
+    ProcessCostReconciled, ProcessErrorReported, ProcessEvent, ProcessExited, ProcessFailed,
+    ProcessSessionBound, ProcessSessionStarted, ProcessStalled, TextChunked, UsageReported,
 };
 use uuid::Uuid;
 
 use super::pricing::PriceTable;
+use super::stall::{StallMarker, StallPolicy};
 
 /// The namespace of process event ids: UUIDv5 of the URL namespace and
 /// `urn:stratavore:process-events`. It is part of every id ever appended,
@@ -85,20 +90,68 @@ pub struct DerivedEvent {
     pub event: ProcessEvent,
 }
 
-/// Folds a Claude Code transcript, then the exit record, into process events.
+/// The longest error message carried by `process.error_reported`: an
+/// agent's error line can hold a whole HTTP body.
+pub const ERROR_MESSAGE_MAX_BYTES: usize = 2 * 1024;
+
+/// What an attempt's derivation starts from, all of it known at launch (from
+/// the offer and the node's profile) so a restart derives the same events.
+#[derive(Debug, Clone)]
+pub struct AttemptSetup {
+    /// How tokens are priced.
+    pub pricing: PriceTable,
+    /// How the agent's output is read.
+    pub parser: ParserKind,
+    /// The session's usage before this attempt, for agents that report a
+    /// running total (Codex).
+    pub usage_baseline: TokenUsage,
+    /// The session the attempt was launched with.
+    pub session_id: String,
+    /// The model the launch chose: what prices a turn whose output names
+    /// no model (Codex prints none).
+    pub model: Option<String>,
+    /// Stalls the node recorded for the attempt (empty at launch).
+    pub stalls: Vec<StallMarker>,
+}
+
+impl AttemptSetup {
+    /// A Claude Code attempt with the built-in prices, nothing else known.
+    #[must_use]
+    pub fn claude(session_id: impl Into<String>) -> Self {
+        Self {
+            pricing: PriceTable::default(),
+            parser: ParserKind::ClaudeStreamJson,
+            usage_baseline: TokenUsage::default(),
+            session_id: session_id.into(),
+            model: None,
+            stalls: Vec::new(),
+        }
+    }
+}
+
+/// Folds an agent's transcript, then the exit record, into process events.
 #[derive(Debug)]
 pub struct TranscriptDeriver {
     identity: AttemptIdentity,
     pricing: PriceTable,
-    /// The session the attempt was launched with, until init names one.
+    /// The session the attempt was launched with, until the agent names one.
     launch_session_id: String,
-    /// The session init named: a resume may run under another id.
+    /// The session the agent named: a resume may run under another id, and
+    /// Codex chooses its thread id itself.
     started_session_id: Option<String>,
-    parser: ClaudeStreamParser,
+    /// The model the agent named at its start, else the launch's.
+    model: Option<String>,
+    parser: Box<dyn AgentParser>,
     next_version: u64,
     bound: bool,
     outcome: Option<Outcome>,
     estimated_costs: u64,
+    /// The attempt's cost so far as priced from the table.
+    priced_cost_usd: f64,
+    /// Stalls not yet derived, in the order they happened.
+    stalls: std::collections::VecDeque<StallMarker>,
+    /// The policy of the last stall derived: a `stop` makes the exit a stall.
+    stalled: Option<StallMarker>,
     /// Set once the exit event is derived: the stream ends with it.
     finished: bool,
 }
@@ -106,17 +159,28 @@ pub struct TranscriptDeriver {
 impl TranscriptDeriver {
     /// A deriver at the start of the attempt's transcript.
     #[must_use]
-    pub fn new(identity: AttemptIdentity, pricing: PriceTable, session_id: String) -> Self {
+    pub fn new(identity: AttemptIdentity, setup: AttemptSetup) -> Self {
+        let mut stalls = setup.stalls;
+        stalls.sort_by_key(|m| m.after_line);
         Self {
             identity,
-            pricing,
-            launch_session_id: session_id,
+            pricing: setup.pricing,
+            launch_session_id: setup.session_id,
             started_session_id: None,
-            parser: ClaudeStreamParser::new(),
+            model: setup.model,
+            parser: parser_for(
+                setup.parser,
+                ParserStart {
+                    usage_baseline: setup.usage_baseline,
+                },
+            ),
             next_version: FIRST_DERIVED_VERSION,
             bound: false,
             outcome: None,
             estimated_costs: 0,
+            priced_cost_usd: 0.0,
+            stalls: stalls.into(),
+            stalled: None,
             finished: false,
         }
     }
@@ -129,8 +193,49 @@ impl TranscriptDeriver {
         if self.finished {
             return Vec::new();
         }
+        // A stall recorded before this line was read goes first, where it
+        // went when it was recorded.
+        let mut events = self.due_stalls();
         let facts = self.parser.feed(line);
-        self.derive(facts)
+        events.extend(self.derive(facts));
+        events.extend(self.due_stalls());
+        events
+    }
+
+    /// Records a stall the node saw after the lines fed so far: its event
+    /// now, and, with the `stop` policy, an exit that says the node stopped
+    /// the agent for it. The marker must also be kept where a restart finds
+    /// it (the runner directory), so the derivation is the same again.
+    pub fn stall(&mut self, marker: StallMarker) -> Vec<DerivedEvent> {
+        if self.finished {
+            return Vec::new();
+        }
+        self.stalls.push_back(marker);
+        self.due_stalls()
+    }
+
+    fn due_stalls(&mut self) -> Vec<DerivedEvent> {
+        let seen = self.parser.stats().lines_seen;
+        let mut events = Vec::new();
+        while let Some(marker) = self.stalls.pop_front() {
+            if marker.after_line > seen {
+                self.stalls.push_front(marker);
+                break;
+            }
+            events.push(self.stall_event(marker));
+        }
+        events
+    }
+
+    fn stall_event(&mut self, marker: StallMarker) -> DerivedEvent {
+        let event = ProcessEvent::Stalled(ProcessStalled {
+            runner_id: self.identity.runner_id,
+            attempt: self.identity.attempt,
+            idle_ms: marker.idle_ms,
+            policy: marker.policy.name().to_owned(),
+        });
+        self.stalled = Some(marker);
+        self.next(event)
     }
 
     /// Ends the transcript with the shim's exit record: a turn the agent
@@ -141,8 +246,10 @@ impl TranscriptDeriver {
         if self.finished {
             return Vec::new();
         }
+        let mut events = self.due_stalls();
         let facts = self.parser.finish();
-        let mut events = self.derive(facts);
+        events.extend(self.derive(facts));
+        events.extend(self.drain_stalls());
         let last = self.exit_event(exit);
         events.push(self.next(last));
         self.finished = true;
@@ -157,8 +264,10 @@ impl TranscriptDeriver {
         if self.finished {
             return Vec::new();
         }
+        let mut events = self.due_stalls();
         let facts = self.parser.finish();
-        let mut events = self.derive(facts);
+        events.extend(self.derive(facts));
+        events.extend(self.drain_stalls());
         events.push(self.next(exited));
         self.finished = true;
         events
@@ -182,29 +291,18 @@ impl TranscriptDeriver {
         self.finished
     }
 
-    /// Lines fed, blank ones included.
+    /// Line counts: fed, malformed, unknown, and the last that showed
+    /// progress (what a stall timer counts from).
     #[must_use]
-    pub fn lines_seen(&self) -> u64 {
-        self.parser.lines_seen()
+    pub fn stats(&self) -> LineStats {
+        self.parser.stats()
     }
 
-    /// Lines that were not a JSON object or lacked what their type needs.
-    #[must_use]
-    pub fn malformed_lines(&self) -> u64 {
-        self.parser.malformed_lines()
-    }
-
-    /// JSON lines of a type the parser does not know.
-    #[must_use]
-    pub fn unknown_lines(&self) -> u64 {
-        self.parser.unknown_lines()
-    }
-
-    /// The 1-based number of the last line that showed progress, 0 before
-    /// any: what a stall timer counts from.
-    #[must_use]
-    pub fn last_progress_line(&self) -> u64 {
-        self.parser.last_progress_line()
+    /// Stalls recorded past the end of the transcript (it was cut short):
+    /// derived at the end rather than lost.
+    fn drain_stalls(&mut self) -> Vec<DerivedEvent> {
+        let left: Vec<StallMarker> = self.stalls.drain(..).collect();
+        left.into_iter().map(|m| self.stall_event(m)).collect()
     }
 
     /// Usage events priced by the price table's `default` row, since their
@@ -238,17 +336,40 @@ impl TranscriptDeriver {
         let runner_id = self.identity.runner_id;
         let attempt = self.identity.attempt;
         match fact {
-            // The init is no event of its own; it names the session that
-            // text chunks belong to.
-            AgentFact::SessionStarted { session_id, .. } => {
-                self.started_session_id = Some(session_id);
-                None
+            AgentFact::SessionStarted {
+                session_id, model, ..
+            } => {
+                if model.is_some() {
+                    self.model.clone_from(&model);
+                }
+                // Said again with the same id, it changes nothing.
+                if self.started_session_id.as_deref() == Some(session_id.as_str()) {
+                    return None;
+                }
+                self.started_session_id = Some(session_id.clone());
+                Some(ProcessEvent::SessionStarted(ProcessSessionStarted {
+                    runner_id,
+                    attempt,
+                    session_id,
+                    model,
+                }))
             }
             AgentFact::UsageReported {
                 turn, usage, model, ..
             } => Some(ProcessEvent::UsageReported(
                 self.usage_event(turn, &usage, model),
             )),
+            AgentFact::ErrorReported { message } => {
+                let message = split_text(&message, ERROR_MESSAGE_MAX_BYTES)
+                    .first()
+                    .map(|piece| (*piece).to_owned())
+                    .unwrap_or_default();
+                Some(ProcessEvent::ErrorReported(ProcessErrorReported {
+                    runner_id,
+                    attempt,
+                    message,
+                }))
+            }
             AgentFact::SessionBound { session_id } => {
                 // Binding is a one-time transition of the runner, whatever
                 // a parser might repeat.
@@ -265,18 +386,26 @@ impl TranscriptDeriver {
             AgentFact::TextChunk { role, text } => Some(ProcessEvent::TextChunked(TextChunked {
                 runner_id,
                 attempt,
-                session_id: self
-                    .started_session_id
-                    .clone()
-                    .unwrap_or_else(|| self.launch_session_id.clone()),
+                session_id: self.session_id(),
                 role: role_name(role).to_owned(),
                 text,
             })),
             // The outcome waits for the exit record: only together do they
-            // say how the attempt ended.
-            AgentFact::Finished { outcome, .. } => {
+            // say how the attempt ended. The agent's own cost, when it gives
+            // one, replaces what the table priced turn by turn.
+            AgentFact::Finished {
+                outcome,
+                total_cost_usd,
+                ..
+            } => {
                 self.outcome = Some(outcome);
-                None
+                let reported = total_cost_usd.filter(|c| c.is_finite() && *c >= 0.0)?;
+                Some(ProcessEvent::CostReconciled(ProcessCostReconciled {
+                    runner_id,
+                    attempt,
+                    priced_cost_usd: self.priced_cost_usd,
+                    reported_cost_usd: reported,
+                }))
             }
         }
     }
@@ -287,10 +416,14 @@ impl TranscriptDeriver {
         usage: &TokenUsage,
         model: Option<String>,
     ) -> UsageReported {
+        // A turn that names no model (Codex's never do) is priced as the
+        // model the agent started with, else the one the launch chose.
+        let model = model.or_else(|| self.model.clone());
         let quote = self.pricing.quote(model.as_deref(), usage);
         if quote.estimated {
             self.estimated_costs += 1;
         }
+        self.priced_cost_usd += quote.cost_usd;
         UsageReported {
             runner_id: self.identity.runner_id,
             attempt: self.identity.attempt,
@@ -301,7 +434,15 @@ impl TranscriptDeriver {
             cache_read_input_tokens: usage.cache_read_input_tokens,
             cost_usd: quote.cost_usd,
             model,
+            session_id: self.session_id(),
         }
+    }
+
+    /// The session the agent runs: the one it named, else the launch's.
+    fn session_id(&self) -> String {
+        self.started_session_id
+            .clone()
+            .unwrap_or_else(|| self.launch_session_id.clone())
     }
 
     fn exit_event(&self, exit: &ExitRecord) -> ProcessEvent {
@@ -319,15 +460,30 @@ impl TranscriptDeriver {
                     .unwrap_or_else(|| "the agent could not be spawned".to_owned()),
             });
         };
-        let (outcome, message, resets_at) = match &self.outcome {
-            Some(Outcome::Succeeded) if exit.code == Some(0) => ("succeeded", None, None),
-            // A success the process then contradicts (a non-zero code, a
-            // signal) is no success: the work may not have been saved.
-            Some(Outcome::Succeeded) | None => ("failed", Some(crash_message(exit)), None),
-            Some(Outcome::Failed { reason }) => ("failed", Some(reason.clone()), None),
-            Some(Outcome::RateLimited { resets_at, message }) => {
-                ("rate_limited", Some(message.clone()), *resets_at)
-            }
+        let stopped_for_stall = self
+            .stalled
+            .as_ref()
+            .filter(|m| m.policy == StallPolicy::Stop)
+            .filter(|_| {
+                matches!(
+                    exit.reason,
+                    ExitReason::StoppedOnRequest | ExitReason::KilledOnRequest
+                )
+            });
+        let (outcome, message, resets_at) = match (&self.outcome, stopped_for_stall) {
+            // The node stopped it: whatever the agent printed last (a retry
+            // error), the stall is why it ended.
+            (_, Some(marker)) => ("stalled", Some(marker.describe()), None),
+            (outcome, None) => match outcome {
+                Some(Outcome::Succeeded) if exit.code == Some(0) => ("succeeded", None, None),
+                // A success the process then contradicts (a non-zero code, a
+                // signal) is no success: the work may not have been saved.
+                Some(Outcome::Succeeded) | None => ("failed", Some(crash_message(exit)), None),
+                Some(Outcome::Failed { reason }) => ("failed", Some(reason.clone()), None),
+                Some(Outcome::RateLimited { resets_at, message }) => {
+                    ("rate_limited", Some(message.clone()), *resets_at)
+                }
+            },
         };
         ProcessEvent::Exited(ProcessExited {
             runner_id,

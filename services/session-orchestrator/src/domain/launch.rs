@@ -1,8 +1,10 @@
 //! Deciding a launch: the project, its quota, the profile and the session,
-//! known in advance and passed in; approval or a rejection naming why.
+//! known in advance and passed in; approval (with the profile's defaults
+//! for what the launch did not choose) or a rejection naming why.
 
 use super::projects::Project;
 use stratavore_events::runner::{LaunchApproved, LaunchMode, LaunchRejected, LaunchRunner};
+use stratavore_profiles::{Choice, ProfileSection};
 use uuid::Uuid;
 
 /// What the shell looked up for a launch.
@@ -12,8 +14,8 @@ pub struct LaunchFacts {
     pub project: Option<Project>,
     /// Runners of the project that have not ended.
     pub active_runners: i64,
-    /// Whether the profile is configured.
-    pub profile_known: bool,
+    /// The profile the launch names, if it is configured.
+    pub profile: Option<ProfileSection>,
     /// With `continue`: the project's latest resumable session not in use.
     pub latest_resumable: Option<String>,
     /// With `resume`: the named session (project, bound, in use).
@@ -48,11 +50,27 @@ pub fn decide_launch(
 ) -> Result<LaunchApproved, LaunchRejected> {
     let reject =
         |reason, field, message: String| Err(rejected(cmd, command_id, reason, field, message));
-    if !facts.profile_known {
+    let Some(profile) = &facts.profile else {
         return reject(
             "unknown_profile",
             Some("profile"),
             format!("no agent profile named {}", cmd.profile),
+        );
+    };
+    let choice = Choice {
+        model: cmd.model.as_deref(),
+        permission: cmd.permission.as_deref(),
+        tools: cmd.allowed_tools.as_deref(),
+    };
+    let chosen = match profile.choose(&cmd.profile, choice) {
+        Ok(chosen) => chosen,
+        Err(bad) => return reject("choice_not_allowed", Some(bad.field), bad.message),
+    };
+    if matches!(cmd.mode, LaunchMode::Continue | LaunchMode::Resume) && !profile.can_resume() {
+        return reject(
+            "profile_cannot_resume",
+            Some("mode"),
+            format!("profile {} cannot resume a session", cmd.profile),
         );
     }
     let Some(project) = &facts.project else {
@@ -156,10 +174,11 @@ pub fn decide_launch(
         profile: cmd.profile.clone(),
         session_id,
         resume,
-        model: cmd.model.clone(),
-        permission: cmd.permission.clone(),
+        model: chosen.model,
+        permission: chosen.permission,
         max_restarts: cmd.max_restarts.unwrap_or(facts.default_max_restarts),
         prompt: cmd.prompt.clone(),
+        allowed_tools: chosen.tools,
     })
 }
 
@@ -177,8 +196,13 @@ mod tests {
             session_id: session.map(str::to_owned),
             model: None,
             permission: None,
+            allowed_tools: None,
             max_restarts: None,
         }
+    }
+
+    fn profile(name: &str) -> Option<ProfileSection> {
+        stratavore_profiles::builtin_profiles().remove(name)
     }
 
     fn facts() -> LaunchFacts {
@@ -192,7 +216,7 @@ mod tests {
                 max_concurrent_runners: 5,
             }),
             active_runners: 0,
-            profile_known: true,
+            profile: profile("demo"),
             latest_resumable: None,
             named_session: None,
             fresh_session_id: "fresh".into(),
@@ -308,12 +332,116 @@ mod tests {
             "project_archived"
         );
         let f = LaunchFacts {
-            profile_known: false,
+            profile: None,
             ..facts()
         };
         assert_eq!(
             reason(decide_launch(&cmd(LaunchMode::New, None), Uuid::nil(), &f)),
             "unknown_profile"
         );
+    }
+
+    #[test]
+    fn a_launch_that_chooses_nothing_runs_with_the_profiles_defaults() {
+        let a = decide_launch(&cmd(LaunchMode::New, None), Uuid::nil(), &facts()).unwrap();
+        assert_eq!(a.model, None);
+        assert_eq!(a.permission.as_deref(), Some("acceptEdits"));
+        assert_eq!(
+            a.allowed_tools,
+            [
+                "Read",
+                "Edit",
+                "MultiEdit",
+                "Write",
+                "Glob",
+                "Grep",
+                "LS",
+                "Bash"
+            ]
+        );
+    }
+
+    #[test]
+    fn allowed_choices_are_approved_as_chosen() {
+        let c = LaunchRunner {
+            model: Some("opus".into()),
+            permission: Some("plan".into()),
+            allowed_tools: Some(vec!["Read".into(), "Grep".into()]),
+            ..cmd(LaunchMode::New, None)
+        };
+        let a = decide_launch(&c, Uuid::nil(), &facts()).unwrap();
+        assert_eq!(a.model.as_deref(), Some("opus"));
+        assert_eq!(a.permission.as_deref(), Some("plan"));
+        assert_eq!(a.allowed_tools, ["Read", "Grep"]);
+        let none = LaunchRunner {
+            allowed_tools: Some(Vec::new()),
+            ..cmd(LaunchMode::New, None)
+        };
+        let a = decide_launch(&none, Uuid::nil(), &facts()).unwrap();
+        assert!(a.allowed_tools.is_empty(), "an empty list allows no tool");
+    }
+
+    #[test]
+    fn a_choice_outside_the_profiles_allowlists_is_refused_naming_its_field() {
+        let cases = [
+            (
+                LaunchRunner {
+                    model: Some("claude-sonnet-4".into()),
+                    ..cmd(LaunchMode::New, None)
+                },
+                "model",
+            ),
+            (
+                LaunchRunner {
+                    permission: Some("bypassPermissions".into()),
+                    ..cmd(LaunchMode::New, None)
+                },
+                "permission",
+            ),
+            (
+                LaunchRunner {
+                    allowed_tools: Some(vec!["Read".into(), "Shell".into()]),
+                    ..cmd(LaunchMode::New, None)
+                },
+                "allowed_tools",
+            ),
+        ];
+        for (c, field) in cases {
+            let r = decide_launch(&c, Uuid::nil(), &facts()).unwrap_err();
+            assert_eq!(
+                (r.reason.as_str(), r.field.as_deref()),
+                ("choice_not_allowed", Some(field))
+            );
+            assert!(r.message.contains("allowed"), "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn continue_or_resume_on_a_profile_that_cannot_resume_is_refused_naming_the_mode() {
+        let f = LaunchFacts {
+            profile: profile("generic"),
+            latest_resumable: Some("s-9".into()),
+            named_session: Some(("web".into(), true, false)),
+            ..facts()
+        };
+        for c in [
+            cmd(LaunchMode::Continue, None),
+            cmd(LaunchMode::Resume, Some("s-9")),
+        ] {
+            let generic = LaunchRunner {
+                profile: "generic".into(),
+                ..c
+            };
+            let r = decide_launch(&generic, Uuid::nil(), &f).unwrap_err();
+            assert_eq!(
+                (r.reason.as_str(), r.field.as_deref()),
+                ("profile_cannot_resume", Some("mode"))
+            );
+        }
+        let fresh = LaunchRunner {
+            profile: "generic".into(),
+            ..cmd(LaunchMode::New, None)
+        };
+        assert!(decide_launch(&fresh, Uuid::nil(), &f).is_ok());
     }
 }

@@ -96,6 +96,10 @@ pub struct LaunchSpec {
     pub model: Option<String>,
     /// Permission setting, when chosen.
     pub permission: Option<String>,
+    /// Tools the agent may use without asking (default: none, as in
+    /// snapshots written before launches chose tools).
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
 }
 
 /// Fold one event.
@@ -122,6 +126,7 @@ pub fn apply(state: Option<Runner>, event: &RunnerEvent) -> Option<Runner> {
                     prompt: a.prompt.clone(),
                     model: a.model.clone(),
                     permission: a.permission.clone(),
+                    allowed_tools: a.allowed_tools.clone(),
                 },
             });
         }

@@ -29,6 +29,7 @@ fn approved(max_restarts: u32) -> RunnerEvent {
         permission: None,
         max_restarts,
         prompt: "hello".into(),
+        allowed_tools: vec!["Read".into()],
     })
 }
 
@@ -590,4 +591,16 @@ fn the_published_state_names_are_exactly_the_state_machines() {
         })
         .collect();
     assert_eq!(names, stratavore_events::runner::RUNNER_STATES);
+}
+
+#[test]
+fn the_launch_spec_keeps_the_approved_tools_and_older_snapshots_read_as_none() {
+    let r = given(&[approved(0)]);
+    assert_eq!(r.launch.allowed_tools, ["Read"]);
+    let mut snapshot = serde_json::to_value(&r).unwrap();
+    if let Some(launch) = snapshot["launch"].as_object_mut() {
+        launch.remove("allowed_tools");
+    }
+    let old: Runner = serde_json::from_value(snapshot).unwrap();
+    assert!(old.launch.allowed_tools.is_empty());
 }

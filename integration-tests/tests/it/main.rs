@@ -9,6 +9,7 @@ mod projects_api;
 mod provisioning;
 mod real_agents;
 mod rebuild;
+mod replayed_agents;
 mod roles;
 mod runner_e2e;
 mod runners_api;

@@ -8,9 +8,10 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions};
 use lapin::types::FieldTable;
 use serde_json::json;
 use std::time::Duration;
+use stratavore_events::Message;
 use stratavore_events::process::{
-    ProcessClaim, ProcessEvent, ProcessExited, ProcessSessionBound, ProcessStarted, UsageReported,
-    root_key,
+    LiveMessage, NodeEvent, NodeHeartbeat, NodeRegistered, ProcessClaim, ProcessEvent,
+    ProcessExited, ProcessSessionBound, ProcessStarted, UsageReported, root_key,
 };
 use stratavore_events::runner::{ControlRunner, LaunchMode, LaunchRunner, RunnerCommand, Want};
 use stratavore_runtime::Shutdown;
@@ -22,23 +23,46 @@ pub(crate) const NODE: &str = "node-1";
 
 /// A supervisor node as the test plays it.
 pub(crate) struct FakeNode {
+    pub(crate) node: String,
     publisher: stratavore_bus::Publisher,
     pub(crate) events: String,
     commands: String,
-    pub(crate) offers: lapin::Consumer,
+    topology: stratavore_bus::Topology,
+    /// The shared offer queue of the root (None for a node that serves no
+    /// root here, so that offers for the root all reach one test node).
+    offers: Option<lapin::Consumer>,
+    /// Its own offer queue (resumes of the sessions it holds).
+    own_offers: lapin::Consumer,
     control: lapin::Consumer,
     pub(crate) incarnation: Uuid,
     _conn: lapin::Connection,
     versions: std::collections::HashMap<(Uuid, u32), u64>,
+    registrations: u64,
+}
+
+/// A node's heartbeats, published until this is dropped.
+pub(crate) struct Heartbeats(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl FakeNode {
+    /// `node-1`, serving the test root.
     pub(crate) async fn register(env: &TestEnv) -> FakeNode {
+        Self::register_as(env, NODE, true).await
+    }
+
+    /// A node named `node`: its queues declared and consumed (the root's
+    /// shared offer queue only when `serves_root`).
+    pub(crate) async fn register_as(env: &TestEnv, node: &str, serves_root: bool) -> FakeNode {
         let conn = env.broker.connect().await.unwrap();
         let channel = conn.create_channel().await.unwrap();
-        let topology = env.broker.topology();
-        env.broker.track_node(NODE, &[root_key(ROOT)]);
-        for spec in topology.node_queues(NODE, &[root_key(ROOT)]) {
+        let topology = env.broker.topology().clone();
+        env.broker.track_node(node, &[root_key(ROOT)]);
+        for spec in topology.node_queues(node, &[root_key(ROOT)]) {
             topology.declare_queue(&channel, &spec).await.unwrap();
         }
         let consume = |queue: String| {
@@ -55,42 +79,83 @@ impl FakeNode {
                     .unwrap()
             }
         };
-        let offers = consume(topology.root_offer_queue(&root_key(ROOT))).await;
-        let control = consume(topology.node_control_queue(NODE)).await;
+        let offers = if serves_root {
+            Some(consume(topology.root_offer_queue(&root_key(ROOT))).await)
+        } else {
+            None
+        };
+        let own_offers = consume(topology.node_offer_queue(node)).await;
+        let control = consume(topology.node_control_queue(node)).await;
         let pub_conn = env.broker.connect().await.unwrap();
         FakeNode {
+            node: node.to_owned(),
             publisher: stratavore_bus::Publisher::open_owning(pub_conn)
                 .await
                 .unwrap(),
             events: topology.events_exchange(),
             commands: topology.commands_exchange(),
+            topology,
             offers,
+            own_offers,
             control,
             incarnation: Uuid::now_v7(),
             _conn: conn,
             versions: Default::default(),
+            registrations: 0,
         }
     }
 
-    /// The next message on a queue, as (type, data).
-    async fn next(consumer: &mut lapin::Consumer) -> (String, serde_json::Value) {
-        let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
-            .await
-            .expect("a message in time")
-            .unwrap()
-            .unwrap();
+    /// Read a delivery as (type, data), acking it.
+    async fn read(
+        delivery: Option<Result<lapin::message::Delivery, lapin::Error>>,
+    ) -> (String, serde_json::Value) {
+        let delivery = delivery.unwrap().unwrap();
         delivery.ack(BasicAckOptions::default()).await.unwrap();
         let event = stratavore_bus::decode_event(&delivery.properties, &delivery.data).unwrap();
         let env = stratavore_events::Envelope::from_cloudevent(&event).unwrap();
         (env.type_name, env.data)
     }
 
+    /// The next message on a queue, as (type, data).
+    async fn next(consumer: &mut lapin::Consumer) -> (String, serde_json::Value) {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+            .await
+            .expect("a message in time");
+        Self::read(delivery).await
+    }
+
+    /// The next offer, from the root's queue or the node's own.
     pub(crate) async fn next_offer(&mut self) -> (String, serde_json::Value) {
-        Self::next(&mut self.offers).await
+        let delivery = tokio::time::timeout(Duration::from_secs(20), async {
+            match self.offers.as_mut() {
+                Some(root) => tokio::select! {
+                    d = root.next() => d,
+                    d = self.own_offers.next() => d,
+                },
+                None => self.own_offers.next().await,
+            }
+        })
+        .await
+        .expect("an offer in time");
+        Self::read(delivery).await
+    }
+
+    /// The next offer on the node's own offer queue.
+    pub(crate) async fn next_own_offer(&mut self) -> (String, serde_json::Value) {
+        Self::next(&mut self.own_offers).await
+    }
+
+    /// Whether no offer arrives within `wait`.
+    pub(crate) async fn no_offer_within(&mut self, wait: Duration) -> bool {
+        tokio::time::timeout(wait, self.next_offer()).await.is_err()
     }
 
     pub(crate) async fn next_control(&mut self) -> (String, serde_json::Value) {
         Self::next(&mut self.control).await
+    }
+
+    async fn publish(&self, out: stratavore_bus::OutgoingMessage) {
+        self.publisher.publish_batch(&[out]).await.unwrap();
     }
 
     /// Report a process fact as the node would: a claim on a stream of its
@@ -98,7 +163,7 @@ impl FakeNode {
     pub(crate) async fn report(&mut self, runner: Uuid, attempt: u32, event: ProcessEvent) {
         let (stream, version) = if matches!(event, ProcessEvent::Claimed(_)) {
             (
-                format!("claim-{runner}-{attempt}-{NODE}-{}", Uuid::now_v7()),
+                format!("claim-{runner}-{attempt}-{}-{}", self.node, Uuid::now_v7()),
                 1,
             )
         } else {
@@ -108,23 +173,90 @@ impl FakeNode {
         };
         let entry = NewEntry::of(
             &event,
-            &format!("/stratavore/runner-supervisor/{NODE}"),
+            &format!("/stratavore/runner-supervisor/{}", self.node),
             stream,
             version,
             runner.to_string(),
             chrono::Utc::now(),
         );
-        let out = stratavore_bus::OutgoingMessage {
+        self.publish(stratavore_bus::OutgoingMessage {
             exchange: self.events.clone(),
             routing_key: entry.routing_key.clone(),
             message: stratavore_bus::encode_event(entry.envelope.to_cloudevent().unwrap()).unwrap(),
             persistent: true,
-        };
-        self.publisher.publish_batch(&[out]).await.unwrap();
+        })
+        .await;
+    }
+
+    /// The node restarts: a new incarnation (announce it next).
+    pub(crate) fn reincarnate(&mut self) {
+        self.incarnation = Uuid::now_v7();
+    }
+
+    /// Announce the node's current incarnation (`node.registered`, the next
+    /// version of the node's stream).
+    pub(crate) async fn announce(&mut self) {
+        self.registrations += 1;
+        let event = NodeEvent::Registered(NodeRegistered {
+            node: self.node.clone(),
+            incarnation: self.incarnation,
+            capacity: 4,
+            roots: vec![ROOT.into()],
+            address: "127.0.0.1:0".into(),
+        });
+        let entry = NewEntry::of(
+            &event,
+            &format!("/stratavore/runner-supervisor/{}", self.node),
+            format!("node-{}", self.node),
+            self.registrations,
+            self.node.clone(),
+            chrono::Utc::now(),
+        );
+        self.publish(stratavore_bus::OutgoingMessage {
+            exchange: self.events.clone(),
+            routing_key: entry.routing_key.clone(),
+            message: stratavore_bus::encode_event(entry.envelope.to_cloudevent().unwrap()).unwrap(),
+            persistent: true,
+        })
+        .await;
+    }
+
+    /// Publish the node's heartbeat every `interval` on the live exchange,
+    /// until the returned guard is dropped.
+    pub(crate) fn heartbeats(&self, interval: Duration) -> Heartbeats {
+        let publisher = self.publisher.clone();
+        let topology = self.topology.clone();
+        let (node, incarnation) = (self.node.clone(), self.incarnation);
+        Heartbeats(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            for seq in 0.. {
+                ticker.tick().await;
+                let beat = LiveMessage::Heartbeat(NodeHeartbeat {
+                    node: node.clone(),
+                    incarnation,
+                    seq,
+                    interval_ms: u64::try_from(interval.as_millis()).unwrap(),
+                    capacity: 4,
+                    draining: false,
+                    runners: Vec::new(),
+                });
+                let out = stratavore_bus::live_outgoing(
+                    &topology,
+                    &beat,
+                    &format!("/stratavore/runner-supervisor/{node}"),
+                    &node,
+                    chrono::Utc::now(),
+                )
+                .unwrap();
+                // A heartbeat nobody hears yet comes back unroutable: that
+                // is no failure of the test.
+                let _ = publisher.publish_batch(&[out]).await;
+            }
+        }))
     }
 
     /// Send a client command to the orchestrator, as the gateway would.
-    pub(crate) async fn send(&self, command: &RunnerCommand) {
+    pub(crate) async fn send<C: Message>(&self, command: &C) {
         let id = Uuid::now_v7();
         let mut entry = NewEntry::of(
             command,
@@ -135,26 +267,36 @@ impl FakeNode {
             chrono::Utc::now(),
         );
         entry.envelope.id = id;
-        let out = stratavore_bus::OutgoingMessage {
+        self.publish(stratavore_bus::OutgoingMessage {
             exchange: self.commands.clone(),
             routing_key: entry.routing_key.clone(),
             message: stratavore_bus::encode_event(entry.envelope.to_cloudevent().unwrap()).unwrap(),
             persistent: true,
-        };
-        self.publisher.publish_batch(&[out]).await.unwrap();
+        })
+        .await;
     }
 
     pub(crate) fn claim(&self, runner: Uuid, attempt: u32) -> ProcessEvent {
         ProcessEvent::Claimed(ProcessClaim {
             runner_id: runner,
             attempt,
-            node: NODE.into(),
+            node: self.node.clone(),
             incarnation: self.incarnation,
+        })
+    }
+
+    /// The attempt's agent runs on this node.
+    pub(crate) fn started(&self, runner: Uuid, attempt: u32) -> ProcessEvent {
+        ProcessEvent::Started(ProcessStarted {
+            runner_id: runner,
+            attempt,
+            node: self.node.clone(),
+            pid: 4242,
         })
     }
 }
 
-fn launch(runner: Uuid, project: &str) -> RunnerCommand {
+pub(crate) fn launch(runner: Uuid, project: &str) -> RunnerCommand {
     RunnerCommand::Launch(LaunchRunner {
         runner_id: runner,
         project: project.into(),
@@ -186,7 +328,7 @@ pub(crate) fn usage(runner: Uuid, attempt: u32, turn: u32, session: &str, n: u64
 }
 
 /// Wait until the orchestrator has applied everything it received.
-async fn wait_orchestrator_idle(env: &TestEnv) {
+pub(crate) async fn wait_orchestrator_idle(env: &TestEnv) {
     wait_until(
         "the orchestrator to be idle",
         Duration::from_secs(20),
@@ -229,7 +371,7 @@ pub(crate) fn exited(runner: Uuid, attempt: u32, outcome: &str, code: i32) -> Pr
 }
 
 /// The orchestrator, gateway and relay, with timers and backoffs short.
-async fn stack_with(
+pub(crate) async fn stack_with(
     tune: impl FnOnce(&mut session_orchestrator::config::OrchestratorConfig),
 ) -> (TestEnv, Vec<Shutdown>) {
     let env = TestEnv::new().await.unwrap();
@@ -259,7 +401,7 @@ async fn stack_with(
     (env, vec![o, g, r])
 }
 
-async fn stop_all(env: TestEnv, shutdowns: Vec<Shutdown>) {
+pub(crate) async fn stop_all(env: TestEnv, shutdowns: Vec<Shutdown>) {
     for s in &shutdowns {
         s.trigger();
     }
@@ -367,9 +509,7 @@ async fn a_launch_beyond_the_projects_quota_is_rejected_and_nothing_is_offered()
         "a rejected launch makes no runner"
     );
     assert!(
-        tokio::time::timeout(Duration::from_millis(500), node.offers.next())
-            .await
-            .is_err(),
+        node.no_offer_within(Duration::from_millis(500)).await,
         "no second offer"
     );
     pool.close().await;
@@ -440,10 +580,13 @@ async fn serial_a_crash_after_a_saved_turn_restarts_after_the_backoff_resuming_t
     )
     .await;
     node.report(runner, 1, exited(runner, 1, "failed", 3)).await;
-    let (kind, second) = node.next_offer().await;
+    let (kind, second) = node.next_own_offer().await;
     assert_eq!(kind, "io.stratavore.command.process.offer.v1");
     assert_eq!(second["attempt"], 2);
-    assert_eq!(second["resume"], true, "a bound session is resumed");
+    assert_eq!(
+        second["resume"], true,
+        "a bound session is resumed, on the node that holds its files"
+    );
     assert_eq!(second["session_id"], session.as_str());
     // A stale claim of attempt 1 is revoked; the current one is started.
     node.report(runner, 1, node.claim(runner, 1)).await;

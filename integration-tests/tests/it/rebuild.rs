@@ -18,11 +18,14 @@ async fn projections(pool: &PgPool) -> serde_json::Value {
         ("gateway.idempotency_keys", "key"),
         ("gateway.stream_versions", "source_log, stream"),
         ("gateway.runners", "runner_id"),
+        ("gateway.nodes", "node"),
         ("orchestrator.projects", "name"),
         ("orchestrator.runners", "runner_id"),
         ("orchestrator.runner_timers", "runner_id"),
         ("orchestrator.sessions", "session_id"),
         ("orchestrator.session_usage", "session_id"),
+        ("orchestrator.nodes", "node"),
+        ("orchestrator.node_losses", "node, incarnation"),
         ("orchestrator.stream_versions", "source_log, stream"),
     ];
     let mut out = serde_json::Map::new();

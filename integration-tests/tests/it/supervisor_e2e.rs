@@ -25,8 +25,10 @@ pub(crate) struct Node {
     pub(crate) supervisor: ServiceProcess,
     pub(crate) node: String,
     pub(crate) scratch: PathBuf,
-    root: String,
+    pub(crate) root: String,
     publisher: stratavore_bus::Publisher,
+    /// More supervisor nodes on this stack: (id, roots, process).
+    pub(crate) others: Vec<(String, Vec<String>, ServiceProcess)>,
 }
 
 /// What a test changes in the stack it starts.
@@ -36,6 +38,74 @@ pub(crate) struct NodeOptions {
     pub(crate) supervisor_env: Vec<(String, String)>,
     /// The orchestrator's first restart backoff, when a test restarts.
     pub(crate) restart_base_ms: Option<u64>,
+    /// The liveness TTL (orchestrator and nodes), with heartbeats every
+    /// tenth of it, when a test outlives leases.
+    pub(crate) ttl_ms: Option<u64>,
+    /// The orchestrator's grace on top of the TTL before a node is lost.
+    pub(crate) liveness_grace_ms: Option<u64>,
+}
+
+/// A node's environment for a liveness TTL of `ttl` ms, heartbeats every
+/// tenth of it.
+pub(crate) fn ttl_env(ttl: u64) -> Vec<(String, String)> {
+    vec![
+        ("STRATAVORE__NODE__TTL_MS".to_owned(), ttl.to_string()),
+        (
+            "STRATAVORE__NODE__HEARTBEAT_INTERVAL_MS".to_owned(),
+            (ttl / 10).to_string(),
+        ),
+    ]
+}
+
+/// A supervisor process for `node`, serving `roots`, with its own HOME and
+/// data folder under `scratch`.
+async fn spawn_supervisor(
+    env: &TestEnv,
+    scratch: &std::path::Path,
+    node: &str,
+    roots: &[String],
+    extra: Vec<(String, String)>,
+) -> ServiceProcess {
+    let keys: Vec<String> = roots
+        .iter()
+        .map(|r| stratavore_events::process::root_key(r))
+        .collect();
+    // Deleted with the prefix even when the test fails before `stop`.
+    env.broker.track_node(node, &keys);
+    let path = |p: PathBuf| p.to_string_lossy().into_owned();
+    let home = scratch.join(format!("home-{node}"));
+    std::fs::create_dir_all(&home).unwrap();
+    let mut vars = env.service_env();
+    vars.extend([
+        ("STRATAVORE__NODE__ID".to_owned(), node.to_owned()),
+        ("STRATAVORE__NODE__ROOTS".to_owned(), roots.join(",")),
+        (
+            "STRATAVORE__NODE__DATA_DIR".to_owned(),
+            path(scratch.join(format!("node-{node}"))),
+        ),
+        ("HOME".to_owned(), path(home)),
+        (
+            "STRATAVORE__NODE__SHIM_PATH".to_owned(),
+            path(workspace_binary("stratavore-shim").unwrap()),
+        ),
+        (
+            "STRATAVORE__PROFILES__DEMO__EXECUTABLE".to_owned(),
+            path(workspace_binary("stratavore-sim-agent").unwrap()),
+        ),
+        ("STRATAVORE__RETRY_BACKOFF_MS".to_owned(), "100".to_owned()),
+        (
+            "STRATAVORE__CONSUMER__SWEEP_INTERVAL_MS".to_owned(),
+            "200".to_owned(),
+        ),
+    ]);
+    vars.extend(extra);
+    ServiceProcess::start(
+        &workspace_binary("runner-supervisor").unwrap(),
+        &format!("supervisor-e2e-{node}"),
+        vars,
+    )
+    .await
+    .unwrap()
 }
 
 impl Node {
@@ -59,6 +129,13 @@ impl Node {
         if let Some(ms) = options.restart_base_ms {
             orchestrator.runners.restart_base_ms = ms;
         }
+        if let Some(ttl) = options.ttl_ms {
+            orchestrator.runners.liveness_ttl_ms = ttl;
+            orchestrator.runners.heartbeat_interval_ms = ttl / 10;
+        }
+        if let Some(grace) = options.liveness_grace_ms {
+            orchestrator.runners.liveness_grace_ms = grace;
+        }
         session_orchestrator::start(orchestrator, o.clone())
             .await
             .unwrap()
@@ -79,40 +156,18 @@ impl Node {
         assert_eq!(created.status().as_u16(), 201);
 
         let node = format!("e2e-{}", &Uuid::new_v4().simple().to_string()[..12]);
-        // Deleted with the prefix even when the test fails before `stop`.
-        env.broker
-            .track_node(&node, &[stratavore_events::process::root_key(&root)]);
-        let path = |p: PathBuf| p.to_string_lossy().into_owned();
-        let mut vars = env.service_env();
-        vars.extend([
-            ("STRATAVORE__NODE__ID".to_owned(), node.clone()),
-            ("STRATAVORE__NODE__ROOTS".to_owned(), root.clone()),
-            (
-                "STRATAVORE__NODE__DATA_DIR".to_owned(),
-                path(scratch.join("node")),
-            ),
-            (
-                "STRATAVORE__NODE__SHIM_PATH".to_owned(),
-                path(workspace_binary("stratavore-shim").unwrap()),
-            ),
-            (
-                "STRATAVORE__PROFILES__DEMO__EXECUTABLE".to_owned(),
-                path(workspace_binary("stratavore-sim-agent").unwrap()),
-            ),
-            ("STRATAVORE__RETRY_BACKOFF_MS".to_owned(), "100".to_owned()),
-            (
-                "STRATAVORE__CONSUMER__SWEEP_INTERVAL_MS".to_owned(),
-                "200".to_owned(),
-            ),
-        ]);
-        vars.extend(options.supervisor_env);
-        let supervisor = ServiceProcess::start(
-            &workspace_binary("runner-supervisor").unwrap(),
-            &format!("supervisor-e2e-{node}"),
-            vars,
-        )
-        .await
-        .unwrap();
+        let mut extra = options.supervisor_env;
+        if let Some(ttl) = options.ttl_ms {
+            extra.splice(0..0, ttl_env(ttl));
+        }
+        // The node's data folder keeps its historical name: tests read
+        // runner directories under `node/`.
+        extra.push((
+            "STRATAVORE__NODE__DATA_DIR".to_owned(),
+            scratch.join("node").to_string_lossy().into_owned(),
+        ));
+        let supervisor =
+            spawn_supervisor(&env, &scratch, &node, std::slice::from_ref(&root), extra).await;
         let publisher = stratavore_bus::Publisher::open_owning(env.broker.connect().await.unwrap())
             .await
             .unwrap();
@@ -124,6 +179,7 @@ impl Node {
             scratch,
             root,
             publisher,
+            others: Vec::new(),
         };
         // Offers published before the node declared its root's queue would
         // go to the unroutable queue.
@@ -182,6 +238,11 @@ impl Node {
 
     /// Send a client command to the orchestrator, as the gateway would.
     pub(crate) async fn send(&self, command: &RunnerCommand) {
+        self.send_command(command).await;
+    }
+
+    /// Send any client command to the orchestrator, as the gateway would.
+    pub(crate) async fn send_command<M: stratavore_events::Message>(&self, command: &M) {
         let id = Uuid::now_v7();
         let mut entry = NewEntry::of(
             command,
@@ -307,6 +368,28 @@ impl Node {
         .unwrap()
     }
 
+    /// The agent pid of `runner`'s first attempt, on whichever node runs it.
+    pub(crate) async fn pid_file_anywhere(&self, runner: Uuid) -> i32 {
+        let scratch = self.scratch.clone();
+        wait_until("the agent's pid on some node", LAUNCH_WITHIN, || {
+            let scratch = scratch.clone();
+            async move {
+                let found = std::fs::read_dir(&scratch)?
+                    .filter_map(Result::ok)
+                    .map(|e| {
+                        e.path()
+                            .join("runners")
+                            .join(runner.to_string())
+                            .join("1/agent.pid")
+                    })
+                    .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok());
+                Ok(found)
+            }
+        })
+        .await
+        .unwrap()
+    }
+
     /// The session transcript `attempt`'s spec points the agent's stdout at.
     pub(crate) fn transcript(&self, runner: Uuid, attempt: u32) -> PathBuf {
         let spec = std::fs::read(self.runner_dir(runner, attempt).join("spec.json")).unwrap();
@@ -359,7 +442,72 @@ impl Node {
         .unwrap()
     }
 
+    /// Start another supervisor node on this stack, serving `roots`, with
+    /// `extra` in its environment; wait until it registered. Its id.
+    pub(crate) async fn add_node(
+        &mut self,
+        roots: &[String],
+        extra: Vec<(String, String)>,
+    ) -> String {
+        let node = format!("e2e-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let process = spawn_supervisor(&self.env, &self.scratch, &node, roots, extra).await;
+        self.others.push((node.clone(), roots.to_vec(), process));
+        let pool = self.env.db.admin_pool().await.unwrap();
+        wait_until("the added node to register", LAUNCH_WITHIN, || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM supervisor.log WHERE type = $1 AND subject = $2",
+            )
+            .bind("io.stratavore.node.registered.v1")
+            .bind(&node)
+            .fetch_one(&pool)
+            .await?;
+            Ok((n > 0).then_some(()))
+        })
+        .await
+        .unwrap();
+        pool.close().await;
+        node
+    }
+
+    /// The supervisor process of `node` (the first node or an added one).
+    pub(crate) fn supervisor_of(&mut self, node: &str) -> &mut ServiceProcess {
+        if node == self.node {
+            return &mut self.supervisor;
+        }
+        &mut self
+            .others
+            .iter_mut()
+            .find(|(n, _, _)| n == node)
+            .expect("a node of this stack")
+            .2
+    }
+
+    /// How many times `node` registered.
+    pub(crate) async fn registrations_of(&self, node: &str) -> i64 {
+        let pool = self.env.db.admin_pool().await.unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM supervisor.log WHERE type = $1 AND subject = $2",
+        )
+        .bind("io.stratavore.node.registered.v1")
+        .bind(node)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        n
+    }
+
+    /// Another project root, on disk, that the project does not live in.
+    pub(crate) fn other_root(&self) -> String {
+        let other = self.scratch.join("other-root");
+        std::fs::create_dir_all(&other).unwrap();
+        other.to_string_lossy().into_owned()
+    }
+
     pub(crate) async fn stop(mut self) {
+        for (_, _, process) in &mut self.others {
+            assert_eq!(process.terminate().await.unwrap(), Some(0));
+        }
         assert_eq!(self.supervisor.terminate().await.unwrap(), Some(0));
         for s in &self.shutdowns {
             s.trigger();
@@ -370,8 +518,19 @@ impl Node {
         // The node's own queues are not part of the prefix's topology.
         let topology = self.env.broker.topology().clone();
         let conn = self.env.broker.connect().await.unwrap();
-        let keys = [stratavore_events::process::root_key(&self.root)];
-        for spec in topology.node_queues(&self.node, &keys) {
+        let mut nodes = vec![(self.node.clone(), vec![self.root.clone()])];
+        nodes.extend(self.others.iter().map(|(n, r, _)| (n.clone(), r.clone())));
+        let specs: Vec<_> = nodes
+            .iter()
+            .flat_map(|(node, roots)| {
+                let keys: Vec<String> = roots
+                    .iter()
+                    .map(|r| stratavore_events::process::root_key(r))
+                    .collect();
+                topology.node_queues(node, &keys)
+            })
+            .collect();
+        for spec in specs {
             for queue in [
                 stratavore_bus::Topology::dead_letter_queue(&spec.name),
                 spec.name,

@@ -4,16 +4,19 @@
 //! rewrites it).
 //!
 //! One channel per message type (its address is the routing key, on the
-//! events or commands exchange), one operation per type (subscribers
-//! `receive` events, clients and services `send` commands), and one message
-//! per type whose payload is the very schema document written to
-//! `schemas/events/`, so the two generated artefacts cannot disagree.
+//! events or commands exchange; for telemetry, the routing key with the
+//! node or replica appended, on the live exchange), one operation per type
+//! (subscribers `receive` events and telemetry, clients and services `send`
+//! commands), and one message per type whose payload is the very schema
+//! document written to `schemas/events/`, so the two generated artefacts
+//! cannot disagree.
 
 use crate::Topology;
 use crate::amqp_binding::HEADER_PREFIX;
 use serde_json::{Map, Value, json};
 use stratavore_events::envelope::{JSON, SEQUENCE_WIDTH};
-use stratavore_events::{Catalogue, MessageKind, TypeInfo, schema::schema_document};
+use stratavore_events::process::LiveMessage;
+use stratavore_events::{Catalogue, Message, MessageKind, TypeInfo, schema::schema_document};
 
 /// The broker prefix the checked-in document is written for: the default of
 /// `broker.prefix`.
@@ -30,6 +33,34 @@ const SERVER_ID: &str = "rabbitmq";
 
 /// Where the document is checked in, relative to the workspace root.
 pub const FILE_PATH: &str = "schemas/asyncapi.json";
+
+/// The channel parameter a live message's routing key ends with: the node
+/// (a heartbeat) or the orchestrator replica (a tick) it is about.
+pub const LIVE_PARAMETER: &str = "who";
+
+/// Whether a type is telemetry, published on the live exchange rather than
+/// through a log and the relay.
+pub fn is_live(info: &TypeInfo) -> bool {
+    LiveMessage::types()
+        .iter()
+        .any(|t| t.type_name == info.type_name)
+}
+
+/// Where a type is published: its exchange and its channel address (the
+/// routing key; for telemetry, with `.{who}` appended).
+pub fn channel_address(topology: &Topology, info: &TypeInfo) -> (String, String) {
+    if is_live(info) {
+        return (
+            topology.live_exchange(),
+            format!("{}.{{{LIVE_PARAMETER}}}", info.routing_key),
+        );
+    }
+    let exchange = match info.kind {
+        MessageKind::Event => topology.events_exchange(),
+        MessageKind::Command => topology.commands_exchange(),
+    };
+    (exchange, info.routing_key.to_owned())
+}
 
 /// The operation id of a type: what the outside does with it, then the type.
 pub fn operation_id(info: &TypeInfo) -> String {
@@ -103,8 +134,12 @@ fn description(topology: &Topology) -> String {
          `{prefix}.` of every name. Events go to the topic exchange `{events}` \
          with routing key `<aggregate>.<event>`; commands to the topic exchange \
          `{commands}` with routing key `<service>.<command>[.<node>]`. \
-         Telemetry (heartbeats, live output) goes to `{live}`, is not persistent \
-         and is not described here.\n\n\
+         Telemetry (node heartbeats, orchestrator ticks) goes to the topic \
+         exchange `{live}` with routing key `<aggregate>.<event>.<who>` (the \
+         node or replica it is about); it is published straight from the \
+         process, not persistent, never logged, and nobody keeps what no \
+         queue was bound for: to watch it, bind a non-durable, exclusive \
+         queue of your own (for example to `node.heartbeat.*`).\n\n\
          Subscribing: bind your own queue to `{events}` with a routing key \
          pattern `<aggregate>.<event>` (for example `project.*`, or `#` for \
          every event). Delivery is at least once: the same message can arrive \
@@ -130,20 +165,24 @@ fn description(topology: &Topology) -> String {
 }
 
 fn channel(topology: &Topology, info: &TypeInfo, message_ref: Value) -> Value {
-    let (exchange, what) = match info.kind {
-        MessageKind::Event => (
-            topology.events_exchange(),
+    let (exchange, address) = channel_address(topology, info);
+    let what = match info.kind {
+        MessageKind::Event if is_live(info) => {
+            "Bind a queue of your own to the live exchange with this address, \
+             `{who}` replaced by an id or by `*`, to receive this telemetry while \
+             the queue exists; it is delivered at most once."
+        }
+        MessageKind::Event => {
             "Bind a queue to the events exchange with this routing key, or a \
-             pattern that matches it, to receive this event.",
-        ),
-        MessageKind::Command => (
-            topology.commands_exchange(),
+             pattern that matches it, to receive this event."
+        }
+        MessageKind::Command => {
             "Publish this command to the commands exchange with this routing \
-             key; the owning service's inbox queue is bound to it.",
-        ),
+             key; the owning service's inbox queue is bound to it."
+        }
     };
-    json!({
-        "address": info.routing_key,
+    let mut channel = json!({
+        "address": address,
         "title": info.type_name,
         "description": what,
         "messages": { info.type_name: message_ref },
@@ -160,7 +199,16 @@ fn channel(topology: &Topology, info: &TypeInfo, message_ref: Value) -> Value {
                 "bindingVersion": AMQP_BINDING_VERSION,
             }
         },
-    })
+    });
+    if is_live(info) {
+        channel["parameters"] = json!({
+            LIVE_PARAMETER: {
+                "description": "The node (a heartbeat) or the orchestrator replica (a tick) \
+                    the message is about; also its CloudEvents `subject`.",
+            }
+        });
+    }
+    channel
 }
 
 fn operation(info: &TypeInfo) -> Value {
@@ -168,6 +216,9 @@ fn operation(info: &TypeInfo) -> Value {
         MessageKind::Event => format!("Subscribers receive {}.", info.type_name),
         MessageKind::Command => format!("Clients and services send {}.", info.type_name),
     };
+    // Every message from a log comes through the relay, which publishes it
+    // persistent; telemetry is published directly, transient.
+    let delivery_mode = if is_live(info) { 1 } else { 2 };
     json!({
         "action": operation_action(info.kind),
         "summary": summary,
@@ -177,9 +228,7 @@ fn operation(info: &TypeInfo) -> Value {
         ],
         "bindings": {
             "amqp": {
-                // Every message comes from a log through the relay, which
-                // publishes it persistent and with a timestamp.
-                "deliveryMode": 2,
+                "deliveryMode": delivery_mode,
                 "timestamp": true,
                 "bindingVersion": AMQP_BINDING_VERSION,
             }
@@ -222,6 +271,18 @@ fn headers(info: &TypeInfo) -> Value {
     let string = |description: &str| json!({ "type": "string", "description": description });
     let uuid = |description: &str| json!({ "type": "string", "format": "uuid", "description": description });
     let constant = |value: String, description: &str| json!({ "type": "string", "const": value, "description": description });
+    // Telemetry belongs to no log stream: its order is its payload's own.
+    let (sequence, stream) = if is_live(info) {
+        (
+            "Not a stream version (telemetry is never logged); order by the payload's own counters.",
+            "`live-<who>`: telemetry belongs to no log stream.",
+        )
+    } else {
+        (
+            "The stream version after this message, zero-padded so it sorts as text.",
+            "The stream this message belongs to (one writer each).",
+        )
+    };
     let fields: [(&str, bool, Value); 13] = [
         (
             "specversion",
@@ -264,14 +325,10 @@ fn headers(info: &TypeInfo) -> Value {
             json!({
                 "type": "string",
                 "pattern": format!("^[0-9]{{{SEQUENCE_WIDTH}}}$"),
-                "description": "The stream version after this message, zero-padded so it sorts as text.",
+                "description": sequence,
             }),
         ),
-        (
-            "stream",
-            true,
-            string("The stream this message belongs to (one writer each)."),
-        ),
+        ("stream", true, string(stream)),
         (
             "correlationid",
             false,
@@ -368,5 +425,47 @@ mod tests {
         {
             assert!(!text.contains(&name), "{name} ignores the prefix");
         }
+    }
+
+    #[test]
+    fn telemetry_is_documented_on_the_live_exchange_with_its_subject_in_the_address() {
+        let doc = asyncapi_document("p");
+        let live: Vec<&TypeInfo> = Catalogue::all().filter(|t| is_live(t)).collect();
+        assert!(
+            live.iter()
+                .any(|t| t.type_name == "io.stratavore.node.heartbeat.v1"),
+            "heartbeats are telemetry"
+        );
+        for info in Catalogue::all() {
+            let channel = &doc["channels"][info.type_name];
+            let exchange = &channel["bindings"]["amqp"]["exchange"]["name"];
+            let operation = &doc["operations"][operation_id(info)];
+            let mode = &operation["bindings"]["amqp"]["deliveryMode"];
+            if is_live(info) {
+                assert_eq!(exchange, "p.live", "{}", info.type_name);
+                assert_eq!(
+                    channel["address"],
+                    format!("{}.{{who}}", info.routing_key),
+                    "{}",
+                    info.type_name
+                );
+                assert!(channel["parameters"][LIVE_PARAMETER].is_object());
+                assert_eq!(operation["action"], "receive");
+                assert_eq!(mode, 1, "telemetry is not persistent");
+            } else {
+                assert_ne!(exchange, "p.live", "{}", info.type_name);
+                assert_eq!(channel["address"], info.routing_key);
+                assert!(channel.get("parameters").is_none());
+                assert_eq!(mode, 2);
+            }
+        }
+        assert_eq!(
+            doc["channels"]["io.stratavore.node.heartbeat.v1"]["address"],
+            "node.heartbeat.{who}"
+        );
+        assert_eq!(
+            doc["channels"]["io.stratavore.node.registered.v1"]["bindings"]["amqp"]["exchange"]["name"],
+            "p.events"
+        );
     }
 }

@@ -6,10 +6,12 @@
 pub mod amqp_binding;
 pub mod asyncapi;
 pub mod connection;
+pub mod live;
 pub mod publisher;
 pub mod topology;
 
 pub use amqp_binding::{AmqpMessage, BindingError, decode_event, encode_event};
 pub use connection::{BrokerError, connect};
+pub use live::{LiveError, decode_live, live_outgoing, live_routing_key};
 pub use publisher::{OutgoingMessage, PublishError, Publisher};
 pub use topology::{QueueSpec, Topology, TopologyError};

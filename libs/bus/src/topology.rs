@@ -109,6 +109,51 @@ impl Topology {
         self.name(&format!("runner-supervisor.control.{node}"))
     }
 
+    /// The telemetry queue of one replica of a service (an orchestrator
+    /// replica reads node heartbeats and its own ticks from it).
+    pub fn replica_live_queue(&self, service: &str, replica: &str) -> String {
+        self.name(&format!("{service}.live.{replica}"))
+    }
+
+    /// Declare a telemetry queue that belongs to the connection declaring
+    /// it, bound to the live exchange with each of `keys`. Telemetry is not
+    /// state, so the queue is not kept for anyone: classic, non-durable,
+    /// exclusive (no other connection may consume it) and auto-delete (it
+    /// goes with its connection; declare it again after a reconnect).
+    /// Unread messages expire after `message_ttl_ms`, all alike, so a
+    /// stalled reader loses old messages in the order they came rather
+    /// than piling them up. Idempotent on the same connection.
+    pub async fn declare_live_queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        keys: &[String],
+        message_ttl_ms: u64,
+    ) -> Result<(), TopologyError> {
+        let options = QueueDeclareOptions {
+            durable: false,
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(message_ttl_ms).unwrap_or(i64::MAX)),
+        );
+        channel
+            .queue_declare(name.into(), options, args)
+            .await
+            .map_err(|source| TopologyError {
+                what: format!("queue {name}"),
+                source,
+            })?;
+        for key in keys {
+            bind_queue(channel, name, &self.live_exchange(), key).await?;
+        }
+        Ok(())
+    }
+
     /// The durable queues every installation has, with their bindings.
     pub fn service_queues(&self) -> Vec<QueueSpec> {
         let events = self.events_exchange();
@@ -166,7 +211,7 @@ impl Topology {
     /// active consumer there).
     pub fn node_queues(&self, node: &str, root_keys: &[String]) -> Vec<QueueSpec> {
         let commands = self.commands_exchange();
-        let control_keys = ["start", "revoke", "control"]
+        let control_keys = ["start", "revoke", "control", "drain"]
             .iter()
             .map(|c| {
                 (
@@ -436,6 +481,14 @@ mod tests {
         assert!(
             !control_keys.contains(&"runner-supervisor.process.offer.n1"),
             "offers never reach the control queue"
+        );
+        assert!(
+            control_keys.contains(&"runner-supervisor.process.drain.n1"),
+            "a drain reaches the node in order with its other commands"
+        );
+        assert_eq!(
+            t.replica_live_queue("session-orchestrator", "r1"),
+            "p.session-orchestrator.live.r1"
         );
     }
 

@@ -73,6 +73,8 @@ impl Catalogue {
             process::ProcessCommand::types(),
             process::ProcessEvent::types(),
             process::NodeEvent::types(),
+            process::NodeCommand::types(),
+            process::LiveMessage::types(),
         ]
         .into_iter()
         .flatten()

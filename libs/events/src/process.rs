@@ -67,6 +67,11 @@ pub struct OfferAttempt {
     /// counts from it rather than from zero.
     #[serde(default)]
     pub usage_baseline: TokenTotals,
+    /// Where it was sent: a root key (the shared queue of the nodes serving
+    /// that root) or a node id (that node's own queue). A node at capacity
+    /// sends it back there for another node, or for later.
+    #[serde(default)]
+    pub target: String,
 }
 
 /// Token counters: uncached input, output, and the two prompt-cache kinds.
@@ -129,7 +134,22 @@ message_family! {
         Revoke(ClaimAnswer) => "io.stratavore.command.process.revoke.v1", "runner-supervisor.process.revoke.{node}";
         /// Bring an attempt's process tree to a desired state.
         Control(DesiredState) => "io.stratavore.command.process.control.v1", "runner-supervisor.process.control.{node}";
+        /// Stop taking offers (drain), or take them again.
+        Drain(NodeDrain) => "io.stratavore.command.process.drain.v1", "runner-supervisor.process.drain.{node}";
     }
+}
+
+/// Whether a node takes new offers: a draining node lets its runners finish
+/// and takes none. `rev` orders the orchestrator's decisions for the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDrain {
+    /// The node.
+    pub node: String,
+    /// True: take no more offers.
+    pub draining: bool,
+    /// The drain stream's version when decided; a lower one changes nothing.
+    pub rev: u64,
 }
 
 /// A node claimed an offered attempt, or is spawning it.
@@ -360,11 +380,137 @@ pub struct NodeRegistered {
     pub address: String,
 }
 
+/// The orchestrator declared a node incarnation lost: it missed `missed`
+/// ticks in a row (covering the liveness TTL and a grace period).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLost {
+    /// The node.
+    pub node: String,
+    /// The incarnation declared lost.
+    pub incarnation: Uuid,
+    /// Ticks counted since its last heartbeat.
+    pub missed: u32,
+}
+
+/// A node was set to drain (take no new offers) or to take offers again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDrainChanged {
+    /// The command that asked.
+    pub command_id: Uuid,
+    /// The node.
+    pub node: String,
+    /// Whether it now drains.
+    pub draining: bool,
+}
+
+/// A client's drain command was refused; nothing changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDrainRefused {
+    /// The command this answers.
+    pub command_id: Uuid,
+    /// The node named.
+    pub node: String,
+    /// What was asked.
+    pub draining: bool,
+    /// Why: `not_found` (no node registered by that id) or `node_lost`.
+    pub reason: String,
+    /// A sentence for people.
+    pub message: String,
+}
+
 message_family! {
-    /// What supervisor nodes report about themselves.
+    /// What is known of supervisor nodes: their registrations (written by
+    /// each node), their loss and drain (written by the orchestrator).
     pub enum NodeEvent: Event {
         /// A node registered.
         Registered(NodeRegistered) => "io.stratavore.node.registered.v1", "node.registered";
+        /// A node incarnation was declared lost.
+        Lost(NodeLost) => "io.stratavore.node.lost.v1", "node.lost";
+        /// A node's drain was set or lifted.
+        DrainChanged(NodeDrainChanged) => "io.stratavore.node.drain_changed.v1", "node.drain_changed";
+        /// A drain command was refused.
+        DrainRefused(NodeDrainRefused) => "io.stratavore.node.drain_refused.v1", "node.drain_refused";
+    }
+}
+
+/// Drain a node, or lift its drain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainNode {
+    /// The node.
+    pub node: String,
+    /// True to drain, false to take offers again.
+    pub draining: bool,
+}
+
+message_family! {
+    /// Client commands about nodes.
+    pub enum NodeCommand: Command {
+        /// Drain a node or lift its drain.
+        Drain(DrainNode) => "io.stratavore.command.node.drain.v1", "session-orchestrator.node.drain";
+    }
+}
+
+/// One runner's process as a heartbeat samples it from `/proc`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerSample {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The agent's pid.
+    pub pid: u32,
+    /// CPU time used by the agent and its descendants, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory of the agent and its descendants, in bytes.
+    pub rss_bytes: u64,
+}
+
+/// A supervisor node is alive (telemetry on the live exchange, routing key
+/// `node.heartbeat.<node>`; never logged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeHeartbeat {
+    /// The node.
+    pub node: String,
+    /// Its current incarnation.
+    pub incarnation: Uuid,
+    /// Heartbeats of this incarnation before this one.
+    pub seq: u64,
+    /// How often it sends them, in milliseconds.
+    pub interval_ms: u64,
+    /// Runners it takes at once.
+    pub capacity: u32,
+    /// Whether it drains.
+    pub draining: bool,
+    /// Its runners' processes.
+    pub runners: Vec<RunnerSample>,
+}
+
+/// An orchestrator replica's clock tick (live exchange, routing key
+/// `orchestrator.tick.<replica>`, read only by that replica): ticks, not
+/// seconds, are what a node's missed heartbeats are counted in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorTick {
+    /// The replica.
+    pub replica: Uuid,
+    /// Ticks of this replica before this one.
+    pub seq: u64,
+}
+
+message_family! {
+    /// Telemetry on the live exchange: not persistent, never logged or
+    /// inboxed. The routing key gets the node or replica appended.
+    pub enum LiveMessage: Event {
+        /// A node's heartbeat.
+        Heartbeat(NodeHeartbeat) => "io.stratavore.node.heartbeat.v1", "node.heartbeat";
+        /// An orchestrator replica's tick.
+        Tick(OrchestratorTick) => "io.stratavore.orchestrator.tick.v1", "orchestrator.tick";
     }
 }
 

@@ -245,6 +245,20 @@ pub struct RestartScheduled {
     pub reason: String,
 }
 
+/// An attempt was lost with its node; the next one follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptRelaunched {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt that was lost.
+    pub attempt: u32,
+    /// The node it was lost with.
+    pub node: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// The runner waits for a provider quota window to reset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +337,9 @@ message_family! {
         Failed(RunnerEnded) => "io.stratavore.runner.failed.v1", "runner.failed";
         /// Lost with its node, its session not resumable elsewhere.
         Lost(RunnerEnded) => "io.stratavore.runner.lost.v1", "runner.lost";
+        /// Its attempt was lost with its node and it is offered again (its
+        /// session was not bound, or lives on shared storage).
+        Relaunched(AttemptRelaunched) => "io.stratavore.runner.relaunched.v1", "runner.relaunched";
         /// Cancelled before it ran, or while waiting.
         Cancelled(RunnerEnded) => "io.stratavore.runner.cancelled.v1", "runner.cancelled";
         /// A client's stop, kill, pause or resume was decided.

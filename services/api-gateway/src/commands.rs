@@ -4,6 +4,7 @@
 //! model, not a delivery, because with several gateway replicas the outcome
 //! may be consumed by another one.
 
+use crate::heartbeats::HeartbeatCache;
 use crate::http::ApiError;
 use crate::read_models::{self, CommandView, request_hash};
 use crate::service::GatewayService;
@@ -32,6 +33,8 @@ pub struct Api {
     pub clock: Arc<dyn Clock>,
     /// How often a waiting request reads the outcome.
     pub outcome_poll: Duration,
+    /// The latest heartbeat of each node this process heard.
+    pub heartbeats: HeartbeatCache,
 }
 
 fn is_unique_violation(e: &AppendError) -> bool {

@@ -5,7 +5,10 @@
 pub mod api;
 pub mod commands;
 pub mod config;
+pub mod heartbeats;
 pub mod http;
+pub mod live_consumer;
+pub mod node_models;
 pub mod read_models;
 pub mod runner_models;
 pub mod service;
@@ -13,6 +16,8 @@ pub mod service;
 use crate::api::ApiState;
 use crate::commands::Api;
 use crate::config::GatewayConfig;
+use crate::heartbeats::HeartbeatCache;
+use crate::live_consumer::LiveConsumer;
 use crate::service::GatewayService;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,13 +72,24 @@ pub async fn start(
     else {
         return Ok(None);
     };
+    let clock = clock_from_section(&config.base.clock);
+    let heartbeats = HeartbeatCache::default();
     state.set(Api {
         pool: base.pool.clone(),
         log: gateway_log(&config),
         service: Arc::new(GatewayService),
-        clock: clock_from_section(&config.base.clock),
+        clock: clock.clone(),
         outcome_poll: Duration::from_millis(config.api.outcome_poll_ms),
+        heartbeats: heartbeats.clone(),
     });
+    LiveConsumer {
+        broker_url: config.base.broker.url.clone(),
+        topology: base.topology.clone(),
+        cache: heartbeats,
+        clock,
+        retry_backoff: config.base.retry_backoff(),
+    }
+    .spawn(&shutdown);
     Consumer::spawn_for_service(
         drainer(&config, base.pool.clone()),
         &base,

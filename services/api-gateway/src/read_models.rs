@@ -7,13 +7,20 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
 use stratavore_events::Message;
+use stratavore_events::process::NodeCommand;
 use stratavore_events::project::{ProjectCommand, ProjectEvent};
 use stratavore_events::runner::RunnerCommand;
 use stratavore_store::StoreError;
 use uuid::Uuid;
 
 /// Tables a rebuild empties and refills.
-pub const TABLES: &[&str] = &["projects", "commands", "idempotency_keys", "runners"];
+pub const TABLES: &[&str] = &[
+    "projects",
+    "commands",
+    "idempotency_keys",
+    "runners",
+    "nodes",
+];
 
 /// A project as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -90,7 +97,8 @@ fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 /// Fold one of the gateway's own log rows: an accepted command.
 pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<(), StoreError> {
     let is_client_command = ProjectCommand::from_data(&entry.type_name, entry.data.clone()).is_ok()
-        || RunnerCommand::from_data(&entry.type_name, entry.data.clone()).is_ok();
+        || RunnerCommand::from_data(&entry.type_name, entry.data.clone()).is_ok()
+        || NodeCommand::from_data(&entry.type_name, entry.data.clone()).is_ok();
     if !is_client_command {
         return Ok(());
     }
@@ -169,7 +177,9 @@ pub async fn project_received(
     conn: &mut PgConnection,
     message: &Envelope,
 ) -> Result<(), StoreError> {
-    if crate::runner_models::project_received(conn, message).await? {
+    if crate::runner_models::project_received(conn, message).await?
+        || crate::node_models::project_received(conn, message).await?
+    {
         return Ok(());
     }
     let Ok(event) = ProjectEvent::from_data(&message.type_name, message.data.clone()) else {

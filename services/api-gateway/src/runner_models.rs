@@ -87,7 +87,7 @@ fn state_after(event: &RunnerEvent) -> Option<&'static str> {
         E::Started(_) | E::Resumed(_) => "running",
         E::Paused(_) => "paused",
         E::StopRequested(_) => "stopping",
-        E::RestartScheduled(_) => "restarting",
+        E::RestartScheduled(_) | E::Relaunched(_) => "restarting",
         E::WaitingQuota(_) => "waiting_quota",
         E::Exited(_) => "exited",
         E::Failed(_) => "failed",
@@ -208,6 +208,22 @@ pub async fn project_runner_event(
                 .execute(&mut *conn)
                 .await
                 .map_err(store("projecting a restart"))?;
+            touch(conn, r.runner_id, state, message).await
+        }
+        E::Relaunched(r) => {
+            // Only while the row is still at the lost attempt: the next
+            // attempt's offer, when it came first, says more.
+            let relaunched = sqlx::query(
+                "UPDATE runners SET last_error = $3, node = NULL, pid = NULL
+                 WHERE runner_id = $1 AND attempt = $2",
+            )
+            .bind(r.runner_id)
+            .bind(i32::try_from(r.attempt).unwrap_or(i32::MAX))
+            .bind(&r.reason)
+            .execute(&mut *conn)
+            .await
+            .map_err(store("projecting a relaunch"))?;
+            let state = (relaunched.rows_affected() > 0).then_some("restarting");
             touch(conn, r.runner_id, state, message).await
         }
         E::WaitingQuota(q) => {

@@ -62,6 +62,8 @@ pub struct ActiveRunner {
     end: Option<TranscriptSummary>,
     control_rev: Option<u64>,
     launched_at: BootInstant,
+    /// The agent's pid, once the shim wrote it.
+    agent_pid: Option<u32>,
 }
 
 impl ActiveRunner {
@@ -90,7 +92,13 @@ impl ActiveRunner {
             end: None,
             control_rev: None,
             launched_at,
+            agent_pid: None,
         }
+    }
+
+    /// The agent's pid while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent_pid.filter(|_| self.is_running())
     }
 
     /// Whether the agent is known to run (for metrics).
@@ -226,6 +234,7 @@ impl ActiveRunner {
 
     fn step_launching(&mut self, recorder: &Recorder) {
         if let Ok(Some(pid)) = read_agent_pid(&self.dir) {
+            self.agent_pid = u32::try_from(pid).ok();
             let event = ProcessEvent::Started(ProcessStarted {
                 runner_id: self.runner_id,
                 attempt: self.attempt,
@@ -314,10 +323,7 @@ impl ActiveRunner {
     }
 }
 
-/// Now on `CLOCK_BOOTTIME`, as a duration since boot.
-fn boot_now() -> Duration {
-    Duration::from_nanos(BootInstant::now().as_nanos())
-}
+use crate::liveness::boot_now;
 
 /// One look for a stall: its marker is kept in the runner directory before
 /// its event is derived, so a restart derives the same event in the same

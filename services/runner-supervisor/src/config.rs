@@ -54,8 +54,15 @@ pub struct NodeSection {
     /// The shim binary; empty means `stratavore-shim` next to this binary,
     /// else on `PATH`.
     pub shim_path: PathBuf,
-    /// How far ahead each shim's lease reaches; renewed every third of it.
-    pub lease_ms: u64,
+    /// The liveness TTL until a `start` carries the orchestrator's: each
+    /// shim's lease reaches half of it past the last confirmed heartbeat,
+    /// and the node ends its incarnation when its last confirm is older
+    /// than half of it.
+    pub ttl_ms: u64,
+    /// How often the node sends a heartbeat (mandatory, confirmed) on the
+    /// live exchange; the orchestrator counts its ticks at its own interval,
+    /// which should be the same.
+    pub heartbeat_interval_ms: u64,
     /// How long a stopped agent may take after SIGTERM before SIGKILL.
     pub term_grace_ms: u64,
     /// How often runner directories are read.
@@ -73,7 +80,8 @@ impl Default for NodeSection {
             roots: vec![home.unwrap_or_else(|| PathBuf::from("/srv/projects"))],
             capacity: 8,
             shim_path: PathBuf::new(),
-            lease_ms: 15_000,
+            ttl_ms: 30_000,
+            heartbeat_interval_ms: 2_000,
             term_grace_ms: 10_000,
             scan_interval_ms: 200,
         }
@@ -108,9 +116,14 @@ impl NodeSection {
         }
     }
 
-    /// `lease_ms` as a duration.
-    pub fn lease(&self) -> Duration {
-        Duration::from_millis(self.lease_ms)
+    /// `ttl_ms` as a duration.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms)
+    }
+
+    /// `heartbeat_interval_ms` as a duration.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
     }
 
     /// `scan_interval_ms` as a duration.
@@ -196,12 +209,19 @@ impl Validate for SupervisorConfig {
         }
         for (key, value) in [
             ("node.capacity", u64::from(n.capacity)),
-            ("node.lease_ms", n.lease_ms),
+            ("node.ttl_ms", n.ttl_ms),
+            ("node.heartbeat_interval_ms", n.heartbeat_interval_ms),
             ("node.scan_interval_ms", n.scan_interval_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be positive"));
             }
+        }
+        if n.heartbeat_interval_ms.saturating_mul(2) >= n.ttl_ms / 2 {
+            return Err(ConfigError::invalid(
+                "node.heartbeat_interval_ms",
+                "must be under a quarter of node.ttl_ms, so a lease is renewed twice before it ends",
+            ));
         }
         self.profiles
             .validate()

@@ -3,7 +3,9 @@
 //! append. Effects outside the database (spawning, control files) happen
 //! after the commit, in the runner watcher, from the committed tables.
 
-use crate::domain::node_commands::{NodeIdentity, StartFacts, decide_offer, decide_start};
+use crate::domain::node_commands::{
+    NodeIdentity, OfferDecision, OfferFacts, StartFacts, decide_offer, decide_start,
+};
 use crate::domain::transcript_events::{
     SPAWNING_VERSION, claim_stream_name, event_id, stream_name,
 };
@@ -11,7 +13,9 @@ use crate::projections;
 use sqlx::PgConnection;
 use std::sync::Arc;
 use stratavore_consumer::{Decider, HandleError, Projection};
-use stratavore_events::process::{ProcessClaim, ProcessCommand, ProcessEvent};
+use stratavore_events::process::{
+    OfferAttempt, ProcessClaim, ProcessCommand, ProcessEvent, address,
+};
 use stratavore_events::{Envelope, Message, MessageKind, TypeName};
 use stratavore_runtime::Clock;
 use stratavore_store::{NewEntry, StoreError};
@@ -23,6 +27,8 @@ pub struct Supervisor {
     pub me: NodeIdentity,
     /// The roots it serves, as offers name them.
     pub roots: Vec<String>,
+    /// Runners it takes at once.
+    pub capacity: u32,
     /// Wall clock for event times.
     pub clock: Arc<dyn Clock>,
 }
@@ -51,6 +57,45 @@ impl Supervisor {
             self.clock.now(),
         );
         entry.envelope.id = event_id(runner, attempt, version);
+        entry
+    }
+
+    /// Room and drain, read under this node's claim lock, so two offers
+    /// decided at once (one per offer queue) cannot both take the last slot.
+    async fn offer_facts(&self, conn: &mut PgConnection) -> Result<OfferFacts, HandleError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("supervisor-claims-{}", self.me.node))
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::new("taking the claim lock"))?;
+        let used =
+            crate::node_store::used_slots(&mut *conn, &self.me.node, self.me.incarnation).await?;
+        let draining = crate::node_store::draining(&mut *conn, &self.me.node).await?;
+        Ok(OfferFacts {
+            used,
+            capacity: self.capacity,
+            draining,
+        })
+    }
+
+    /// The offer again, to `target`'s queue, as a command of its own.
+    fn bounce_entry(&self, offer: OfferAttempt, target: &str, cause: &Envelope) -> NewEntry {
+        let stream = format!(
+            "offer-bounce-{}-{}-{}",
+            offer.runner_id, offer.attempt, cause.id
+        );
+        let subject = offer.runner_id.to_string();
+        let command = ProcessCommand::Offer(offer);
+        let mut entry = NewEntry::of(
+            &command,
+            &self.source(),
+            stream,
+            1,
+            subject,
+            self.clock.now(),
+        )
+        .caused_by(cause);
+        entry.routing_key = address(&command.routing_key(), target);
         entry
     }
 
@@ -120,10 +165,17 @@ impl Decider for Supervisor {
             Err(_) => return Ok(Vec::new()),
         };
         match command {
-            ProcessCommand::Offer(offer) => Ok(decide_offer(&self.me, &self.roots, &offer)
-                .map(|claim| self.claim_entry(claim, message))
-                .into_iter()
-                .collect()),
+            ProcessCommand::Offer(offer) => {
+                let facts = self.offer_facts(conn).await?;
+                match decide_offer(&self.me, &self.roots, &offer, facts) {
+                    OfferDecision::Claim(claim) => Ok(vec![self.claim_entry(claim, message)]),
+                    OfferDecision::Bounce { target } => {
+                        crate::metrics::offer_bounced();
+                        Ok(vec![self.bounce_entry(offer, &target, message)])
+                    }
+                    OfferDecision::Ignore => Ok(Vec::new()),
+                }
+            }
             ProcessCommand::Start(answer) => {
                 let facts = self
                     .start_facts(conn, answer.runner_id, answer.attempt)
@@ -144,10 +196,13 @@ impl Decider for Supervisor {
                     .caused_by(message);
                 Ok(vec![entry])
             }
-            // Both only change the tables (projected when applied): a revoke
-            // forgets the offer, a desired state is applied to the runner's
-            // control file by the watcher.
-            ProcessCommand::Revoke(_) | ProcessCommand::Control(_) => Ok(Vec::new()),
+            // These only change the tables (projected when applied): a
+            // revoke forgets the offer, a desired state is applied to the
+            // runner's control file by the watcher, a drain closes the offer
+            // gate.
+            ProcessCommand::Revoke(_) | ProcessCommand::Control(_) | ProcessCommand::Drain(_) => {
+                Ok(Vec::new())
+            }
         }
     }
 

@@ -15,7 +15,6 @@ use stratavore_agent_shim::runner_dir::{
     RunnerDirError, ShimSpec, StdinSource, write_lease, write_prompt,
 };
 use stratavore_profiles::{Choice, LaunchValues, ProfileSection, Profiles, agent_command};
-use stratavore_runtime::BootInstant;
 
 /// Why an attempt could not be started: its `process.failed` reason.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +178,8 @@ impl Launcher {
         &self,
         attempt: &LiveAttempt,
         transcript: &TranscriptPaths,
+        lease_deadline_nanos: u64,
+        lease_span: std::time::Duration,
     ) -> Result<Launched, LaunchError> {
         let offer = &attempt.offer;
         let profile = self.profile(&offer.profile)?;
@@ -246,12 +247,12 @@ impl Launcher {
                 StdinSource::Null
             },
             term_grace_ms: self.node.term_grace_ms,
-            lease_grace_ms: self.node.lease_ms,
+            lease_grace_ms: u64::try_from(lease_span.as_millis()).unwrap_or(u64::MAX),
             stdout_path: Some(transcript.stdout.clone()),
             stderr_path: Some(transcript.stderr.clone()),
         };
         spec.write(&dir)?;
-        renew_lease(&dir, &self.node)?;
+        write_lease(&dir, lease_deadline_nanos)?;
         // The shim calls setsid itself, which fails for a group leader: it
         // stays in this process group until then. Nothing of ours is
         // inherited: the transcript files are opened by the shim, for
@@ -265,11 +266,4 @@ impl Launcher {
             .map_err(io(format!("start {}", shim.display())))?;
         Ok(Launched { dir, shim })
     }
-}
-
-/// Move the lease of `dir` to `lease_ms` from now.
-pub fn renew_lease(dir: &Path, node: &NodeSection) -> Result<(), RunnerDirError> {
-    let now = BootInstant::now();
-    let deadline = now.checked_add(node.lease()).unwrap_or(now);
-    write_lease(dir, deadline.as_nanos())
 }

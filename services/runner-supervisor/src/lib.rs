@@ -9,10 +9,13 @@ pub mod attempt_setup;
 pub mod config;
 pub mod domain;
 pub mod handlers;
+pub mod heartbeat;
 pub mod launch;
+pub mod liveness;
 pub mod metrics;
 pub mod node_store;
 pub mod offer_gate;
+pub mod proc_sample;
 pub mod projections;
 pub mod recording;
 pub mod registration;
@@ -23,7 +26,9 @@ pub mod watcher;
 use crate::config::SupervisorConfig;
 use crate::domain::node_commands::NodeIdentity;
 use crate::handlers::Supervisor;
+use crate::heartbeat::Heartbeat;
 use crate::launch::Launcher;
+use crate::liveness::Liveness;
 use crate::offer_gate::OfferGate;
 use crate::recording::Recorder;
 use crate::registration::RegisterError;
@@ -64,6 +69,7 @@ fn supervisor(config: &SupervisorConfig, incarnation: Uuid) -> Supervisor {
             incarnation,
         },
         roots: config.node.root_names(),
+        capacity: config.node.capacity,
         clock: clock_from_section(&config.base.clock),
     }
 }
@@ -88,8 +94,10 @@ fn drainer_for(
     }
 }
 
-/// Start the node under `shutdown`: register, then consume and watch.
-/// None when shutdown came before it could register.
+/// Start the node under `shutdown`: register, then consume, watch and
+/// beat. Returns once the first registration is done (None when shutdown
+/// came first); later incarnations follow by themselves whenever the fence
+/// ends one.
 pub async fn start(
     config: SupervisorConfig,
     shutdown: Shutdown,
@@ -105,60 +113,149 @@ pub async fn start(
     else {
         return Ok(None);
     };
-    let service = Arc::new(supervisor(&config, Uuid::now_v7()));
-    let recorder = Recorder {
-        pool: base.pool.clone(),
-        log: log(&config),
-        service: service.clone(),
-    };
-    if !register_until_done(&config, &base, &recorder, &shutdown).await {
+    let Some(first) = register_incarnation(&config, &base, &shutdown).await else {
         return Ok(None);
-    }
-    let drainer = drainer_for(&config, base.pool.clone(), service);
-    let settings = config.consumer.settings(
-        base.topology.node_control_queue(&config.node.id),
-        config.base.retry_backoff(),
-    );
-    let control = Consumer {
-        drainer: drainer.clone(),
-        broker_url: config.base.broker.url.clone(),
-        topology: base.topology.clone(),
-        settings: settings.clone(),
-        readiness: base.readiness.clone(),
+    };
+    let node = NodeRuntime {
+        config: Arc::new(config),
+        base: ServiceBase {
+            pool: base.pool.clone(),
+            topology: base.topology.clone(),
+            readiness: base.readiness.clone(),
+            health_addr: base.health_addr,
+        },
     };
     shutdown.spawn(
-        format!("{SERVICE} control consumer"),
-        control.run(shutdown.clone()),
-    );
-    let mut offer_queues = vec![base.topology.node_offer_queue(&config.node.id)];
-    offer_queues.extend(
-        config
-            .node
-            .root_names()
-            .iter()
-            .map(|r| base.topology.root_offer_queue(&root_key(r))),
-    );
-    let gate = OfferGate::new(
-        offer_queues,
-        drainer,
-        config.base.broker.url.clone(),
-        base.topology.clone(),
-        settings,
-        base.readiness.clone(),
-        shutdown.clone(),
-    );
-    let launcher = Launcher {
-        node: config.node.clone(),
-        profiles: config.profiles.clone(),
-        pricing: config.pricing.clone(),
-    };
-    let watcher = Watcher::new(recorder, launcher, gate);
-    shutdown.spawn(
-        format!("{SERVICE} runner watcher"),
-        watcher.run(shutdown.clone()),
+        format!("{SERVICE} incarnations"),
+        node.run(first, shutdown.clone()),
     );
     Ok(Some(base))
 }
+
+/// What every incarnation of the node starts from.
+struct NodeRuntime {
+    config: Arc<SupervisorConfig>,
+    base: ServiceBase,
+}
+
+/// A registered incarnation, not yet running.
+struct Incarnation {
+    service: Arc<Supervisor>,
+    recorder: Recorder,
+}
+
+/// Make a new incarnation and register it; None when shutdown came first.
+async fn register_incarnation(
+    config: &SupervisorConfig,
+    base: &ServiceBase,
+    shutdown: &Shutdown,
+) -> Option<Incarnation> {
+    let service = Arc::new(supervisor(config, Uuid::now_v7()));
+    let recorder = Recorder {
+        pool: base.pool.clone(),
+        log: log(config),
+        service: service.clone(),
+    };
+    register_until_done(config, base, &recorder, shutdown)
+        .await
+        .then_some(Incarnation { service, recorder })
+}
+
+impl NodeRuntime {
+    /// Run incarnation after incarnation: each until shutdown, or until its
+    /// fence ends it, when the node registers again (killing whatever of
+    /// its runners is left) before it does anything else.
+    async fn run(self, first: Incarnation, shutdown: Shutdown) {
+        let mut current = first;
+        loop {
+            let (scope, liveness) = self.spawn_incarnation(current, &shutdown);
+            scope.wait().await;
+            let fenced = liveness.is_fenced();
+            if let Err(e) = scope.wait_for_tasks(INCARNATION_STOP_WITHIN).await {
+                tracing::error!(error = %e, "an incarnation's tasks did not stop");
+            }
+            if !fenced || shutdown.is_triggered() {
+                return;
+            }
+            self.base
+                .readiness
+                .set("registration", false, "fenced: registering again");
+            match register_incarnation(&self.config, &self.base, &shutdown).await {
+                Some(next) => current = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Start an incarnation's tasks under a scope of their own.
+    fn spawn_incarnation(
+        &self,
+        incarnation: Incarnation,
+        shutdown: &Shutdown,
+    ) -> (Shutdown, Arc<Liveness>) {
+        let config = &self.config;
+        let base = &self.base;
+        let scope = shutdown.child();
+        let liveness = Arc::new(Liveness::new(config.node.ttl(), scope.clone()));
+        let drainer = drainer_for(config, base.pool.clone(), incarnation.service.clone());
+        let settings = config.consumer.settings(
+            base.topology.node_control_queue(&config.node.id),
+            config.base.retry_backoff(),
+        );
+        let control = Consumer {
+            drainer: drainer.clone(),
+            broker_url: config.base.broker.url.clone(),
+            topology: base.topology.clone(),
+            settings: settings.clone(),
+            readiness: base.readiness.clone(),
+        };
+        scope.spawn(
+            format!("{SERVICE} control consumer"),
+            control.run(scope.clone()),
+        );
+        let mut offer_queues = vec![base.topology.node_offer_queue(&config.node.id)];
+        offer_queues.extend(
+            config
+                .node
+                .root_names()
+                .iter()
+                .map(|r| base.topology.root_offer_queue(&root_key(r))),
+        );
+        let gate = OfferGate::new(
+            offer_queues,
+            drainer,
+            config.base.broker.url.clone(),
+            base.topology.clone(),
+            settings,
+            base.readiness.clone(),
+            scope.clone(),
+        );
+        let launcher = Launcher {
+            node: config.node.clone(),
+            profiles: config.profiles.clone(),
+            pricing: config.pricing.clone(),
+        };
+        let heartbeat = Heartbeat {
+            liveness: liveness.clone(),
+            me: incarnation.service.me.clone(),
+            capacity: config.node.capacity,
+            interval: config.node.heartbeat_interval(),
+            broker_url: config.base.broker.url.clone(),
+            topology: base.topology.clone(),
+            source: incarnation.service.source(),
+        };
+        scope.spawn(format!("{SERVICE} heartbeat"), heartbeat.run(scope.clone()));
+        let watcher = Watcher::new(incarnation.recorder, launcher, gate, liveness.clone());
+        scope.spawn(
+            format!("{SERVICE} runner watcher"),
+            watcher.run(scope.clone()),
+        );
+        (scope, liveness)
+    }
+}
+
+/// How long an ended incarnation's tasks may take to stop.
+const INCARNATION_STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Register, retrying while the database or the broker is away; false when
 /// shutdown came first.

@@ -30,3 +30,34 @@ pub fn runners(claimed: u64, starting: u64, running: u64) {
         metrics::gauge!(RUNNERS, "state" => state).set(count as f64);
     }
 }
+
+/// Heartbeats sent, by outcome (`confirmed`, `unconfirmed`, `timed_out`).
+pub const HEARTBEATS_TOTAL: &str = "stratavore_supervisor_heartbeats_total";
+/// Seconds since the publish of the last confirmed heartbeat.
+pub const HEARTBEAT_CONFIRM_AGE_SECONDS: &str =
+    "stratavore_supervisor_heartbeat_confirm_age_seconds";
+/// Incarnations ended because no heartbeat was confirmed for half the TTL.
+pub const FENCED_TOTAL: &str = "stratavore_supervisor_fenced_total";
+
+/// A heartbeat ended with `outcome`.
+pub fn heartbeat(outcome: &'static str) {
+    metrics::counter!(HEARTBEATS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// The last confirm was published `age` ago.
+pub fn heartbeat_confirm_age(age: Duration) {
+    metrics::gauge!(HEARTBEAT_CONFIRM_AGE_SECONDS).set(age.as_secs_f64());
+}
+
+/// The node ended its incarnation for want of confirms.
+pub fn fenced() {
+    metrics::counter!(FENCED_TOTAL).increment(1);
+}
+
+/// Offers sent back because the node was full or draining.
+pub const OFFERS_BOUNCED_TOTAL: &str = "stratavore_supervisor_offers_bounced_total";
+
+/// An offer went back to its queue.
+pub fn offer_bounced() {
+    metrics::counter!(OFFERS_BOUNCED_TOTAL).increment(1);
+}

@@ -21,6 +21,8 @@ pub struct LiveAttempt {
     pub offer: OfferAttempt,
     /// The latest desired state (rev, want), if any came.
     pub desired: Option<(u64, Want)>,
+    /// The liveness TTL its `start` carried.
+    pub ttl_ms: Option<u64>,
 }
 
 fn attempt_of(v: i64) -> u32 {
@@ -35,7 +37,7 @@ pub async fn live_attempts(
     incarnation: Option<Uuid>,
 ) -> Result<Vec<LiveAttempt>, StoreError> {
     let rows = sqlx::query(
-        "SELECT a.runner_id, a.attempt, a.state, o.offer, d.rev, d.want
+        "SELECT a.runner_id, a.attempt, a.state, o.offer, d.rev, d.want, o.ttl_ms
          FROM attempts a
          JOIN offers o ON o.runner_id = a.runner_id AND o.attempt = a.attempt
          LEFT JOIN desired_states d ON d.runner_id = a.runner_id AND d.attempt = a.attempt
@@ -66,14 +68,32 @@ pub async fn live_attempts(
             state: r.get(2),
             offer,
             desired,
+            ttl_ms: r
+                .get::<Option<i64>, _>(6)
+                .and_then(|t| u64::try_from(t).ok()),
         });
     }
     Ok(live)
 }
 
+/// Whether the orchestrator set `node` to drain.
+pub async fn draining(db: impl sqlx::PgExecutor<'_>, node: &str) -> Result<bool, StoreError> {
+    let draining: Option<bool> =
+        sqlx::query_scalar("SELECT draining FROM node_drain WHERE node = $1")
+            .bind(node)
+            .fetch_optional(db)
+            .await
+            .map_err(StoreError::new("reading the drain"))?;
+    Ok(draining.unwrap_or(false))
+}
+
 /// Slots in use: offers this incarnation claimed that are neither revoked
 /// nor spawned yet, plus attempts not ended.
-pub async fn used_slots(pool: &PgPool, node: &str, incarnation: Uuid) -> Result<u64, StoreError> {
+pub async fn used_slots(
+    db: impl sqlx::PgExecutor<'_>,
+    node: &str,
+    incarnation: Uuid,
+) -> Result<u64, StoreError> {
     let used: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM offers o
                  WHERE o.node = $1 AND o.incarnation = $2 AND NOT o.revoked
@@ -83,7 +103,7 @@ pub async fn used_slots(pool: &PgPool, node: &str, incarnation: Uuid) -> Result<
     )
     .bind(node)
     .bind(incarnation)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await
     .map_err(StoreError::new("counting used slots"))?;
     Ok(u64::try_from(used).unwrap_or(0))

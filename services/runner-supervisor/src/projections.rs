@@ -10,7 +10,7 @@ use stratavore_events::{Envelope, Message};
 use stratavore_store::StoreError;
 
 /// Tables a rebuild empties and refills.
-pub const TABLES: &[&str] = &["offers", "attempts", "desired_states"];
+pub const TABLES: &[&str] = &["offers", "attempts", "desired_states", "node_drain"];
 
 fn version_of(entry: &Envelope) -> i64 {
     i64::try_from(entry.sequence).unwrap_or(i64::MAX)
@@ -134,7 +134,30 @@ pub async fn project_received(
                 .map_err(StoreError::new("projecting a desired state"))?;
             }
         }
-        ProcessCommand::Start(_) => {}
+        // The TTL of the orchestrator's liveness, which the node's leases
+        // and fence count in.
+        ProcessCommand::Start(answer) => {
+            sqlx::query("UPDATE offers SET ttl_ms = $3 WHERE runner_id = $1 AND attempt = $2")
+                .bind(answer.runner_id)
+                .bind(i64::from(answer.attempt))
+                .bind(i64::try_from(answer.ttl_ms).unwrap_or(i64::MAX))
+                .execute(conn)
+                .await
+                .map_err(StoreError::new("projecting a start"))?;
+        }
+        ProcessCommand::Drain(drain) => {
+            sqlx::query(
+                "INSERT INTO node_drain (node, draining, rev) VALUES ($1, $2, $3)
+                 ON CONFLICT (node) DO UPDATE SET draining = excluded.draining, rev = excluded.rev
+                 WHERE node_drain.rev < excluded.rev",
+            )
+            .bind(&drain.node)
+            .bind(drain.draining)
+            .bind(i64::try_from(drain.rev).unwrap_or(i64::MAX))
+            .execute(conn)
+            .await
+            .map_err(StoreError::new("projecting a drain"))?;
+        }
     }
     Ok(())
 }

@@ -10,13 +10,17 @@ use crate::active_runner::ActiveRunner;
 use crate::attempt_setup::attempt_setup;
 use crate::config::NodeSection;
 use crate::domain::transcript_events::{AttemptIdentity, STARTED_VERSION};
-use crate::launch::{Launcher, renew_lease};
+use crate::launch::Launcher;
+use crate::liveness::Liveness;
 use crate::node_store;
 use crate::offer_gate::OfferGate;
 use crate::recording::Recorder;
 use crate::transcripts;
 use std::collections::BTreeMap;
 use std::process::Child;
+use std::sync::Arc;
+use std::time::Duration;
+use stratavore_agent_shim::runner_dir::write_lease;
 use stratavore_events::process::{ProcessEvent, ProcessFailed};
 use stratavore_runtime::{BootInstant, Shutdown};
 use uuid::Uuid;
@@ -32,19 +36,28 @@ pub struct Watcher {
     active: BTreeMap<(Uuid, u32), ActiveRunner>,
     /// Shims whose attempt is over, until they are reaped.
     exited_shims: Vec<Child>,
-    last_renewal: Option<BootInstant>,
+    /// The lease deadline written last to every active runner.
+    last_lease: Option<u64>,
+    /// The node's liveness: lease deadlines, samples, drain.
+    liveness: Arc<Liveness>,
 }
 
 impl Watcher {
     /// A watcher with nothing running yet.
-    pub fn new(recorder: Recorder, launcher: Launcher, gate: OfferGate) -> Self {
+    pub fn new(
+        recorder: Recorder,
+        launcher: Launcher,
+        gate: OfferGate,
+        liveness: Arc<Liveness>,
+    ) -> Self {
         Self {
             recorder,
             launcher,
             gate,
             active: BTreeMap::new(),
             exited_shims: Vec::new(),
-            last_renewal: None,
+            last_lease: None,
+            liveness,
         }
     }
 
@@ -73,6 +86,10 @@ impl Watcher {
         let me = self.recorder.service.me.clone();
         let live =
             node_store::live_attempts(&self.recorder.pool, &me.node, Some(me.incarnation)).await?;
+        // Every `start` carries the orchestrator's TTL; the shortest wins.
+        if let Some(ttl) = live.iter().filter_map(|a| a.ttl_ms).min() {
+            self.liveness.set_ttl(Duration::from_millis(ttl));
+        }
         for attempt in &live {
             let key = (attempt.runner_id, attempt.attempt);
             if !self.active.contains_key(&key) && attempt.state == "spawning" {
@@ -96,11 +113,16 @@ impl Watcher {
         }
         self.renew_leases();
         self.reap();
+        self.sample();
+        let draining = node_store::draining(&self.recorder.pool, &me.node).await?;
+        self.liveness.set_draining(draining);
         let used = node_store::used_slots(&self.recorder.pool, &me.node, me.incarnation).await?;
         let running = self.active.values().filter(|r| r.is_running()).count() as u64;
         let starting = self.active.len() as u64 - running;
         crate::metrics::runners(used.saturating_sub(starting + running), starting, running);
-        self.gate.adjust(used, u64::from(self.node().capacity));
+        // A draining node takes no offers and lets its runners finish.
+        let capacity = if draining { 0 } else { self.node().capacity };
+        self.gate.adjust(used, u64::from(capacity));
         Ok(())
     }
 
@@ -108,6 +130,12 @@ impl Watcher {
         &mut self,
         attempt: &node_store::LiveAttempt,
     ) -> Result<(), crate::recording::RecordError> {
+        // A spawn needs a lease, and a lease needs a confirmed heartbeat:
+        // without one yet, the attempt waits for the next scan.
+        let Some(deadline) = self.liveness.lease_deadline_nanos() else {
+            return Ok(());
+        };
+        let lease_span = self.liveness.lease_span();
         let started_at = BootInstant::now();
         let launched = match self.launcher.transcript(attempt) {
             Ok((paths, start)) => {
@@ -121,7 +149,7 @@ impl Watcher {
                 )
                 .await?;
                 self.launcher
-                    .launch(attempt, &paths)
+                    .launch(attempt, &paths, deadline, lease_span)
                     .map(|launched| (launched, start))
             }
             Err(e) => Err(e),
@@ -174,20 +202,44 @@ impl Watcher {
         }
     }
 
-    /// Every third of the lease, move every active runner's lease ahead.
+    /// Move every active runner's lease to half the TTL past the last
+    /// confirmed heartbeat, whenever a new confirm moved it: leases are
+    /// renewed from confirmed heartbeats and from nothing else.
     fn renew_leases(&mut self) {
-        let due = self
-            .last_renewal
-            .is_none_or(|at| at.elapsed() >= self.node().lease() / 3);
-        if !due {
+        let Some(deadline) = self.liveness.lease_deadline_nanos() else {
+            return;
+        };
+        if self.last_lease == Some(deadline) || self.liveness.is_fenced() {
             return;
         }
         for runner in self.active.values() {
-            if let Err(e) = renew_lease(&runner.dir, &self.launcher.node) {
+            if let Err(e) = write_lease(&runner.dir, deadline) {
                 tracing::warn!(runner = %runner.runner_id, error = %e, "cannot renew a lease");
             }
         }
-        self.last_renewal = Some(BootInstant::now());
+        self.last_lease = Some(deadline);
+    }
+
+    /// CPU and memory of each running agent's tree, for the heartbeat.
+    fn sample(&mut self) {
+        let procs = crate::proc_sample::snapshot();
+        let samples = self
+            .active
+            .values_mut()
+            .filter_map(|runner| {
+                let pid = runner.agent_pid()?;
+                let shim = i32::try_from(runner.shim.as_ref()?.id()).ok()?;
+                let (cpu_seconds, rss_bytes) = crate::proc_sample::tree_usage(&procs, shim);
+                Some(stratavore_events::process::RunnerSample {
+                    runner_id: runner.runner_id,
+                    attempt: runner.attempt,
+                    pid,
+                    cpu_seconds,
+                    rss_bytes,
+                })
+            })
+            .collect();
+        self.liveness.set_samples(samples);
     }
 
     fn reap(&mut self) {

@@ -50,10 +50,32 @@ pub struct RunnersSection {
     pub max_concurrent_per_project: u32,
     /// The liveness TTL carried in every `start` (nodes' leases derive from it).
     pub liveness_ttl_ms: u64,
+    /// How often each replica ticks (nodes heartbeat at about this rate):
+    /// missed heartbeats are counted in these ticks.
+    pub heartbeat_interval_ms: u64,
+    /// Added to the TTL before a node that stopped heartbeating is declared
+    /// lost, so a node is never declared lost while its agents' leases may
+    /// still run.
+    pub liveness_grace_ms: u64,
+    /// Whether the nodes share the agents' session storage (a volume every
+    /// node mounts): a session can then be resumed on any node, and a runner
+    /// lost with its node is relaunched even when its session is bound.
+    pub shared_session_storage: bool,
     /// How long a quota wait lasts when the agent did not say when it resets.
     pub quota_wait_default_ms: u64,
     /// How often due timers are looked for.
     pub timer_poll_ms: u64,
+}
+
+impl RunnersSection {
+    /// Ticks without a heartbeat after which a node is lost: the least K
+    /// with (K - 1) x interval at least the TTL plus the grace.
+    pub fn ticks_to_convict(&self) -> u32 {
+        crate::domain::liveness::ticks_to_convict(
+            self.heartbeat_interval_ms,
+            self.liveness_ttl_ms.saturating_add(self.liveness_grace_ms),
+        )
+    }
 }
 
 impl Default for RunnersSection {
@@ -65,6 +87,9 @@ impl Default for RunnersSection {
             default_max_restarts: 3,
             max_concurrent_per_project: 5,
             liveness_ttl_ms: 30_000,
+            heartbeat_interval_ms: 2_000,
+            liveness_grace_ms: 5_000,
+            shared_session_storage: false,
             quota_wait_default_ms: 3_600_000,
             timer_poll_ms: 500,
         }
@@ -150,6 +175,7 @@ impl Validate for OrchestratorConfig {
             ("runners.launch_timeout_ms", r.launch_timeout_ms),
             ("runners.restart_base_ms", r.restart_base_ms),
             ("runners.liveness_ttl_ms", r.liveness_ttl_ms),
+            ("runners.heartbeat_interval_ms", r.heartbeat_interval_ms),
             ("runners.timer_poll_ms", r.timer_poll_ms),
         ] {
             if value == 0 {
@@ -160,6 +186,12 @@ impl Validate for OrchestratorConfig {
             return Err(ConfigError::invalid(
                 "runners.restart_max_ms",
                 "must be at least runners.restart_base_ms",
+            ));
+        }
+        if r.heartbeat_interval_ms >= r.liveness_ttl_ms {
+            return Err(ConfigError::invalid(
+                "runners.heartbeat_interval_ms",
+                "must be shorter than runners.liveness_ttl_ms",
             ));
         }
         if r.max_concurrent_per_project == 0 {
@@ -296,5 +328,32 @@ mod tests {
         )]))
         .unwrap_err();
         assert_eq!(err.key(), Some("profiles.demo.default_permission"));
+    }
+
+    #[test]
+    fn liveness_defaults_convict_after_the_ttl_and_grace_and_a_slow_heartbeat_is_refused() {
+        let config = OrchestratorConfig::load_with(env(&[])).unwrap();
+        let r = &config.runners;
+        assert_eq!(
+            (r.heartbeat_interval_ms, r.liveness_grace_ms),
+            (2_000, 5_000)
+        );
+        assert!(!r.shared_session_storage);
+        assert_eq!(r.ticks_to_convict(), 19);
+        let config = OrchestratorConfig::load_with(env(&[
+            ("STRATAVORE__RUNNERS__HEARTBEAT_INTERVAL_MS", "200"),
+            ("STRATAVORE__RUNNERS__LIVENESS_TTL_MS", "1000"),
+            ("STRATAVORE__RUNNERS__LIVENESS_GRACE_MS", "200"),
+            ("STRATAVORE__RUNNERS__SHARED_SESSION_STORAGE", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(config.runners.ticks_to_convict(), 7);
+        assert!(config.runners.shared_session_storage);
+        let err = OrchestratorConfig::load_with(env(&[(
+            "STRATAVORE__RUNNERS__HEARTBEAT_INTERVAL_MS",
+            "30000",
+        )]))
+        .unwrap_err();
+        assert_eq!(err.key(), Some("runners.heartbeat_interval_ms"));
     }
 }

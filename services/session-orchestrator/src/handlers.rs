@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratavore_consumer::{Decider, HandleError, Projection};
-use stratavore_events::process::{NodeEvent, ProcessEvent};
+use stratavore_events::process::{NodeCommand, NodeEvent, ProcessEvent};
 use stratavore_events::project::{ProjectCommand, ProjectEvent};
 use stratavore_events::runner::RunnerCommand;
 use stratavore_events::{Envelope, Message, MessageKind, TypeName};
@@ -105,12 +105,22 @@ impl Decider for Orchestrator {
                 }
             };
         }
+        if is_of::<NodeCommand>(t) {
+            let NodeCommand::Drain(drain) =
+                NodeCommand::from_data(t, message.data.clone()).map_err(poison)?;
+            return self.decide_drain_command(conn, message, &drain).await;
+        }
         if is_of::<NodeEvent>(t) {
-            let NodeEvent::Registered(registered) =
-                NodeEvent::from_data(t, message.data.clone()).map_err(poison)?;
-            return self
-                .decide_node_registered(conn, message, &registered)
-                .await;
+            return match NodeEvent::from_data(t, message.data.clone()).map_err(poison)? {
+                NodeEvent::Registered(registered) => {
+                    self.decide_node_registered(conn, message, &registered)
+                        .await
+                }
+                // Our own decisions, heard back: decided already.
+                NodeEvent::Lost(_) | NodeEvent::DrainChanged(_) | NodeEvent::DrainRefused(_) => {
+                    Ok(Vec::new())
+                }
+            };
         }
         if is_of::<ProcessEvent>(t) {
             let event = ProcessEvent::from_data(t, message.data.clone()).map_err(poison)?;
@@ -153,6 +163,7 @@ impl Projection for Orchestrator {
         entry: &Envelope,
     ) -> Result<(), StoreError> {
         projections::project_own(conn, entry).await?;
+        crate::node_store::project_node_event(conn, entry).await?;
         crate::runner_store::project_runner_event(conn, entry).await
     }
 
@@ -161,6 +172,13 @@ impl Projection for Orchestrator {
         conn: &mut PgConnection,
         message: &Envelope,
     ) -> Result<(), StoreError> {
+        // Registrations are the nodes' own; the losses and drains heard
+        // back are folded from the log already.
+        if let Ok(NodeEvent::Registered(_)) =
+            NodeEvent::from_data(&message.type_name, message.data.clone())
+        {
+            crate::node_store::project_node_event(conn, message).await?;
+        }
         crate::session_usage::project_received(conn, message).await
     }
 }

@@ -1,5 +1,6 @@
 //! session-orchestrator: owns projects, the runners' lifecycle (launch
-//! saga, placement, restarts), sessions, budgets and durable timers. It is
+//! saga, placement, restarts, relaunches), nodes' liveness and drains,
+//! sessions, budgets and durable timers. It is
 //! the one owner of those decisions: it consumes commands and the facts
 //! supervisors report, decides with pure domain code, and records the
 //! outcome in its log.
@@ -7,7 +8,10 @@
 pub mod config;
 pub mod domain;
 pub mod handlers;
+pub mod liveness_watch;
 pub mod metrics;
+mod node_handlers;
+pub mod node_store;
 pub mod projections;
 mod runner_handlers;
 pub mod runner_store;
@@ -67,9 +71,25 @@ pub async fn start(
         interval: std::time::Duration::from_millis(config.runners.timer_poll_ms),
     };
     shutdown.spawn(format!("{SERVICE} timers"), timers.run(shutdown.clone()));
+    let liveness = liveness_watch::LivenessWatch {
+        replica: uuid::Uuid::new_v4(),
+        broker_url: config.base.broker.url.clone(),
+        topology: base.topology.clone(),
+        pool: drainer.pool.clone(),
+        log: drainer.log.clone(),
+        service: drainer.service.clone(),
+        interval: std::time::Duration::from_millis(config.runners.heartbeat_interval_ms),
+        ticks_to_convict: config.runners.ticks_to_convict(),
+        queue_ttl_ms: config.runners.liveness_ttl_ms,
+        retry_backoff: config.base.retry_backoff(),
+    };
     shutdown.spawn(
-        format!("{SERVICE} runner gauge"),
-        metrics::runners_by_state(
+        format!("{SERVICE} liveness"),
+        liveness.run(shutdown.clone()),
+    );
+    shutdown.spawn(
+        format!("{SERVICE} state gauges"),
+        metrics::state_gauges(
             base.pool.clone(),
             std::time::Duration::from_secs(5),
             shutdown.clone(),

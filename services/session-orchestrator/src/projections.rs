@@ -1,7 +1,7 @@
 //! The orchestrator's read tables, folded from its own log: `projects`
 //! (the state its decisions read); the runner tables are folded in
-//! `runner_store`, and `session_usage` (from received usage reports) in
-//! `session_usage`.
+//! `runner_store`, `session_usage` (from received usage reports) in
+//! `session_usage`, and `nodes` and `node_losses` in `node_store`.
 
 use crate::domain::projects::Project;
 use sqlx::{PgConnection, Row};
@@ -17,6 +17,8 @@ pub const TABLES: &[&str] = &[
     "runner_timers",
     "sessions",
     "session_usage",
+    "nodes",
+    "node_losses",
 ];
 
 /// Fold one of the orchestrator's own log rows.

@@ -6,6 +6,7 @@ use crate::domain::launch::{LaunchFacts, decide_launch};
 use crate::domain::runners::{self, Decision, Effect, ExitOutcome, Fact, RestartPolicy, Runner};
 use crate::handlers::{Orchestrator, SOURCE};
 use crate::metrics as m;
+use crate::node_store;
 use crate::projections;
 use crate::runner_store::{self, runner_stream};
 use crate::session_usage;
@@ -21,19 +22,29 @@ use stratavore_events::{Envelope, Message};
 use stratavore_store::NewEntry;
 use uuid::Uuid;
 
+/// What was looked up for a decision's offer.
+#[derive(Debug, Default)]
+struct Lookups {
+    /// With a resume: the session's usage so far.
+    usage_baseline: TokenTotals,
+    /// With a resume, unless storage is shared: the node holding the
+    /// session's files, whose own offer queue gets the offer.
+    offer_node: Option<String>,
+}
+
 impl Orchestrator {
-    fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now().timestamp_millis()
     }
 
-    fn policy(&self) -> RestartPolicy {
+    pub(crate) fn policy(&self) -> RestartPolicy {
         RestartPolicy {
             base_ms: i64::try_from(self.runners.restart_base_ms).unwrap_or(i64::MAX),
             max_ms: i64::try_from(self.runners.restart_max_ms).unwrap_or(i64::MAX),
         }
     }
 
-    fn launch_deadline_ms(&self) -> i64 {
+    pub(crate) fn launch_deadline_ms(&self) -> i64 {
         self.now_ms() + i64::try_from(self.runners.launch_timeout_ms).unwrap_or(i64::MAX)
     }
 
@@ -68,7 +79,7 @@ impl Orchestrator {
         .caused_by(cause)
     }
 
-    fn command_entry(
+    pub(crate) fn command_entry(
         &self,
         command: &ProcessCommand,
         target: &str,
@@ -83,8 +94,9 @@ impl Orchestrator {
 
     /// Entries for a decision about a runner whose stream is at `version`,
     /// with what the decision needs looked up first: when it offers an
-    /// attempt that resumes a session, the session's usage so far.
-    async fn decided(
+    /// attempt that resumes a session, the session's usage so far and the
+    /// node holding its files.
+    pub(crate) async fn decided(
         &self,
         conn: &mut PgConnection,
         runner: &Runner,
@@ -96,7 +108,8 @@ impl Orchestrator {
             .effects
             .iter()
             .any(|e| matches!(e, Effect::Offer { resume: true, .. }));
-        let baseline = if resumes {
+        let mut lookups = Lookups::default();
+        if resumes {
             // The session the offer resumes is the one the decision's own
             // events leave the runner with.
             let after = decision
@@ -104,23 +117,57 @@ impl Orchestrator {
                 .iter()
                 .fold(Some(runner.clone()), runners::apply)
                 .unwrap_or_else(|| runner.clone());
-            session_usage::session_usage(conn, &after.session_id).await?
-        } else {
-            TokenTotals::default()
-        };
-        Ok(self.decision_entries(runner, version, decision, baseline, cause))
+            lookups.usage_baseline = session_usage::session_usage(conn, &after.session_id).await?;
+            if !self.runners.shared_session_storage {
+                lookups.offer_node = node_store::session_node(conn, &after.session_id).await?;
+            }
+        }
+        if decision
+            .events
+            .iter()
+            .any(|e| matches!(e, RunnerEvent::Placed(_)))
+        {
+            self.observe_placement(conn, runner.id).await?;
+        }
+        Ok(self.decision_entries(runner, version, decision, lookups, cause))
     }
 
-    /// Entries for a decision about a runner whose stream is at `version`;
-    /// `usage_baseline` goes with an offer that resumes a session.
+    /// Record how long the current attempt waited from its offer to the
+    /// decision to start it.
+    async fn observe_placement(
+        &self,
+        conn: &mut PgConnection,
+        runner_id: Uuid,
+    ) -> Result<(), HandleError> {
+        let offered_at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT time FROM log WHERE stream = $1 AND routing_key = 'runner.offered'
+             ORDER BY stream_version DESC LIMIT 1",
+        )
+        .bind(runner_stream(runner_id))
+        .fetch_optional(conn)
+        .await
+        .map_err(stratavore_store::StoreError::new("reading an offer's time"))?;
+        if let Some(offered_at) = offered_at {
+            let waited = (self.clock.now() - offered_at).num_milliseconds().max(0);
+            metrics::histogram!(m::PLACEMENT_SECONDS).record(waited as f64 / 1000.0);
+        }
+        Ok(())
+    }
+
+    /// Entries for a decision about a runner whose stream is at `version`,
+    /// with what was looked up for its offer.
     fn decision_entries(
         &self,
         runner: &Runner,
         version: u64,
         decision: Decision,
-        usage_baseline: TokenTotals,
+        lookups: Lookups,
         cause: &Envelope,
     ) -> Vec<NewEntry> {
+        let Lookups {
+            usage_baseline,
+            offer_node,
+        } = lookups;
         let mut entries = Vec::new();
         let mut state = Some(runner.clone());
         let mut v = version;
@@ -135,10 +182,23 @@ impl Orchestrator {
             ("profile", after.launch.profile.clone()),
         ];
         for event in &decision.events {
-            if matches!(event, RunnerEvent::RestartScheduled(_)) {
-                metrics::counter!(m::RESTARTS_TOTAL, &labels).increment(1);
+            match event {
+                RunnerEvent::RestartScheduled(_) => {
+                    metrics::counter!(m::RESTARTS_TOTAL, &labels).increment(1);
+                }
+                RunnerEvent::Relaunched(_) => {
+                    metrics::counter!(m::RELAUNCHES_TOTAL, &labels).increment(1);
+                }
+                _ => {}
             }
         }
+        // A session's files live on the node that ran it (unless storage is
+        // shared): its resume goes to that node's own offer queue; anything
+        // else to the nodes serving the root.
+        let offer_target = |resume: bool| match (resume, &offer_node) {
+            (true, Some(node)) => node.clone(),
+            _ => root_key(&self.root_of(&after.launch.path)),
+        };
         for effect in decision.effects {
             if matches!(effect, Effect::Revoke { .. }) {
                 metrics::counter!(m::OFFERS_REVOKED_TOTAL).increment(1);
@@ -161,6 +221,7 @@ impl Orchestrator {
                     } else {
                         TokenTotals::default()
                     },
+                    target: offer_target(*resume),
                 }),
                 Effect::Start {
                     node,
@@ -198,8 +259,8 @@ impl Orchestrator {
                 }),
             };
             let (target, stream) = match &effect {
-                Effect::Offer { attempt, .. } => (
-                    root_key(&self.root_of(&after.launch.path)),
+                Effect::Offer { attempt, resume } => (
+                    offer_target(*resume),
                     format!("offer-{}-{attempt}", runner.id),
                 ),
                 Effect::Start { node, attempt, .. } | Effect::Revoke { node, attempt, .. } => (
@@ -260,12 +321,23 @@ impl Orchestrator {
                 .map(|s| (s.project, s.bound, s.active_runner.is_some())),
             None => None,
         };
+        let sessions_on_lost_nodes = if self.runners.shared_session_storage {
+            Vec::new()
+        } else {
+            let candidates: Vec<String> = latest_resumable
+                .iter()
+                .chain(cmd.session_id.iter())
+                .cloned()
+                .collect();
+            node_store::sessions_on_lost_nodes(conn, &candidates).await?
+        };
         let facts = LaunchFacts {
             project,
             active_runners,
             profile: self.profiles.get(&cmd.profile).cloned(),
             latest_resumable,
             named_session,
+            sessions_on_lost_nodes,
             fresh_session_id: Uuid::new_v4().to_string(),
             default_max_restarts: self.runners.default_max_restarts,
         };

@@ -112,12 +112,20 @@ pub async fn project_runner_event(
     .await
     .map_err(StoreError::new("projecting a runner"))?;
     let active = (!next.state.is_terminal()).then_some(runner_id);
+    // The session's files are where the attempt that bound it runs.
+    let holder = match &event {
+        RunnerEvent::SessionBound(_) => next.placement.as_ref().map(|(node, _)| node.as_str()),
+        _ => None,
+    };
     upsert_session(
         conn,
         &next.session_id,
         &project,
-        next.session_bound,
-        active,
+        SessionChange {
+            bound: next.session_bound,
+            active_runner: active,
+            holder,
+        },
         now_ms,
     )
     .await?;
@@ -152,25 +160,34 @@ pub async fn project_runner_event(
     Ok(())
 }
 
+/// What a runner event says of its session.
+struct SessionChange<'a> {
+    bound: bool,
+    active_runner: Option<Uuid>,
+    /// The node that now holds its files (only when it is bound there).
+    holder: Option<&'a str>,
+}
+
 async fn upsert_session(
     conn: &mut PgConnection,
     session_id: &str,
     project: &str,
-    bound: bool,
-    active_runner: Option<Uuid>,
+    change: SessionChange<'_>,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO sessions (session_id, project, bound, active_runner, last_active_ms)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO sessions (session_id, project, bound, active_runner, last_active_ms, node)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (session_id) DO UPDATE SET bound = sessions.bound OR excluded.bound,
-             active_runner = excluded.active_runner, last_active_ms = excluded.last_active_ms",
+             active_runner = excluded.active_runner, last_active_ms = excluded.last_active_ms,
+             node = COALESCE(excluded.node, sessions.node)",
     )
     .bind(session_id)
     .bind(project)
-    .bind(bound)
-    .bind(active_runner)
+    .bind(change.bound)
+    .bind(change.active_runner)
     .bind(now_ms)
+    .bind(change.holder)
     .execute(conn)
     .await
     .map_err(StoreError::new("projecting a session"))?;
@@ -189,6 +206,7 @@ fn runner_id_of(event: &RunnerEvent) -> Option<Uuid> {
         E::StopRequested(e) => e.runner_id,
         E::SessionBound(e) => e.runner_id,
         E::RestartScheduled(e) => e.runner_id,
+        E::Relaunched(e) => e.runner_id,
         E::WaitingQuota(e) => e.runner_id,
         E::Exited(e) | E::Failed(e) | E::Lost(e) | E::Cancelled(e) => e.runner_id,
         E::ControlDecided(e) => e.runner_id,

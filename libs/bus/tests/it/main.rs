@@ -46,11 +46,10 @@ fn every_catalogue_type_has_a_channel_a_message_and_an_operation() {
     for info in Catalogue::all() {
         let name = info.type_name;
         let channel = &channels[name];
-        assert_eq!(channel["address"], info.routing_key, "{name}");
-        let exchange = match info.kind {
-            MessageKind::Event => topology.events_exchange(),
-            MessageKind::Command => topology.commands_exchange(),
-        };
+        // Events and commands on their exchanges under their routing keys;
+        // telemetry on the live exchange, its node or replica appended.
+        let (exchange, address) = asyncapi::channel_address(&topology, info);
+        assert_eq!(channel["address"], address.as_str(), "{name}");
         let amqp = &channel["bindings"]["amqp"];
         assert_eq!(amqp["is"], "routingKey", "{name}");
         assert_eq!(amqp["exchange"]["name"], exchange.as_str(), "{name}");

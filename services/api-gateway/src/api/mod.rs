@@ -2,6 +2,7 @@
 //! once the database is reachable; until then every route answers 503).
 
 mod commands;
+mod nodes;
 mod projects;
 mod runners;
 
@@ -59,6 +60,10 @@ pub fn router(state: ApiState, allowed: AllowedHosts) -> Router {
         .route("/api/v1/runners/{id}/kill", post(runners::kill))
         .route("/api/v1/runners/{id}/pause", post(runners::pause))
         .route("/api/v1/runners/{id}/resume", post(runners::resume))
+        .route("/api/v1/nodes", get(nodes::list))
+        .route("/api/v1/nodes/{id}", get(nodes::get_one))
+        .route("/api/v1/nodes/{id}/drain", post(nodes::drain))
+        .route("/api/v1/nodes/{id}/undrain", post(nodes::undrain))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -3,6 +3,7 @@
 //! orchestrator leads to, and when an agent has stalled.
 
 pub mod desired_state;
+pub mod liveness;
 pub mod node_commands;
 pub mod pricing;
 pub mod stall;

@@ -26,15 +26,58 @@ pub fn serves(roots: &[String], path: &str) -> bool {
     })
 }
 
-/// An offer is claimed when its path lies in a root this node serves.
-/// Capacity is not decided here: a node at capacity stops consuming offers.
+/// What the node knows when an offer comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfferFacts {
+    /// Slots in use: claims not yet started or revoked, and live attempts.
+    pub used: u64,
+    /// Runners it takes at once.
+    pub capacity: u32,
+    /// Whether it drains.
+    pub draining: bool,
+}
+
+/// What a node does with an offer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OfferDecision {
+    /// Claim it.
+    Claim(ProcessClaim),
+    /// It is full or draining: send the offer back where it came from
+    /// (`target`), for another node or for later. The offer consumers
+    /// close at the next look, so this happens to few offers.
+    Bounce {
+        /// A root key or this node's id.
+        target: String,
+    },
+    /// Not for this node (outside its roots): nothing.
+    Ignore,
+}
+
+/// An offer is claimed when its path lies in a root this node serves and
+/// the node has room and does not drain; one it cannot take goes back to
+/// the queue it came from.
 #[must_use]
 pub fn decide_offer(
     me: &NodeIdentity,
     roots: &[String],
     offer: &OfferAttempt,
-) -> Option<ProcessClaim> {
-    serves(roots, &offer.path).then(|| ProcessClaim {
+    facts: OfferFacts,
+) -> OfferDecision {
+    let Some(root) = roots
+        .iter()
+        .find(|r| serves(std::slice::from_ref(r), &offer.path))
+    else {
+        return OfferDecision::Ignore;
+    };
+    if facts.draining || facts.used >= u64::from(facts.capacity) {
+        let target = if offer.target.is_empty() {
+            stratavore_events::process::root_key(root)
+        } else {
+            offer.target.clone()
+        };
+        return OfferDecision::Bounce { target };
+    }
+    OfferDecision::Claim(ProcessClaim {
         runner_id: offer.runner_id,
         attempt: offer.attempt,
         node: me.node.clone(),
@@ -94,7 +137,46 @@ mod tests {
             permission: None,
             allowed_tools: Vec::new(),
             usage_baseline: Default::default(),
+            target: String::new(),
         }
+    }
+
+    const ROOM: OfferFacts = OfferFacts {
+        used: 0,
+        capacity: 2,
+        draining: false,
+    };
+
+    #[test]
+    fn a_full_or_draining_node_sends_the_offer_back_where_it_came_from() {
+        let roots = vec!["/srv/a".to_owned()];
+        let full = OfferFacts { used: 2, ..ROOM };
+        assert_eq!(
+            decide_offer(&me(), &roots, &offer("/srv/a/web"), full),
+            OfferDecision::Bounce {
+                target: stratavore_events::process::root_key("/srv/a")
+            }
+        );
+        let mut for_me = offer("/srv/a/web");
+        for_me.target = "n1".into();
+        let draining = OfferFacts {
+            draining: true,
+            ..ROOM
+        };
+        assert_eq!(
+            decide_offer(&me(), &roots, &for_me, draining),
+            OfferDecision::Bounce {
+                target: "n1".into()
+            }
+        );
+        assert!(matches!(
+            decide_offer(&me(), &roots, &offer("/srv/a/web"), ROOM),
+            OfferDecision::Claim(_)
+        ));
+        assert_eq!(
+            decide_offer(&me(), &roots, &offer("/srv/b/web"), full),
+            OfferDecision::Ignore
+        );
     }
 
     fn answer(incarnation: Uuid) -> ClaimAnswer {
@@ -115,11 +197,18 @@ mod tests {
     #[test]
     fn an_offer_in_a_served_root_is_claimed_by_the_current_incarnation() {
         let roots = vec!["/srv/p/".to_owned()];
-        let claim = decide_offer(&me(), &roots, &offer("/srv/p/web")).unwrap();
+        let OfferDecision::Claim(claim) = decide_offer(&me(), &roots, &offer("/srv/p/web"), ROOM)
+        else {
+            panic!("not claimed");
+        };
         assert_eq!((claim.attempt, claim.incarnation), (2, me().incarnation));
-        assert!(decide_offer(&me(), &roots, &offer("/srv/other/web")).is_none());
-        assert!(decide_offer(&me(), &roots, &offer("/srv/pweb")).is_none());
-        assert!(decide_offer(&me(), &roots, &offer("/srv/p/../etc")).is_none());
+        for path in ["/srv/other/web", "/srv/pweb", "/srv/p/../etc"] {
+            assert_eq!(
+                decide_offer(&me(), &roots, &offer(path), ROOM),
+                OfferDecision::Ignore,
+                "{path}"
+            );
+        }
     }
 
     #[test]

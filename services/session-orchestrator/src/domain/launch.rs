@@ -20,6 +20,9 @@ pub struct LaunchFacts {
     pub latest_resumable: Option<String>,
     /// With `resume`: the named session (project, bound, in use).
     pub named_session: Option<(String, bool, bool)>,
+    /// Sessions this launch may resolve to whose files only a lost node
+    /// holds, with that node (none when the nodes share session storage).
+    pub sessions_on_lost_nodes: Vec<(String, String)>,
     /// An id for a new session.
     pub fresh_session_id: String,
     /// Restarts when the launch does not say.
@@ -166,6 +169,24 @@ pub fn decide_launch(
             }
         }
     };
+    let lost_node = facts
+        .sessions_on_lost_nodes
+        .iter()
+        .find(|(s, _)| *s == session_id)
+        .map(|(_, node)| node);
+    if let (true, Some(node)) = (resume, lost_node) {
+        let field = match cmd.mode {
+            LaunchMode::Continue => "mode",
+            _ => "session_id",
+        };
+        return reject(
+            "session_node_lost",
+            Some(field),
+            format!(
+                "session {session_id} lives on node {node}, which is lost; it can be resumed once {node} is back"
+            ),
+        );
+    }
     Ok(LaunchApproved {
         command_id,
         runner_id: cmd.runner_id,
@@ -219,6 +240,7 @@ mod tests {
             profile: profile("demo"),
             latest_resumable: None,
             named_session: None,
+            sessions_on_lost_nodes: vec![],
             fresh_session_id: "fresh".into(),
             default_max_restarts: 3,
         }
@@ -443,5 +465,29 @@ mod tests {
             ..cmd(LaunchMode::New, None)
         };
         assert!(decide_launch(&fresh, Uuid::nil(), &f).is_ok());
+    }
+
+    #[test]
+    fn continue_or_resume_of_a_session_whose_node_is_lost_is_refused_naming_the_node() {
+        let f = LaunchFacts {
+            latest_resumable: Some("s-9".into()),
+            named_session: Some(("web".into(), true, false)),
+            sessions_on_lost_nodes: vec![("s-9".into(), "node-b".into())],
+            ..facts()
+        };
+        for (c, field) in [
+            (cmd(LaunchMode::Continue, None), "mode"),
+            (cmd(LaunchMode::Resume, Some("s-9")), "session_id"),
+        ] {
+            let r = decide_launch(&c, Uuid::nil(), &f).unwrap_err();
+            assert_eq!(
+                (r.reason.as_str(), r.field.as_deref()),
+                ("session_node_lost", Some(field))
+            );
+            assert!(r.message.contains("node-b"), "{}", r.message);
+        }
+        // Another session, or a new one, is not held up by the lost node.
+        assert!(decide_launch(&cmd(LaunchMode::Resume, Some("s-8")), Uuid::nil(), &f).is_ok());
+        assert!(decide_launch(&cmd(LaunchMode::New, None), Uuid::nil(), &f).is_ok());
     }
 }

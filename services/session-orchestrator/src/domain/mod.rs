@@ -1,6 +1,8 @@
 //! The orchestrator's decisions, free of I/O: state in, events out.
 
 pub mod launch;
+pub mod liveness;
+pub mod nodes;
 pub mod paths;
 pub mod projects;
 pub mod runners;

@@ -182,6 +182,12 @@ pub fn apply(state: Option<Runner>, event: &RunnerEvent) -> Option<Runner> {
             r.state = RunnerState::WaitingQuota;
             r.last_error = Some(q.message.clone());
         }
+        // The next attempt's offer follows in the same decision; a pause
+        // does not outlive the attempt it froze.
+        E::Relaunched(l) => {
+            r.last_error = Some(l.reason.clone());
+            r.pause = None;
+        }
         E::Exited(e) | E::Failed(e) | E::Lost(e) | E::Cancelled(e) => {
             r.state = match event {
                 E::Exited(_) => RunnerState::Exited,
@@ -393,6 +399,25 @@ pub enum Fact {
         /// When the next attempt's launch times out (unix milliseconds).
         launch_deadline_ms: i64,
     },
+    /// An incarnation of a node was declared lost: the attempt placed on
+    /// it is gone, and a session whose files only that node holds cannot
+    /// be resumed until the node is back.
+    NodeLost {
+        /// The node.
+        node: String,
+        /// Its incarnation declared lost.
+        incarnation: Uuid,
+        /// The node recorded as holding the runner's session files (the
+        /// one the attempt that bound it ran on), when known.
+        session_node: Option<String>,
+        /// Whether the nodes share session storage (then any node resumes
+        /// any session).
+        shared_storage: bool,
+        /// A session id to start afresh under, when the session is not bound.
+        fresh_session_id: String,
+        /// When the next attempt's launch times out (unix milliseconds).
+        launch_deadline_ms: i64,
+    },
     /// The restart backoff (or the quota wait) is over.
     WaitOver {
         /// The attempt that ended.
@@ -553,6 +578,22 @@ pub fn decide_fact(r: &Runner, fact: Fact, now_ms: i64, policy: RestartPolicy) -
                 reoffer(r, &mut d, fresh_session_id, launch_deadline_ms);
             }
         }
+        Fact::NodeLost {
+            node,
+            incarnation,
+            session_node,
+            shared_storage,
+            fresh_session_id,
+            launch_deadline_ms,
+        } => {
+            let loss = node_loss::NodeLoss {
+                node,
+                incarnation,
+                session_node,
+                shared_storage,
+            };
+            node_loss::decide(r, &loss, &mut d, fresh_session_id, launch_deadline_ms);
+        }
         Fact::WaitOver {
             attempt,
             fresh_session_id,
@@ -653,6 +694,7 @@ pub fn timer_change(event: &RunnerEvent) -> TimerChange {
         | E::LaunchRejected(_) => TimerChange::Clear,
         E::LaunchApproved(_)
         | E::ControlDecided(_)
+        | E::Relaunched(_)
         | E::Placed(_)
         | E::Paused(_)
         | E::Resumed(_)
@@ -661,5 +703,8 @@ pub fn timer_change(event: &RunnerEvent) -> TimerChange {
     }
 }
 
+mod node_loss;
+#[cfg(test)]
+mod node_loss_tests;
 #[cfg(test)]
 mod tests;

@@ -3,20 +3,20 @@
 use super::*;
 use stratavore_events::runner::LaunchApproved;
 
-const POLICY: RestartPolicy = RestartPolicy {
+pub(super) const POLICY: RestartPolicy = RestartPolicy {
     base_ms: 1000,
     max_ms: 60_000,
 };
 
-fn id() -> Uuid {
+pub(super) fn id() -> Uuid {
     Uuid::from_u128(1)
 }
 
-fn node() -> (String, Uuid) {
+pub(super) fn node() -> (String, Uuid) {
     ("node-a".to_owned(), Uuid::from_u128(7))
 }
 
-fn approved(max_restarts: u32) -> RunnerEvent {
+pub(super) fn approved(max_restarts: u32) -> RunnerEvent {
     RunnerEvent::LaunchApproved(LaunchApproved {
         command_id: Uuid::from_u128(9),
         runner_id: id(),
@@ -33,7 +33,7 @@ fn approved(max_restarts: u32) -> RunnerEvent {
     })
 }
 
-fn offered(attempt: u32, resume: bool, session: &str) -> RunnerEvent {
+pub(super) fn offered(attempt: u32, resume: bool, session: &str) -> RunnerEvent {
     RunnerEvent::Offered(AttemptOffered {
         runner_id: id(),
         attempt,
@@ -43,19 +43,19 @@ fn offered(attempt: u32, resume: bool, session: &str) -> RunnerEvent {
     })
 }
 
-const DEADLINE: i64 = 123_000;
+pub(super) const DEADLINE: i64 = 123_000;
 
-fn given(events: &[RunnerEvent]) -> Runner {
+pub(super) fn given(events: &[RunnerEvent]) -> Runner {
     events.iter().fold(None, apply).expect("a runner")
 }
 
 /// Fold a decision's events onto the history.
-fn then(history: &mut Vec<RunnerEvent>, d: &Decision) -> Runner {
+pub(super) fn then(history: &mut Vec<RunnerEvent>, d: &Decision) -> Runner {
     history.extend(d.events.iter().cloned());
     given(history)
 }
 
-fn running(max_restarts: u32) -> Vec<RunnerEvent> {
+pub(super) fn running(max_restarts: u32) -> Vec<RunnerEvent> {
     let mut h = vec![approved(max_restarts), offered(1, false, "s-1")];
     let r = given(&h);
     let (n, inc) = node();

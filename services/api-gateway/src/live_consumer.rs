@@ -1,0 +1,239 @@
+//! The gateway's listener on the live exchange: node heartbeats into the
+//! in-memory [`HeartbeatCache`].
+//!
+//! Telemetry goes around the inbox on purpose (DESIGN.md section 1): it must
+//! not wait behind a backlog of events, and nothing of it is kept. So each
+//! gateway process declares a queue of its own
+//! ([`Topology::declare_live_queue`]: non-durable, exclusive, auto-delete),
+//! which lives only as long as its connection, consumes it without
+//! acknowledgements, and declares it again, under a new name, after a
+//! reconnect.
+
+use crate::heartbeats::HeartbeatCache;
+use futures::StreamExt;
+use lapin::options::BasicConsumeOptions;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+use std::sync::Arc;
+use std::time::Duration;
+use stratavore_bus::{BrokerError, Topology, connect, decode_live};
+use stratavore_events::process::{LiveMessage, NodeHeartbeat};
+use stratavore_runtime::{Clock, Shutdown};
+use uuid::Uuid;
+
+/// The binding of the live queue: every node's heartbeats
+/// (`node.heartbeat.<node>`).
+pub const HEARTBEAT_BINDING: &str = "node.heartbeat.*";
+
+/// How long a heartbeat may wait in the queue for a gateway slow to read
+/// it; older ones are dropped by the broker, and a newer one supersedes
+/// them anyway.
+const MESSAGE_TTL_MS: u64 = 30_000;
+
+/// The name of one live queue: `<prefix>.api-gateway.live.<id>`, a new id
+/// for each connection (a queue of a connection the broker has not yet
+/// noticed is dead would still hold the old name).
+pub fn live_queue_name(topology: &Topology, id: Uuid) -> String {
+    topology.replica_live_queue(crate::SERVICE, &id.simple().to_string())
+}
+
+/// The heartbeat in a delivery; None for another live message (a tick).
+pub fn read_heartbeat(
+    properties: &BasicProperties,
+    body: &[u8],
+) -> Result<Option<NodeHeartbeat>, stratavore_bus::LiveError> {
+    match decode_live(properties, body)? {
+        LiveMessage::Heartbeat(heartbeat) => Ok(Some(heartbeat)),
+        LiveMessage::Tick(_) => Ok(None),
+    }
+}
+
+/// Why the listener must reconnect.
+#[derive(Debug, thiserror::Error)]
+enum LiveError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("AMQP: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the delivery stream ended")]
+    Ended,
+}
+
+/// The listener of one gateway process.
+pub struct LiveConsumer {
+    /// AMQP URL.
+    pub broker_url: String,
+    /// Names.
+    pub topology: Topology,
+    /// Where heartbeats go.
+    pub cache: HeartbeatCache,
+    /// Stamps each heartbeat's arrival.
+    pub clock: Arc<dyn Clock>,
+    /// Wait before reconnecting.
+    pub retry_backoff: Duration,
+}
+
+impl LiveConsumer {
+    /// Run under `shutdown`, reconnecting until it is triggered.
+    pub fn spawn(self, shutdown: &Shutdown) {
+        shutdown.spawn("api-gateway live consumer", self.run(shutdown.clone()));
+    }
+
+    async fn run(self, shutdown: Shutdown) {
+        while !shutdown.is_triggered() {
+            match self.consume(&shutdown).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live consumer stopped; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(self.retry_backoff) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<(Connection, Channel, lapin::Consumer), LiveError> {
+        let conn = connect(&self.broker_url, "api-gateway live").await?;
+        let channel = conn.create_channel().await?;
+        // After a broker reset the live exchange may be gone: declare it
+        // again (idempotent) before binding to it.
+        self.topology
+            .declare_exchanges(&channel)
+            .await
+            .map_err(BrokerError::from)?;
+        let queue = live_queue_name(&self.topology, Uuid::now_v7());
+        self.topology
+            .declare_live_queue(
+                &channel,
+                &queue,
+                &[HEARTBEAT_BINDING.to_owned()],
+                MESSAGE_TTL_MS,
+            )
+            .await
+            .map_err(BrokerError::from)?;
+        let deliveries = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    // A heartbeat lost with this process is superseded by the
+                    // next one; acknowledging each would only cost a round trip.
+                    no_ack: true,
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(%queue, "listening for node heartbeats");
+        Ok((conn, channel, deliveries))
+    }
+
+    async fn consume(&self, shutdown: &Shutdown) -> Result<(), LiveError> {
+        let (conn, channel, mut deliveries) = self.open().await?;
+        let result = loop {
+            let next = tokio::select! {
+                _ = shutdown.wait() => break Ok(()),
+                next = deliveries.next() => next,
+            };
+            let delivery = match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => break Err(LiveError::Amqp(e)),
+                None => break Err(LiveError::Ended),
+            };
+            match read_heartbeat(&delivery.properties, &delivery.data) {
+                Ok(Some(heartbeat)) => {
+                    self.cache.record(heartbeat, self.clock.now());
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    routing_key = %delivery.routing_key,
+                    error = %e,
+                    "dropped an unreadable live message"
+                ),
+            }
+        };
+        // Bounded: a broker that stopped answering must not hold up the
+        // reconnect or shutdown.
+        let close = async {
+            let _ = channel.close(200, "live consumer stopping".into()).await;
+            let _ = conn.close(200, "live consumer stopping".into()).await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratavore_events::Message;
+    use stratavore_events::process::{OrchestratorTick, RunnerSample};
+
+    fn amqp(message: &LiveMessage) -> stratavore_bus::AmqpMessage {
+        let topology = Topology::new("t-1", 100);
+        stratavore_bus::live_outgoing(
+            &topology,
+            message,
+            "/stratavore/runner-supervisor/n1",
+            "n1",
+            chrono::Utc::now(),
+        )
+        .unwrap()
+        .message
+    }
+
+    #[test]
+    fn a_heartbeat_is_read_from_the_wire_and_a_tick_is_passed_over() {
+        let heartbeat = NodeHeartbeat {
+            node: "n1".into(),
+            incarnation: Uuid::now_v7(),
+            seq: 7,
+            interval_ms: 2000,
+            capacity: 4,
+            draining: false,
+            runners: vec![RunnerSample {
+                runner_id: Uuid::now_v7(),
+                attempt: 2,
+                pid: 4242,
+                cpu_seconds: 1.5,
+                rss_bytes: 1 << 20,
+            }],
+        };
+        let m = amqp(&LiveMessage::Heartbeat(heartbeat.clone()));
+        assert_eq!(
+            read_heartbeat(&m.properties, &m.body).unwrap(),
+            Some(heartbeat)
+        );
+        let tick = amqp(&LiveMessage::Tick(OrchestratorTick {
+            replica: Uuid::now_v7(),
+            seq: 1,
+        }));
+        assert_eq!(read_heartbeat(&tick.properties, &tick.body).unwrap(), None);
+    }
+
+    #[test]
+    fn anything_else_is_unreadable() {
+        let m = amqp(&LiveMessage::Tick(OrchestratorTick {
+            replica: Uuid::now_v7(),
+            seq: 1,
+        }));
+        assert!(read_heartbeat(&BasicProperties::default(), b"{}").is_err());
+        assert!(read_heartbeat(&m.properties, b"[1, 2]").is_err());
+    }
+
+    #[test]
+    fn the_binding_matches_the_catalogued_heartbeat_key_with_the_node_appended() {
+        let info = LiveMessage::types()
+            .iter()
+            .find(|t| t.type_name == "io.stratavore.node.heartbeat.v1")
+            .unwrap();
+        assert_eq!(HEARTBEAT_BINDING, format!("{}.*", info.routing_key));
+        let t = Topology::new("t-1", 100);
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert!(live_queue_name(&t, a).starts_with("t-1.api-gateway.live."));
+        assert_ne!(live_queue_name(&t, a), live_queue_name(&t, b));
+    }
+}

@@ -4,6 +4,25 @@
 /// stay small however much an agent writes in one block.
 pub const TEXT_CHUNK_MAX_BYTES: usize = 8 * 1024;
 
+/// `text` as facts of `role`, each at most [`TEXT_CHUNK_MAX_BYTES`] long.
+pub(crate) fn text_chunks(role: crate::TextRole, text: &str) -> Vec<crate::AgentFact> {
+    split_text(text, TEXT_CHUNK_MAX_BYTES)
+        .into_iter()
+        .map(|piece| crate::AgentFact::TextChunk {
+            role,
+            text: piece.to_owned(),
+        })
+        .collect()
+}
+
+/// The string at `key` of a JSON object, if it is one.
+pub(crate) fn str_field<'a>(
+    object: &'a serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Option<&'a str> {
+    object.get(key).and_then(serde_json::Value::as_str)
+}
+
 /// Splits `text` into pieces of at most `max_bytes` bytes, each cut on a
 /// character boundary; empty text gives no pieces. A `max_bytes` smaller
 /// than one character still makes progress, one character per piece.

@@ -9,7 +9,7 @@ mod usage;
 
 use serde_json::{Map, Value};
 
-use crate::text::{TEXT_CHUNK_MAX_BYTES, split_text};
+use crate::text::{str_field, text_chunks};
 use crate::{AgentFact, TextRole, TokenUsage};
 use outcome::{ResultSignals, classify};
 use usage::{TurnLedger, TurnTotals};
@@ -298,10 +298,6 @@ fn usage_fact(totals: TurnTotals) -> AgentFact {
     }
 }
 
-fn str_field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    object.get(key).and_then(Value::as_str)
-}
-
 fn content_blocks(message: &Map<String, Value>) -> Vec<&Map<String, Value>> {
     message
         .get("content")
@@ -332,16 +328,6 @@ fn joined_errors(object: &Map<String, Value>) -> Option<String> {
         .filter_map(Value::as_str)
         .collect();
     (!errors.is_empty()).then(|| errors.join("; "))
-}
-
-fn text_chunks(role: TextRole, text: &str) -> Vec<AgentFact> {
-    split_text(text, TEXT_CHUNK_MAX_BYTES)
-        .into_iter()
-        .map(|piece| AgentFact::TextChunk {
-            role,
-            text: piece.to_owned(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 use super::*;
 use crate::Outcome;
+use crate::TEXT_CHUNK_MAX_BYTES;
 
 fn feed_all(parser: &mut ClaudeStreamParser, lines: &[&str]) -> Vec<AgentFact> {
     let mut facts: Vec<AgentFact> = lines.iter().flat_map(|l| parser.feed(l)).collect();

@@ -12,7 +12,7 @@ mod usage;
 use serde_json::{Map, Value};
 
 use crate::limits::error_outcome;
-use crate::text::{TEXT_CHUNK_MAX_BYTES, split_text};
+use crate::text::{str_field, text_chunks};
 use crate::{AgentFact, AgentParser, LineStats, Outcome, ParserStart, TextRole, TokenUsage};
 use usage::{ThreadTotal, usage_of};
 
@@ -194,7 +194,7 @@ impl CodexJsonParser {
                     return Vec::new();
                 };
                 self.last_message = Some(text.to_owned());
-                text_chunks(text)
+                text_chunks(TextRole::Assistant, text)
             }
             Some(_) => {
                 self.stats.last_progress_line = self.stats.lines_seen;
@@ -300,20 +300,6 @@ impl AgentParser for CodexJsonParser {
     fn stats(&self) -> LineStats {
         self.stats
     }
-}
-
-fn str_field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    object.get(key).and_then(Value::as_str)
-}
-
-fn text_chunks(text: &str) -> Vec<AgentFact> {
-    split_text(text, TEXT_CHUNK_MAX_BYTES)
-        .into_iter()
-        .map(|piece| AgentFact::TextChunk {
-            role: TextRole::Assistant,
-            text: piece.to_owned(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::TEXT_CHUNK_MAX_BYTES;
 
 const STARTED: &str = r#"{"type":"thread.started","thread_id":"t1"}"#;
 const TURN: &str = r#"{"type":"turn.started"}"#;

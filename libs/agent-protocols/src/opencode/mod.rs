@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use crate::limits::{LIMIT_STATUS, error_outcome, mentions_limit};
-use crate::text::{TEXT_CHUNK_MAX_BYTES, split_text};
+use crate::text::{str_field, text_chunks};
 use crate::{AgentFact, AgentParser, LineStats, Outcome, TextRole, TokenUsage};
 
 /// The reason given for an `error` line that names nothing.
@@ -132,13 +132,7 @@ impl OpencodeJsonParser {
         };
         self.mark_progress();
         self.last_text = Some(text.to_owned());
-        split_text(text, TEXT_CHUNK_MAX_BYTES)
-            .into_iter()
-            .map(|piece| AgentFact::TextChunk {
-                role: TextRole::Assistant,
-                text: piece.to_owned(),
-            })
-            .collect()
+        text_chunks(TextRole::Assistant, text)
     }
 
     fn on_error(&mut self, object: &Map<String, Value>) -> Vec<AgentFact> {
@@ -274,10 +268,6 @@ fn usage_of(tokens: &Map<String, Value>) -> TokenUsage {
         cache_creation_input_tokens: cache_counter("write"),
         cache_read_input_tokens: cache_counter("read"),
     }
-}
-
-fn str_field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    object.get(key).and_then(Value::as_str)
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::TEXT_CHUNK_MAX_BYTES;
 
 fn line(kind: &str, part: serde_json::Value) -> String {
     serde_json::json!({"type": kind, "timestamp": 1, "sessionID": "ses_1", "part": part})

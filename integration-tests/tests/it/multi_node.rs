@@ -233,3 +233,118 @@ async fn serial_multi_node_control_reaches_the_runners_own_node_in_order() {
     cluster.wait_runner(second, "exited").await;
     cluster.stop().await;
 }
+
+/// The orchestrator's runner row: (state, session, node, last error).
+async fn runner_row(node: &Node, runner: Uuid) -> (String, String, Option<String>, Option<String>) {
+    let pool = node.env.db.admin_pool().await.unwrap();
+    let row = sqlx::query_as(
+        "SELECT state, session_id, node, snapshot->>'last_error'
+         FROM orchestrator.runners WHERE runner_id = $1",
+    )
+    .bind(runner)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    row
+}
+
+async fn resume(node: &Node, runner: Uuid, session: &str) {
+    node.send(&RunnerCommand::Launch(
+        stratavore_events::runner::LaunchRunner {
+            runner_id: runner,
+            project: "web".into(),
+            profile: "demo".into(),
+            prompt: r#"sim:{"turns":1} go on"#.into(),
+            mode: stratavore_events::runner::LaunchMode::Resume,
+            session_id: Some(session.to_owned()),
+            model: None,
+            permission: None,
+            allowed_tools: None,
+            max_restarts: Some(0),
+        },
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_multi_node_a_resume_goes_to_the_node_holding_the_session_and_is_refused_once_it_is_lost()
+ {
+    let mut cluster = Node::start_with(NodeOptions {
+        ttl_ms: Some(3000),
+        liveness_grace_ms: Some(1000),
+        ..NodeOptions::default()
+    })
+    .await;
+    let root = cluster.root.clone();
+    cluster
+        .add_node(&[root], crate::supervisor_e2e::ttl_env(3000))
+        .await;
+
+    let first = Uuid::now_v7();
+    cluster.launch(first, r#"sim:{"turns":1} start"#).await;
+    cluster.wait_runner(first, "exited").await;
+    let (_, session, holder, _) = runner_row(&cluster, first).await;
+    let holder = holder.expect("placed");
+
+    // Every resume runs where the session's files are (the simulated
+    // agent, like the real CLIs, keeps them under the node's HOME: a resume
+    // elsewhere would fail to find them).
+    for _ in 0..3 {
+        let again = Uuid::now_v7();
+        resume(&cluster, again, &session).await;
+        cluster.wait_runner(again, "exited").await;
+        let (_, resumed, on, error) = runner_row(&cluster, again).await;
+        assert_eq!(resumed, session);
+        assert_eq!(on.as_deref(), Some(holder.as_str()));
+        assert_eq!(error, None, "the resume found its session");
+    }
+
+    // The holder dies and stays down: once it is lost, a resume is refused
+    // and nothing is offered.
+    cluster.supervisor_of(&holder).kill9().await.unwrap();
+    let pool = cluster.env.db.admin_pool().await.unwrap();
+    wait_until("the holder to be lost", LAUNCH_WITHIN, || async {
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM orchestrator.nodes WHERE node = $1")
+                .bind(&holder)
+                .fetch_optional(&pool)
+                .await?;
+        Ok(state.filter(|s| s == "lost").map(|_| ()))
+    })
+    .await
+    .unwrap();
+    let refused = Uuid::now_v7();
+    resume(&cluster, refused, &session).await;
+    let reason = wait_until("the resume to be decided", LAUNCH_WITHIN, || async {
+        let reason: Option<String> = sqlx::query_scalar(
+            "SELECT data->>'reason' FROM orchestrator.log
+             WHERE type = 'io.stratavore.runner.launch_rejected.v1'
+               AND data->>'runner_id' = $1",
+        )
+        .bind(refused.to_string())
+        .fetch_optional(&pool)
+        .await?;
+        Ok(reason)
+    })
+    .await
+    .unwrap();
+    let offers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orchestrator.log
+         WHERE type = 'io.stratavore.command.process.offer.v1' AND data->>'runner_id' = $1",
+    )
+    .bind(refused.to_string())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(reason, "session_node_lost");
+    assert_eq!(offers, 0, "nothing offered");
+    // Back, it registers again (and can be stopped cleanly).
+    let before = cluster.registrations_of(&holder).await;
+    cluster.supervisor_of(&holder).restart().await.unwrap();
+    while cluster.registrations_of(&holder).await <= before {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.stop().await;
+}

@@ -1,6 +1,7 @@
 //! The whole stack on this machine: provisioning, then the five service
 //! binaries as background processes with pid files and logs under the local
-//! folder, each waited for until its `/readyz` answers.
+//! folder, each waited for until its `/readyz` answers. The supervisor and
+//! the gateway get the same node token, made once into `.local/node-token`.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,13 @@ pub const SERVICES: &[(&str, u16)] = &[
     ("agent-registry", 7483),
     ("api-gateway", 7480),
     ("outbox-relay", 7484),
+];
+
+/// The service whose transcripts the gateway reads, and the gateway: both
+/// get the node token, each under its own key.
+const NODE_TOKEN_ENV: &[(&str, &str)] = &[
+    ("runner-supervisor", "STRATAVORE__NODE__TOKEN"),
+    ("api-gateway", "STRATAVORE__API__NODE_TOKEN"),
 ];
 
 /// The service that starts agents: its `PATH` leads with the installed
@@ -61,6 +69,20 @@ impl LocalStack {
 
     fn broker_marker(&self) -> PathBuf {
         self.run_dir().join("rabbitmq.started-by-up")
+    }
+
+    /// The node token to give the supervisor and the gateway: None when
+    /// either key is already in the environment (the operator chose, and
+    /// the services inherit it), else the one in `.local/node-token`,
+    /// made on first use.
+    fn node_token(&self) -> anyhow::Result<Option<String>> {
+        if NODE_TOKEN_ENV
+            .iter()
+            .any(|(_, key)| std::env::var_os(key).is_some())
+        {
+            return Ok(None);
+        }
+        load_or_create_token(&self.local_dir.join("node-token")).map(Some)
     }
 
     /// Provision and report what was found.
@@ -104,6 +126,7 @@ impl LocalStack {
             .context("locating the service binaries")?;
         let logs = self.local_dir.join("logs");
         std::fs::create_dir_all(&logs)?;
+        let node_token = self.node_token()?;
         for (service, _) in SERVICES {
             if let Some(pid) = self.running_pid(service) {
                 println!("{service}: already running (pid {pid})");
@@ -134,6 +157,11 @@ impl LocalStack {
             }
             if *service == AGENT_LAUNCHER {
                 command.env("PATH", path_with_agents(&provisioned.agent_bin_dir)?);
+            }
+            if let Some(token) = &node_token
+                && let Some((_, key)) = NODE_TOKEN_ENV.iter().find(|(s, _)| s == service)
+            {
+                command.env(key, token);
             }
             let child = command
                 .spawn()
@@ -229,6 +257,51 @@ impl LocalStack {
     }
 }
 
+/// The token in `path`, or a new random one (32 bytes from the kernel, as
+/// hex) written there readable by this user only. Created exclusively, so
+/// two `up`s at once agree on one token.
+fn load_or_create_token(path: &Path) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let read = |path: &Path| -> anyhow::Result<Option<String>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_owned())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    };
+    if let Some(token) = read(path)? {
+        return Ok(token);
+    }
+    let mut random = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("reading random bytes for the node token")?;
+    let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            file.write_all(token.as_bytes())
+                .and_then(|()| file.write_all(b"\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(token)
+        }
+        // Another `up` made it first (or left it empty): use what is there.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(path)?.with_context(|| format!("{} exists but holds no token", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
 /// Our `PATH` with the agent CLIs' folder first.
 fn path_with_agents(agent_bin_dir: &Path) -> anyhow::Result<std::ffi::OsString> {
     let inherited = std::env::var_os("PATH").unwrap_or_default();
@@ -281,6 +354,24 @@ async fn wait_ready(client: &reqwest::Client, service: &str, port: u16) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_token_is_made_once_readable_by_its_owner_only_and_then_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("stv-token-{}", std::process::id()));
+        let path = dir.join("node-token");
+        let _ = std::fs::remove_dir_all(&dir);
+        let made = load_or_create_token(&path).unwrap();
+        assert_eq!(made.len(), 64);
+        assert!(made.bytes().all(|b| b.is_ascii_hexdigit()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_or_create_token(&path).unwrap(), made);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let other = load_or_create_token(&path).unwrap();
+        assert_ne!(other, made, "a new folder gets a new token");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_agent_clis_folder_leads_the_supervisors_path() {

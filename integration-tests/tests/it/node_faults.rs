@@ -42,6 +42,21 @@ fn live_attempts(runner: Uuid) -> BTreeSet<String> {
         .collect()
 }
 
+/// The lease file of `runner`'s first attempt, on whichever node ran it.
+fn lease_file(node: &Node, runner: Uuid) -> std::path::PathBuf {
+    std::fs::read_dir(&node.scratch)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| {
+            e.path()
+                .join("runners")
+                .join(runner.to_string())
+                .join("1/lease")
+        })
+        .find(|p| p.exists())
+        .expect("the first attempt's lease file")
+}
+
 async fn runner_row(node: &Node, runner: Uuid) -> (String, i32, Option<String>) {
     let pool = node.env.db.admin_pool().await.unwrap();
     let row = sqlx::query_as(
@@ -136,7 +151,10 @@ async fn serial_node_faults_a_frozen_nodes_agents_die_by_their_leases_before_a_r
     assert_ne!(now_on.as_deref(), Some(frozen.as_str()));
     let watch_until = Instant::now() + Duration::from_secs(2);
 
-    // Thawed, the frozen node registers again before anything else.
+    // Thawed, the frozen node registers again before anything else: the
+    // lease of its old attempt is never written again.
+    let lease = lease_file(&cluster, runner);
+    let lease_before = std::fs::metadata(&lease).and_then(|m| m.modified()).ok();
     signal(supervisor, "CONT");
     while Instant::now() < watch_until || cluster.registrations_of(&frozen).await <= registered {
         let attempts = live_attempts(runner);
@@ -151,6 +169,8 @@ async fn serial_node_faults_a_frozen_nodes_agents_die_by_their_leases_before_a_r
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(live_attempts(runner), BTreeSet::from(["2".to_owned()]));
+    let lease_after = std::fs::metadata(&lease).and_then(|m| m.modified()).ok();
+    assert_eq!(lease_before, lease_after, "a fenced node renewed a lease");
     cluster
         .send(&stratavore_events::runner::RunnerCommand::Control(
             stratavore_events::runner::ControlRunner {

@@ -17,11 +17,20 @@ use uuid::Uuid;
 /// How long a whole launch may take on two busy cores.
 pub(crate) const LAUNCH_WITHIN: Duration = Duration::from_secs(60);
 
+/// The node token of every stack: the gateway's and each node's.
+pub(crate) const NODE_TOKEN: &str = "e2e-node-token";
+
 /// The stack, a supervisor node running as a process, and a project root
 /// that exists on disk (the shim's working directory).
 pub(crate) struct Node {
     pub(crate) env: TestEnv,
+    /// The gateway's address (its API and health server).
+    pub(crate) gateway_addr: std::net::SocketAddr,
+    /// Orchestrator, gateway, relay (at [`RELAY`]), then any replica a
+    /// test added.
     shutdowns: Vec<Shutdown>,
+    /// The orchestrator's configuration, for replicas a test adds.
+    orchestrator: session_orchestrator::config::OrchestratorConfig,
     pub(crate) supervisor: ServiceProcess,
     pub(crate) node: String,
     pub(crate) scratch: PathBuf,
@@ -30,6 +39,9 @@ pub(crate) struct Node {
     /// More supervisor nodes on this stack: (id, roots, process).
     pub(crate) others: Vec<(String, Vec<String>, ServiceProcess)>,
 }
+
+/// Where the relay's shutdown sits in [`Node`]'s `shutdowns`.
+const RELAY: usize = 2;
 
 /// What a test changes in the stack it starts.
 #[derive(Default)]
@@ -98,6 +110,7 @@ async fn spawn_supervisor(
             "200".to_owned(),
         ),
     ]);
+    vars.push(("STRATAVORE__NODE__TOKEN".to_owned(), NODE_TOKEN.to_owned()));
     vars.extend(extra);
     ServiceProcess::start(
         &workspace_binary("runner-supervisor").unwrap(),
@@ -136,11 +149,13 @@ impl Node {
         if let Some(grace) = options.liveness_grace_ms {
             orchestrator.runners.liveness_grace_ms = grace;
         }
-        session_orchestrator::start(orchestrator, o.clone())
+        session_orchestrator::start(orchestrator.clone(), o.clone())
             .await
             .unwrap()
             .unwrap();
-        let gateway = api_gateway::start(gateway_config(&env), g.clone())
+        let mut gateway_settings = gateway_config(&env);
+        gateway_settings.api.node_token = api_gateway::config::NodeToken::new(NODE_TOKEN);
+        let gateway = api_gateway::start(gateway_settings, g.clone())
             .await
             .unwrap()
             .unwrap();
@@ -172,8 +187,10 @@ impl Node {
             .await
             .unwrap();
         let started = Node {
+            gateway_addr: gateway.health_addr,
             env,
             shutdowns: vec![o, g, r],
+            orchestrator,
             supervisor,
             node,
             scratch,
@@ -497,6 +514,37 @@ impl Node {
         n
     }
 
+    /// Start another orchestrator replica in this process, like the first
+    /// but reaching the broker at `broker_url` (a proxy, say); it stops
+    /// with the stack.
+    pub(crate) async fn add_orchestrator(&mut self, broker_url: &str) {
+        let mut config = self.orchestrator.clone();
+        config.base.broker.url = broker_url.to_owned();
+        let shutdown = Shutdown::new();
+        session_orchestrator::start(config, shutdown.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        self.shutdowns.push(shutdown);
+    }
+
+    /// Stop the relay: no log's rows reach the broker until
+    /// [`Self::start_relay`].
+    pub(crate) async fn stop_relay(&self) {
+        let relay = self.shutdowns[RELAY].clone();
+        relay.trigger();
+        relay.wait_for_tasks(Duration::from_secs(20)).await.unwrap();
+    }
+
+    /// Start the relay again after [`Self::stop_relay`].
+    pub(crate) async fn start_relay(&mut self) {
+        let relay = Shutdown::new();
+        outbox_relay::start(relay_config(&self.env), relay.clone())
+            .await
+            .unwrap();
+        self.shutdowns[RELAY] = relay;
+    }
+
     /// Another project root, on disk, that the project does not live in.
     pub(crate) fn other_root(&self) -> String {
         let other = self.scratch.join("other-root");
@@ -634,24 +682,62 @@ async fn supervisor_e2e_a_stop_reaches_the_agent_through_the_control_file_and_en
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serial_supervisor_e2e_a_restarted_node_kills_what_it_ran_and_reports_the_restart() {
+async fn serial_supervisor_e2e_a_restarted_node_kills_what_it_ran_reports_the_restart_and_goes_on()
+{
     let mut node = Node::start().await;
     let runner = Uuid::now_v7();
     node.launch(runner, r#"sim:{"hang":true}"#).await;
     node.wait_runner(runner, "running").await;
+    let first = node.pid_file(runner, 1, "agent.pid").await;
     node.supervisor.kill9().await.unwrap();
     node.supervisor.restart().await.unwrap();
-    node.wait_runner(runner, "failed").await;
+    // The node, not the agent, ended attempt 1: the runner goes on as
+    // attempt 2 (resuming its session on this node) without using a
+    // restart, though none was allowed.
+    node.wait_attempt(runner, 2, "running").await;
 
     let events = node.process_events(runner).await;
     let exited = of_type(&events, "exited");
     assert_eq!(exited.len(), 1, "{events:?}");
     assert_eq!(exited[0]["reason"], "supervisor_restart");
-    let marked = marked_processes(&node.node);
+    let first_gone = !std::fs::read_to_string(format!("/proc/{first}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    });
+    assert!(first_gone, "attempt 1's agent survived the restart");
+    let marked: Vec<i32> = marked_processes(&node.node)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|item| item == format!("STRATAVORE_RUNNER={runner}:1").as_bytes())
+            })
+        })
+        .collect();
     assert!(
         marked.is_empty(),
-        "processes of the node survived: {marked:?}"
+        "attempt 1's processes survived: {marked:?}"
     );
+    let pool = node.env.db.admin_pool().await.unwrap();
+    let (relaunched, restarts): (i64, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM orchestrator.log
+                 WHERE type = 'io.stratavore.runner.relaunched.v1' AND subject = $1),
+                (SELECT snapshot->>'restarts' FROM orchestrator.runners WHERE runner_id = $2)",
+    )
+    .bind(runner.to_string())
+    .bind(runner)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(relaunched, 1);
+    assert_eq!(restarts.as_deref(), Some("0"));
+    node.send(&RunnerCommand::Control(ControlRunner {
+        runner_id: runner,
+        want: Want::Killed,
+    }))
+    .await;
+    node.wait_attempt(runner, 2, "exited").await;
     node.stop().await;
 }
 

@@ -35,7 +35,8 @@ const SERVER_ID: &str = "rabbitmq";
 pub const FILE_PATH: &str = "schemas/asyncapi.json";
 
 /// The channel parameter a live message's routing key ends with: the node
-/// (a heartbeat) or the orchestrator replica (a tick) it is about.
+/// (a heartbeat), the orchestrator replica (a tick) or the runner (an
+/// output line) it is about.
 pub const LIVE_PARAMETER: &str = "who";
 
 /// Whether a type is telemetry, published on the live exchange rather than
@@ -134,9 +135,10 @@ fn description(topology: &Topology) -> String {
          `{prefix}.` of every name. Events go to the topic exchange `{events}` \
          with routing key `<aggregate>.<event>`; commands to the topic exchange \
          `{commands}` with routing key `<service>.<command>[.<node>]`. \
-         Telemetry (node heartbeats, orchestrator ticks) goes to the topic \
-         exchange `{live}` with routing key `<aggregate>.<event>.<who>` (the \
-         node or replica it is about); it is published straight from the \
+         Telemetry (node heartbeats, orchestrator ticks, runners' output \
+         lines) goes to the topic exchange `{live}` with routing key \
+         `<aggregate>.<event>.<who>` (the node, replica or runner it is \
+         about); it is published straight from the \
          process, not persistent, never logged, and nobody keeps what no \
          queue was bound for: to watch it, bind a non-durable, exclusive \
          queue of your own (for example to `node.heartbeat.*`).\n\n\
@@ -203,8 +205,9 @@ fn channel(topology: &Topology, info: &TypeInfo, message_ref: Value) -> Value {
     if is_live(info) {
         channel["parameters"] = json!({
             LIVE_PARAMETER: {
-                "description": "The node (a heartbeat) or the orchestrator replica (a tick) \
-                    the message is about; also its CloudEvents `subject`.",
+                "description": "The node (a heartbeat), the orchestrator replica (a tick) \
+                    or the runner (an output line) the message is about; also its \
+                    CloudEvents `subject`.",
             }
         });
     }

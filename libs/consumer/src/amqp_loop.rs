@@ -197,7 +197,7 @@ impl<S: Decider + Projection> Consumer<S> {
                 .begin()
                 .await
                 .map_err(StoreError::new("opening an inbox transaction"))?;
-            let n = inbox::insert_batch(&mut tx, &received).await?;
+            let n = inbox::insert_batch(&mut tx, &received, &self.drainer.owner).await?;
             tx.commit()
                 .await
                 .map_err(StoreError::new("committing deliveries"))?;
@@ -328,7 +328,7 @@ async fn consume_dead_letters<S: Decider + Projection>(
                 let received = read_delivery(&delivery.properties, &delivery.data);
                 let reason = death_reason(&delivery);
                 let mut db = drainer.pool.acquire().await.map_err(StoreError::new("recording a dead letter"))?;
-                let new = inbox::insert_dead(&mut db, &received, &reason).await?;
+                let new = inbox::insert_dead(&mut db, &received, &reason, &drainer.owner).await?;
                 delivery.acker.ack(BasicAckOptions::default()).await?;
                 if new > 0 {
                     tracing::error!(service = %drainer.name, message_id = %received.message_id, %reason,

@@ -64,6 +64,9 @@ pub struct Drainer<S> {
     pub max_attempts: i32,
     /// The service's name, for metrics.
     pub name: String,
+    /// Whose received rows it records and drains: '' for a service whose
+    /// replicas are interchangeable, the node id for a supervisor node.
+    pub owner: String,
 }
 
 impl<S> Clone for Drainer<S> {
@@ -74,6 +77,7 @@ impl<S> Clone for Drainer<S> {
             service: self.service.clone(),
             max_attempts: self.max_attempts,
             name: self.name.clone(),
+            owner: self.owner.clone(),
         }
     }
 }
@@ -132,7 +136,9 @@ impl<S: Decider + Projection> Drainer<S> {
             .map_err(StoreError::new("opening a drain transaction"))?;
         crate::lock_shared(&mut tx, self.log.schema()).await?;
         let current = inbox::stream_version(&mut tx, source_log, stream).await?;
-        let Some(row) = inbox::lock_row(&mut tx, source_log, stream, current + 1).await? else {
+        let Some(row) =
+            inbox::lock_row(&mut tx, source_log, stream, current + 1, &self.owner).await?
+        else {
             return Ok(Step::Nothing);
         };
         if row.skipped {
@@ -185,7 +191,7 @@ impl<S: Decider + Projection> Drainer<S> {
                 .acquire()
                 .await
                 .map_err(StoreError::new("listing waiting streams"))?;
-            inbox::waiting_streams(&mut conn, 1000).await?
+            inbox::waiting_streams(&mut conn, 1000, &self.owner).await?
         };
         let mut applied = 0;
         for (source_log, stream) in streams {

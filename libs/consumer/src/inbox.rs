@@ -11,6 +11,7 @@ use uuid::Uuid;
 pub async fn insert_batch(
     conn: &mut PgConnection,
     batch: &[ReceivedMessage],
+    owner: &str,
 ) -> Result<u64, StoreError> {
     let mut ids = Vec::with_capacity(batch.len());
     let mut sources = Vec::with_capacity(batch.len());
@@ -39,9 +40,9 @@ pub async fn insert_batch(
     }
     let result = sqlx::query(
         "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, attempts,
-                            last_error, message)
+                            last_error, message, owner)
          SELECT id, source, stream, version, type, status, CASE WHEN status = 'dead' THEN 1 ELSE 0 END,
-                error, message
+                error, message, $9
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
                      $7::text[], $8::jsonb[])
               AS t(id, source, stream, version, type, status, error, message)
@@ -55,6 +56,7 @@ pub async fn insert_batch(
     .bind(&statuses)
     .bind(&errors)
     .bind(&stored)
+    .bind(owner)
     .execute(conn)
     .await
     .map_err(StoreError::new("inserting deliveries into the inbox"))?;
@@ -67,11 +69,12 @@ pub async fn insert_dead(
     conn: &mut PgConnection,
     m: &ReceivedMessage,
     reason: &str,
+    owner: &str,
 ) -> Result<u64, StoreError> {
     let result = sqlx::query(
         "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, attempts,
-                            last_error, message)
-         VALUES ($1, $2, $3, $4, $5, 'dead', 0, $6, $7)
+                            last_error, message, owner)
+         VALUES ($1, $2, $3, $4, $5, 'dead', 0, $6, $7, $8)
          ON CONFLICT (message_id) DO NOTHING",
     )
     .bind(m.message_id)
@@ -81,6 +84,7 @@ pub async fn insert_dead(
     .bind(&m.type_name)
     .bind(reason)
     .bind(&m.stored)
+    .bind(owner)
     .execute(conn)
     .await
     .map_err(StoreError::new("recording a dead letter"))?;
@@ -147,16 +151,18 @@ pub async fn lock_row(
     source_log: &str,
     stream: &str,
     version: i64,
+    owner: &str,
 ) -> Result<Option<NextRow>, StoreError> {
     let row = sqlx::query(
         "SELECT message_id, stream_version, message, attempts, status = 'skipped' FROM inbox
          WHERE source_log = $1 AND stream = $2 AND stream_version = $3
-           AND status IN ('received', 'skipped')
+           AND status IN ('received', 'skipped') AND owner = $4
          FOR UPDATE SKIP LOCKED",
     )
     .bind(source_log)
     .bind(stream)
     .bind(version)
+    .bind(owner)
     .fetch_optional(conn)
     .await
     .map_err(StoreError::new("locking the next inbox row"))?;
@@ -290,16 +296,18 @@ pub async fn mark_skipped(conn: &mut PgConnection, message_id: Uuid) -> Result<(
     Ok(())
 }
 
-/// Every stream with rows waiting to be applied.
+/// Every stream with rows of `owner` waiting to be applied.
 pub async fn waiting_streams(
     conn: &mut PgConnection,
     limit: i64,
+    owner: &str,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT source_log, stream FROM inbox WHERE status = 'received'
+        "SELECT source_log, stream FROM inbox WHERE status = 'received' AND owner = $2
          GROUP BY source_log, stream ORDER BY min(received_at) LIMIT $1",
     )
     .bind(limit)
+    .bind(owner)
     .fetch_all(conn)
     .await
     .map_err(StoreError::new("listing waiting streams"))?;

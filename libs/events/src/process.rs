@@ -503,14 +503,44 @@ pub struct OrchestratorTick {
     pub seq: u64,
 }
 
+/// The longest line a [`RunnerOutput`] carries, in bytes: a longer one is
+/// cut (at a character boundary) and marked `truncated`; the whole line
+/// stays in the transcript.
+pub const MAX_OUTPUT_LINE_BYTES: usize = 16 * 1024;
+
+/// One line an agent wrote to its stdout (live exchange, routing key
+/// `runner.output.<runner>`, published by the node that runs it; never
+/// logged). The transcript on the node keeps every line; this is only the
+/// live copy, and one that is lost is still there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerOutput {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt that wrote it.
+    pub attempt: u32,
+    /// Where the line starts, in bytes from the start of the attempt's
+    /// part of its session transcript (the offsets the node's transcript
+    /// endpoint counts in), so a reader can tell a line it already has.
+    pub offset: u64,
+    /// The line, without its newline (invalid UTF-8 replaced).
+    pub line: String,
+    /// The line was longer than 16 KiB and was cut to that (at a character
+    /// boundary); the transcript has all of it.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
 message_family! {
     /// Telemetry on the live exchange: not persistent, never logged or
-    /// inboxed. The routing key gets the node or replica appended.
+    /// inboxed. The routing key gets the node, replica or runner appended.
     pub enum LiveMessage: Event {
         /// A node's heartbeat.
         Heartbeat(NodeHeartbeat) => "io.stratavore.node.heartbeat.v1", "node.heartbeat";
         /// An orchestrator replica's tick.
         Tick(OrchestratorTick) => "io.stratavore.orchestrator.tick.v1", "orchestrator.tick";
+        /// A line of a runner's output.
+        Output(RunnerOutput) => "io.stratavore.runner.output.v1", "runner.output";
     }
 }
 

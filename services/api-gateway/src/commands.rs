@@ -7,13 +7,15 @@
 use crate::heartbeats::HeartbeatCache;
 use crate::http::ApiError;
 use crate::read_models::{self, CommandView, request_hash};
+use crate::runner_logs::node_client::NodeTranscripts;
+use crate::runner_logs::output_hub::OutputHub;
 use crate::service::GatewayService;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use stratavore_consumer::record_own;
 use stratavore_events::Message;
-use stratavore_runtime::Clock;
+use stratavore_runtime::{Clock, Shutdown};
 use stratavore_store::{AppendError, Log, NewEntry};
 use uuid::Uuid;
 
@@ -35,6 +37,13 @@ pub struct Api {
     pub outcome_poll: Duration,
     /// The latest heartbeat of each node this process heard.
     pub heartbeats: HeartbeatCache,
+    /// Reads transcripts from the nodes.
+    pub transcripts: NodeTranscripts,
+    /// Live output lines, by runner, for the followers of runner logs.
+    pub outputs: OutputHub,
+    /// The service's shutdown, which ends every follower's stream (an open
+    /// stream would otherwise hold the server's graceful stop).
+    pub shutdown: Shutdown,
 }
 
 fn is_unique_violation(e: &AppendError) -> bool {

@@ -36,6 +36,47 @@ pub struct ApiSection {
     /// How often a request waiting for its command's outcome reads the read
     /// model (every replica learns outcomes from it, not from deliveries).
     pub outcome_poll_ms: u64,
+    /// The secret the gateway presents to the supervisor nodes to read
+    /// their transcripts (`STRATAVORE__API__NODE_TOKEN`; `stratavore up`
+    /// generates one and gives the nodes the same). Empty: runner logs
+    /// cannot be read.
+    pub node_token: NodeToken,
+    /// How long a node may take to answer a transcript request (connect,
+    /// and each read), in milliseconds.
+    pub node_timeout_ms: u64,
+}
+
+/// The shared secret of the gateway and the nodes; its `Debug` never
+/// shows it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeToken(String);
+
+impl NodeToken {
+    /// A token of `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The token, to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether one is configured.
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for NodeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_set() {
+            "<redacted>"
+        } else {
+            "<unset>"
+        })
+    }
 }
 
 impl Default for ApiSection {
@@ -43,6 +84,8 @@ impl Default for ApiSection {
         Self {
             allowed_hosts: Vec::new(),
             outcome_poll_ms: 5,
+            node_token: NodeToken::default(),
+            node_timeout_ms: 10_000,
         }
     }
 }
@@ -104,11 +147,13 @@ impl Validate for GatewayConfig {
                 "the gateway has no authentication yet, so it listens on loopback addresses only",
             ));
         }
-        if self.api.outcome_poll_ms == 0 {
-            return Err(ConfigError::invalid(
-                "api.outcome_poll_ms",
-                "must be positive",
-            ));
+        for (key, value) in [
+            ("api.outcome_poll_ms", self.api.outcome_poll_ms),
+            ("api.node_timeout_ms", self.api.node_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be positive"));
+            }
         }
         self.allowed_hosts().map(|_| ())
     }
@@ -139,6 +184,16 @@ mod tests {
         assert_eq!(config.base.http.listen.port(), 7480);
         assert_eq!(config.api.outcome_poll_ms, 3);
         assert_eq!(config.api.allowed_hosts.len(), 2);
+        assert!(!config.api.node_token.is_set());
+    }
+
+    #[test]
+    fn the_node_token_comes_from_the_environment_and_never_shows_in_debug() {
+        let config =
+            GatewayConfig::load_with(env(&[("STRATAVORE__API__NODE_TOKEN", "s3cret-token")]))
+                .unwrap();
+        assert_eq!(config.api.node_token.expose(), "s3cret-token");
+        assert!(!format!("{config:?}").contains("s3cret"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod http;
 pub mod live_consumer;
 pub mod node_models;
 pub mod read_models;
+pub mod runner_logs;
 pub mod runner_models;
 pub mod service;
 
@@ -18,12 +19,14 @@ use crate::commands::Api;
 use crate::config::GatewayConfig;
 use crate::heartbeats::HeartbeatCache;
 use crate::live_consumer::LiveConsumer;
+use crate::runner_logs::node_client::NodeTranscripts;
+use crate::runner_logs::output_hub::OutputHub;
 use crate::service::GatewayService;
 use std::sync::Arc;
 use std::time::Duration;
 use stratavore_consumer::{Consumer, Drainer};
 use stratavore_runtime::{
-    ServiceBase, ServiceStartError, Shutdown, clock_from_section, start_service_base,
+    ConfigError, ServiceBase, ServiceStartError, Shutdown, clock_from_section, start_service_base,
 };
 use stratavore_store::Log;
 
@@ -41,6 +44,8 @@ pub fn drainer(config: &GatewayConfig, pool: sqlx::PgPool) -> Drainer<GatewaySer
         service: Arc::new(GatewayService),
         max_attempts: config.consumer.max_attempts,
         name: SERVICE.to_owned(),
+        // Replicas are interchangeable: any may apply any row.
+        owner: String::new(),
     }
 }
 
@@ -61,6 +66,21 @@ pub async fn start(
         .allowed_hosts()
         .map_err(|e| ServiceStartError::Config(Box::new(e)))?;
     let routes = api::router(state.clone(), allowed);
+    let transcripts = NodeTranscripts::new(
+        config.api.node_token.clone(),
+        Duration::from_millis(config.api.node_timeout_ms),
+    )
+    .map_err(|e| {
+        ServiceStartError::Config(Box::new(ConfigError::invalid(
+            "api.node_timeout_ms",
+            format!("cannot make the nodes' HTTP client: {e}"),
+        )))
+    })?;
+    if !config.api.node_token.is_set() {
+        tracing::warn!(
+            "api.node_token is empty: runner logs cannot be read from the nodes (set STRATAVORE__API__NODE_TOKEN)"
+        );
+    }
     let Some(base) = start_service_base(
         SERVICE,
         &config.base,
@@ -74,6 +94,7 @@ pub async fn start(
     };
     let clock = clock_from_section(&config.base.clock);
     let heartbeats = HeartbeatCache::default();
+    let outputs = OutputHub::default();
     state.set(Api {
         pool: base.pool.clone(),
         log: gateway_log(&config),
@@ -81,11 +102,15 @@ pub async fn start(
         clock: clock.clone(),
         outcome_poll: Duration::from_millis(config.api.outcome_poll_ms),
         heartbeats: heartbeats.clone(),
+        transcripts,
+        outputs: outputs.clone(),
+        shutdown: shutdown.clone(),
     });
     LiveConsumer {
         broker_url: config.base.broker.url.clone(),
         topology: base.topology.clone(),
         cache: heartbeats,
+        outputs,
         clock,
         retry_backoff: config.base.retry_backoff(),
     }

@@ -1,5 +1,6 @@
 //! The gateway's listener on the live exchange: node heartbeats into the
-//! in-memory [`HeartbeatCache`].
+//! in-memory [`HeartbeatCache`], and runners' output lines to their
+//! followers through the [`OutputHub`].
 //!
 //! Telemetry goes around the inbox on purpose (DESIGN.md section 1): it must
 //! not wait behind a backlog of events, and nothing of it is kept. So each
@@ -10,6 +11,7 @@
 //! reconnect.
 
 use crate::heartbeats::HeartbeatCache;
+use crate::runner_logs::output_hub::OutputHub;
 use futures::StreamExt;
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
@@ -21,13 +23,19 @@ use stratavore_events::process::{LiveMessage, NodeHeartbeat};
 use stratavore_runtime::{Clock, Shutdown};
 use uuid::Uuid;
 
-/// The binding of the live queue: every node's heartbeats
+/// A binding of the live queue: every node's heartbeats
 /// (`node.heartbeat.<node>`).
 pub const HEARTBEAT_BINDING: &str = "node.heartbeat.*";
 
-/// How long a heartbeat may wait in the queue for a gateway slow to read
-/// it; older ones are dropped by the broker, and a newer one supersedes
-/// them anyway.
+/// A binding of the live queue: every runner's output lines
+/// (`runner.output.<runner>`). All of them, followed or not: one binding
+/// that never changes is simpler to keep right across reconnects than one
+/// per follower, and a line nobody follows is dropped at once.
+pub const OUTPUT_BINDING: &str = "runner.output.*";
+
+/// How long a message may wait in the queue for a gateway slow to read
+/// it; older ones are dropped by the broker (a newer heartbeat supersedes
+/// them, and a follower reads a lost line from the node).
 const MESSAGE_TTL_MS: u64 = 30_000;
 
 /// The name of one live queue: `<prefix>.api-gateway.live.<id>`, a new id
@@ -37,14 +45,14 @@ pub fn live_queue_name(topology: &Topology, id: Uuid) -> String {
     topology.replica_live_queue(crate::SERVICE, &id.simple().to_string())
 }
 
-/// The heartbeat in a delivery; None for another live message (a tick).
+/// The heartbeat in a delivery; None for another live message.
 pub fn read_heartbeat(
     properties: &BasicProperties,
     body: &[u8],
 ) -> Result<Option<NodeHeartbeat>, stratavore_bus::LiveError> {
     match decode_live(properties, body)? {
         LiveMessage::Heartbeat(heartbeat) => Ok(Some(heartbeat)),
-        LiveMessage::Tick(_) => Ok(None),
+        LiveMessage::Tick(_) | LiveMessage::Output(_) => Ok(None),
     }
 }
 
@@ -67,6 +75,8 @@ pub struct LiveConsumer {
     pub topology: Topology,
     /// Where heartbeats go.
     pub cache: HeartbeatCache,
+    /// Where output lines go.
+    pub outputs: OutputHub,
     /// Stamps each heartbeat's arrival.
     pub clock: Arc<dyn Clock>,
     /// Wait before reconnecting.
@@ -108,7 +118,7 @@ impl LiveConsumer {
             .declare_live_queue(
                 &channel,
                 &queue,
-                &[HEARTBEAT_BINDING.to_owned()],
+                &[HEARTBEAT_BINDING.to_owned(), OUTPUT_BINDING.to_owned()],
                 MESSAGE_TTL_MS,
             )
             .await
@@ -127,7 +137,7 @@ impl LiveConsumer {
                 FieldTable::default(),
             )
             .await?;
-        tracing::info!(%queue, "listening for node heartbeats");
+        tracing::info!(%queue, "listening for node heartbeats and output lines");
         Ok((conn, channel, deliveries))
     }
 
@@ -143,11 +153,12 @@ impl LiveConsumer {
                 Some(Err(e)) => break Err(LiveError::Amqp(e)),
                 None => break Err(LiveError::Ended),
             };
-            match read_heartbeat(&delivery.properties, &delivery.data) {
-                Ok(Some(heartbeat)) => {
+            match decode_live(&delivery.properties, &delivery.data) {
+                Ok(LiveMessage::Heartbeat(heartbeat)) => {
                     self.cache.record(heartbeat, self.clock.now());
                 }
-                Ok(None) => {}
+                Ok(LiveMessage::Output(output)) => self.outputs.publish(output),
+                Ok(LiveMessage::Tick(_)) => {}
                 Err(e) => tracing::warn!(
                     routing_key = %delivery.routing_key,
                     error = %e,
@@ -215,6 +226,34 @@ mod tests {
     }
 
     #[test]
+    fn an_output_line_goes_out_under_its_runner_and_reads_back_the_same() {
+        let runner = Uuid::now_v7();
+        let line = LiveMessage::Output(stratavore_events::process::RunnerOutput {
+            runner_id: runner,
+            attempt: 2,
+            offset: 120,
+            line: r#"{"type":"assistant"}"#.into(),
+            truncated: false,
+        });
+        let out = stratavore_bus::live_outgoing(
+            &Topology::new("t-1", 100),
+            &line,
+            "/stratavore/runner-supervisor/n1",
+            &runner.to_string(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(out.routing_key, format!("runner.output.{runner}"));
+        assert!(!out.persistent);
+        let back = decode_live(&out.message.properties, &out.message.body).unwrap();
+        assert_eq!(back, line);
+        assert_eq!(
+            read_heartbeat(&out.message.properties, &out.message.body).unwrap(),
+            None
+        );
+    }
+
+    #[test]
     fn anything_else_is_unreadable() {
         let m = amqp(&LiveMessage::Tick(OrchestratorTick {
             replica: Uuid::now_v7(),
@@ -225,12 +264,22 @@ mod tests {
     }
 
     #[test]
-    fn the_binding_matches_the_catalogued_heartbeat_key_with_the_node_appended() {
-        let info = LiveMessage::types()
-            .iter()
-            .find(|t| t.type_name == "io.stratavore.node.heartbeat.v1")
-            .unwrap();
-        assert_eq!(HEARTBEAT_BINDING, format!("{}.*", info.routing_key));
+    fn the_bindings_match_the_catalogued_keys_with_the_node_or_runner_appended() {
+        let key = |name: &str| {
+            LiveMessage::types()
+                .iter()
+                .find(|t| t.type_name == name)
+                .unwrap()
+                .routing_key
+        };
+        assert_eq!(
+            HEARTBEAT_BINDING,
+            format!("{}.*", key("io.stratavore.node.heartbeat.v1"))
+        );
+        assert_eq!(
+            OUTPUT_BINDING,
+            format!("{}.*", key("io.stratavore.runner.output.v1"))
+        );
         let t = Topology::new("t-1", 100);
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         assert!(live_queue_name(&t, a).starts_with("t-1.api-gateway.live."));

@@ -191,6 +191,7 @@ impl ActiveRunner {
                 tracing::warn!(error = %e, "cannot read exit.json yet");
                 None
             });
+            let from = reader.offset();
             let lines = match &exit {
                 Some(_) => reader.remaining_lines(),
                 None => reader.complete_lines(),
@@ -199,6 +200,13 @@ impl ActiveRunner {
                 tracing::warn!(error = %e, "cannot read the transcript");
                 Vec::new()
             });
+            crate::live_output::offer_lines(
+                self.runner_id,
+                self.attempt,
+                from.saturating_sub(self.transcript.offset),
+                &lines,
+                reader.offset().saturating_sub(from),
+            );
             let mut events: Vec<DerivedEvent> =
                 lines.iter().flat_map(|l| deriver.feed_line(l)).collect();
             if exit.is_none()
@@ -213,6 +221,9 @@ impl ActiveRunner {
                 ));
             }
             if let Some(exit) = &exit {
+                if exit.reason == stratavore_agent_shim::runner_dir::ExitReason::LeaseExpired {
+                    crate::metrics::lease_expired();
+                }
                 events.extend(deriver.finish(exit));
             }
             let done = exit.is_some().then(|| reader.offset());

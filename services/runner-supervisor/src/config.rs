@@ -67,6 +67,56 @@ pub struct NodeSection {
     pub term_grace_ms: u64,
     /// How often runner directories are read.
     pub scan_interval_ms: u64,
+    /// The secret the gateway presents to read this node's transcripts
+    /// (`STRATAVORE__NODE__TOKEN`; `stratavore up` generates one). Empty:
+    /// every transcript request is refused.
+    pub token: NodeToken,
+}
+
+/// A shared secret between the gateway and the nodes. Its `Debug` never
+/// shows it, and it is compared in constant time.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeToken(String);
+
+impl NodeToken {
+    /// A token of `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// Whether a token is configured at all.
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Whether `presented` is this token. Always false when none is
+    /// configured. Both sides are hashed first and the digests compared
+    /// byte by byte without an early exit, so the time taken says nothing
+    /// about how much of the token was right, nor about its length.
+    pub fn accepts(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        if !self.is_set() {
+            return false;
+        }
+        let want = Sha256::digest(self.0.as_bytes());
+        let got = Sha256::digest(presented.as_bytes());
+        let difference = want
+            .iter()
+            .zip(got.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        difference == 0
+    }
+}
+
+impl std::fmt::Debug for NodeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_set() {
+            "<redacted>"
+        } else {
+            "<unset>"
+        })
+    }
 }
 
 impl Default for NodeSection {
@@ -84,6 +134,7 @@ impl Default for NodeSection {
             heartbeat_interval_ms: 2_000,
             term_grace_ms: 10_000,
             scan_interval_ms: 200,
+            token: NodeToken::default(),
         }
     }
 }
@@ -284,6 +335,29 @@ mod tests {
         )]))
         .unwrap_err();
         assert_eq!(err.key(), Some("profiles.codex.default_permission"));
+    }
+
+    #[test]
+    fn the_node_token_comes_from_the_environment_and_never_shows_in_debug() {
+        let config =
+            SupervisorConfig::load_with(env(&[("STRATAVORE__NODE__TOKEN", "s3cret-token")]))
+                .unwrap();
+        assert!(config.node.token.accepts("s3cret-token"));
+        assert!(!format!("{config:?}").contains("s3cret"));
+        let unset = SupervisorConfig::load_with(env(&[])).unwrap();
+        assert!(!unset.node.token.is_set());
+    }
+
+    #[test]
+    fn a_token_accepts_only_itself_and_an_empty_one_accepts_nothing() {
+        let token = NodeToken::new("abc123");
+        assert!(token.accepts("abc123"));
+        for wrong in ["", "abc12", "abc1234", "ABC123", "abc124"] {
+            assert!(!token.accepts(wrong), "{wrong:?}");
+        }
+        let empty = NodeToken::default();
+        assert!(!empty.accepts(""));
+        assert!(!empty.accepts("anything"));
     }
 
     #[test]

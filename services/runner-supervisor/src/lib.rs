@@ -2,7 +2,9 @@
 //! (killing what an earlier run left), consumes its control queue always
 //! and its offer queues while it has room, claims offers, spawns each
 //! started attempt under a `stratavore-shim`, and turns each runner
-//! directory's transcript and exit record into process events.
+//! directory's transcript and exit record into process events. Its health
+//! server also serves its transcripts to the gateway (with the node token),
+//! and the lines it reads go out live on the live exchange.
 
 pub mod active_runner;
 pub mod attempt_setup;
@@ -11,6 +13,7 @@ pub mod domain;
 pub mod handlers;
 pub mod heartbeat;
 pub mod launch;
+pub mod live_output;
 pub mod liveness;
 pub mod metrics;
 pub mod node_store;
@@ -19,6 +22,7 @@ pub mod proc_sample;
 pub mod projections;
 pub mod recording;
 pub mod registration;
+pub mod transcript_http;
 pub mod transcript_reader;
 pub mod transcripts;
 pub mod watcher;
@@ -28,10 +32,12 @@ use crate::domain::node_commands::NodeIdentity;
 use crate::handlers::Supervisor;
 use crate::heartbeat::Heartbeat;
 use crate::launch::Launcher;
+use crate::live_output::{OutputPublisher, OutputSink};
 use crate::liveness::Liveness;
 use crate::offer_gate::OfferGate;
 use crate::recording::Recorder;
 use crate::registration::RegisterError;
+use crate::transcript_http::TranscriptState;
 use crate::watcher::Watcher;
 use std::sync::Arc;
 use stratavore_consumer::{Consumer, Drainer};
@@ -91,6 +97,9 @@ fn drainer_for(
         service,
         max_attempts: config.consumer.max_attempts,
         name: SERVICE.to_owned(),
+        // Nodes are not interchangeable: each applies only what its own
+        // queues delivered (several may share one database).
+        owner: config.node.id.clone(),
     }
 }
 
@@ -102,10 +111,11 @@ pub async fn start(
     config: SupervisorConfig,
     shutdown: Shutdown,
 ) -> Result<Option<ServiceBase>, StartError> {
+    let transcripts = TranscriptState::new(config.node.token.clone(), config.node.data_dir());
     let Some(base) = start_service_base(
         SERVICE,
         &config.base,
-        None,
+        Some(transcript_http::router(transcripts.clone())),
         &["registration", "consumer"],
         &shutdown,
     )
@@ -113,9 +123,27 @@ pub async fn start(
     else {
         return Ok(None);
     };
+    transcripts.set_pool(base.pool.clone());
+    if !config.node.token.is_set() {
+        tracing::warn!(
+            "node.token is empty: the gateway cannot read this node's transcripts (set STRATAVORE__NODE__TOKEN)"
+        );
+    }
     let Some(first) = register_incarnation(&config, &base, &shutdown).await else {
         return Ok(None);
     };
+    // One publisher for the node's lifetime: the source names the node,
+    // not an incarnation.
+    let (output, publisher) = OutputPublisher::new(
+        config.base.broker.url.clone(),
+        base.topology.clone(),
+        format!("/stratavore/{SERVICE}/{}", config.node.id),
+        config.base.retry_backoff(),
+    );
+    shutdown.spawn(
+        format!("{SERVICE} live output"),
+        publisher.run(shutdown.clone()),
+    );
     let node = NodeRuntime {
         config: Arc::new(config),
         base: ServiceBase {
@@ -124,6 +152,7 @@ pub async fn start(
             readiness: base.readiness.clone(),
             health_addr: base.health_addr,
         },
+        output,
     };
     shutdown.spawn(
         format!("{SERVICE} incarnations"),
@@ -136,6 +165,8 @@ pub async fn start(
 struct NodeRuntime {
     config: Arc<SupervisorConfig>,
     base: ServiceBase,
+    /// Where every incarnation's watcher offers the lines it reads.
+    output: OutputSink,
 }
 
 /// A registered incarnation, not yet running.
@@ -248,7 +279,7 @@ impl NodeRuntime {
         let watcher = Watcher::new(incarnation.recorder, launcher, gate, liveness.clone());
         scope.spawn(
             format!("{SERVICE} runner watcher"),
-            watcher.run(scope.clone()),
+            live_output::with_sink(self.output.clone(), watcher.run(scope.clone())),
         );
         (scope, liveness)
     }
@@ -267,8 +298,12 @@ async fn register_until_done(
 ) -> bool {
     let address = base.health_addr.to_string();
     loop {
-        let outcome: Result<(), RegisterError> =
-            registration::register(config, &base.topology, recorder, address.clone()).await;
+        // A broker that swallows packets holds `connect` for long: the
+        // registration gives way to shutdown rather than wait it out.
+        let outcome: Result<(), RegisterError> = tokio::select! {
+            _ = shutdown.wait() => return false,
+            r = registration::register(config, &base.topology, recorder, address.clone()) => r,
+        };
         match outcome {
             Ok(()) => {
                 base.readiness.set("registration", true, "registered");

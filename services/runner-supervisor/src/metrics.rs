@@ -1,4 +1,5 @@
-//! The node's metrics: runners by state, and how long spawns take.
+//! The node's metrics: runners by state, how long spawns take, stalls,
+//! heartbeats, bounced offers and live output lines.
 
 use std::time::Duration;
 
@@ -60,4 +61,23 @@ pub const OFFERS_BOUNCED_TOTAL: &str = "stratavore_supervisor_offers_bounced_tot
 /// An offer went back to its queue.
 pub fn offer_bounced() {
     metrics::counter!(OFFERS_BOUNCED_TOTAL).increment(1);
+}
+
+/// Output lines offered to the live exchange, by `outcome`: `published`,
+/// `dropped_full` (the publisher's queue was full), `dropped_broker` (the
+/// broker was away or refused), `dropped_closed` (the node is stopping).
+/// A dropped line is still in the transcript.
+pub const OUTPUT_LINES_TOTAL: &str = "stratavore_supervisor_output_lines_total";
+
+/// An output line ended with `outcome`.
+pub fn output_line(outcome: &'static str) {
+    metrics::counter!(OUTPUT_LINES_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// Agents whose shim ended them because their lease ran out.
+pub const LEASE_EXPIRIES_TOTAL: &str = "stratavore_supervisor_lease_expiries_total";
+
+/// A shim ended its agent when the lease ran out.
+pub fn lease_expired() {
+    metrics::counter!(LEASE_EXPIRIES_TOTAL).increment(1);
 }

@@ -206,12 +206,17 @@ async fn close_attempt(
         // The kill here, or a lease that ran out because no supervisor was
         // there to renew it: either way the restart ended the attempt. A
         // turn it interrupted was spent all the same, and is billed.
-        ended => deriver.finish_interrupted(restart_exit(
-            service.me.node.clone(),
-            runner,
-            attempt,
-            ended.as_ref(),
-        )),
+        ended => {
+            if ended.is_some() {
+                crate::metrics::lease_expired();
+            }
+            deriver.finish_interrupted(restart_exit(
+                service.me.node.clone(),
+                runner,
+                attempt,
+                ended.as_ref(),
+            ))
+        }
     });
     record_transcript_end(recorder, runner, attempt, &start, reader.offset()).await?;
     let entries: Vec<NewEntry> = derived

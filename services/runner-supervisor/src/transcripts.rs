@@ -195,6 +195,80 @@ pub async fn record_end(
     .map_err(StoreError::new("recording a transcript's end"))
 }
 
+/// What this node knows of an attempt's part of its session transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptTranscript {
+    /// The session's stdout transcript.
+    pub path: PathBuf,
+    /// Where the attempt's part starts in it.
+    pub start: u64,
+    /// Where it ends, once the attempt ended and that was recorded.
+    pub end: Option<u64>,
+    /// Where the next attempt appended to the same file starts, if one
+    /// did: the part of an attempt whose end is not recorded yet stops
+    /// there at the latest.
+    pub next_start: Option<u64>,
+}
+
+/// Where an attempt's part lies in its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSpan {
+    /// Its first byte in the file.
+    pub start: u64,
+    /// Its length so far (for a running attempt, up to the file's end now,
+    /// a line being written included).
+    pub len: u64,
+    /// The attempt ended: the part will not grow.
+    pub ended: bool,
+}
+
+impl AttemptTranscript {
+    /// The part as it stands while the file is `file_size` bytes long. A
+    /// file shorter than the recorded offsets (it was cut) yields what is
+    /// left, never more.
+    pub fn span(&self, file_size: u64) -> PartSpan {
+        let limit = match self.end {
+            Some(end) => end,
+            None => self.next_start.unwrap_or(u64::MAX),
+        };
+        let end = limit.min(file_size);
+        PartSpan {
+            start: self.start,
+            len: end.saturating_sub(self.start),
+            ended: self.end.is_some(),
+        }
+    }
+}
+
+/// What this node recorded of `attempt`'s transcript; None for an attempt
+/// it never spawned.
+pub async fn attempt_transcript(
+    pool: &PgPool,
+    runner: Uuid,
+    attempt: u32,
+) -> Result<Option<AttemptTranscript>, StoreError> {
+    // Any runner's attempt may append to the session's file next (a resume
+    // is a new runner), so the next start is looked for by path.
+    let row: Option<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT t.path, t.start_offset, t.end_size,
+                (SELECT min(o.start_offset) FROM attempt_transcripts o
+                  WHERE o.path = t.path AND o.start_offset > t.start_offset)
+         FROM attempt_transcripts t WHERE t.runner_id = $1 AND t.attempt = $2",
+    )
+    .bind(runner)
+    .bind(i64::from(attempt))
+    .fetch_optional(pool)
+    .await
+    .map_err(StoreError::new("reading a transcript's bounds"))?;
+    let offset = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(row.map(|(path, start, end, next)| AttemptTranscript {
+        path: PathBuf::from(path),
+        start: offset(start),
+        end: end.map(offset),
+        next_start: next.map(offset),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +358,31 @@ mod tests {
         );
         std::fs::remove_dir_all(dir).unwrap();
         std::fs::remove_dir_all(alone).unwrap();
+    }
+
+    #[test]
+    fn an_attempts_part_ends_at_its_recorded_end_else_at_the_next_start_or_the_file() {
+        let part = |end, next_start| AttemptTranscript {
+            path: PathBuf::from("/d/sessions/s.jsonl"),
+            start: 100,
+            end,
+            next_start,
+        };
+        let ended = part(Some(150), Some(150)).span(400);
+        assert_eq!((ended.start, ended.len, ended.ended), (100, 50, true));
+        let running = part(None, None).span(400);
+        assert_eq!((running.len, running.ended), (300, false));
+        assert_eq!(
+            part(None, Some(180)).span(400).len,
+            80,
+            "a later attempt's lines are not its"
+        );
+        assert_eq!(part(Some(150), None).span(120).len, 20, "a file cut short");
+        assert_eq!(
+            part(None, None).span(40).len,
+            0,
+            "a file shorter than the start"
+        );
     }
 
     #[test]

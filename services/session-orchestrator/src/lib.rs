@@ -49,6 +49,8 @@ pub fn drainer(config: &OrchestratorConfig, pool: sqlx::PgPool) -> Drainer<Orche
         service: Arc::new(service),
         max_attempts: config.consumer.max_attempts,
         name: SERVICE.to_owned(),
+        // Replicas are interchangeable: any may apply any row.
+        owner: String::new(),
     }
 }
 

@@ -229,6 +229,8 @@ impl LivenessWatch {
             }
             Ok(LiveMessage::Tick(t)) if t.replica == self.replica => self.on_tick(state).await,
             Ok(LiveMessage::Tick(_)) => {}
+            // Not bound by this queue; a runner's output is the gateway's.
+            Ok(LiveMessage::Output(_)) => {}
             Err(e) => tracing::debug!(error = %e, "an unreadable live message was dropped"),
         }
     }

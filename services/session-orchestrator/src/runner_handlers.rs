@@ -32,6 +32,11 @@ struct Lookups {
     offer_node: Option<String>,
 }
 
+/// `process.exited` reasons that say the node ended the agent (it
+/// restarted, or stopped renewing the lease), not the agent itself: the
+/// runner goes on as after the node's loss, using no restart.
+const NODE_FAILURE_REASONS: &[&str] = &["supervisor_restart", "lease_expired"];
+
 impl Orchestrator {
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now().timestamp_millis()
@@ -480,6 +485,14 @@ impl Orchestrator {
             ProcessEvent::Exited(e) => {
                 let outcome = match e.outcome.as_str() {
                     "succeeded" => ExitOutcome::Clean,
+                    // The node, not the agent, ended it.
+                    _ if NODE_FAILURE_REASONS.contains(&e.reason.as_str()) => {
+                        ExitOutcome::NodeFailure {
+                            reason: e.message.clone().unwrap_or_else(|| e.reason.clone()),
+                            fresh_session_id: Uuid::new_v4().to_string(),
+                            launch_deadline_ms: self.launch_deadline_ms(),
+                        }
+                    }
                     "rate_limited" => ExitOutcome::RateLimited {
                         resume_at_ms: e.resets_at.map(|s| s.saturating_mul(1000)).unwrap_or_else(
                             || {

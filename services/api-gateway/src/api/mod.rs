@@ -4,6 +4,7 @@
 mod commands;
 mod nodes;
 mod projects;
+mod runner_logs;
 mod runners;
 
 use crate::commands::Api;
@@ -60,6 +61,7 @@ pub fn router(state: ApiState, allowed: AllowedHosts) -> Router {
         .route("/api/v1/runners/{id}/kill", post(runners::kill))
         .route("/api/v1/runners/{id}/pause", post(runners::pause))
         .route("/api/v1/runners/{id}/resume", post(runners::resume))
+        .route("/api/v1/runners/{id}/logs", get(runner_logs::logs))
         .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/nodes/{id}", get(nodes::get_one))
         .route("/api/v1/nodes/{id}/drain", post(nodes::drain))

@@ -41,6 +41,12 @@ pub enum ProblemType {
     PayloadTooLarge,
     /// 503: a dependency (database, broker) is not reachable yet.
     NotReady,
+    /// 502: the supervisor node that holds what was asked for did not
+    /// answer, or refused the gateway; `node` names it.
+    NodeUnreachable,
+    /// 503: the supervisor node that holds what was asked for is lost;
+    /// `node` names it.
+    NodeLost,
     /// 500: something failed inside the gateway; the body says nothing more.
     Internal,
 }
@@ -58,6 +64,8 @@ impl ProblemType {
             Self::MethodNotAllowed => "method-not-allowed",
             Self::PayloadTooLarge => "payload-too-large",
             Self::NotReady => "not-ready",
+            Self::NodeUnreachable => "node-unreachable",
+            Self::NodeLost => "node-lost",
             Self::Internal => "internal",
         }
     }
@@ -79,6 +87,8 @@ impl ProblemType {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NodeUnreachable => StatusCode::BAD_GATEWAY,
+            Self::NodeLost => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +106,8 @@ impl ProblemType {
             Self::MethodNotAllowed => "Method not allowed",
             Self::PayloadTooLarge => "Payload too large",
             Self::NotReady => "Not ready",
+            Self::NodeUnreachable => "Node unreachable",
+            Self::NodeLost => "Node lost",
             Self::Internal => "Internal error",
         }
     }
@@ -146,6 +158,10 @@ pub struct Problem {
     /// (`name_taken`, …), so clients need not parse `detail`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Extension member: the supervisor node at fault (`node-unreachable`,
+    /// `node-lost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Problem {
@@ -158,6 +174,7 @@ impl Problem {
             instance: None,
             errors: Vec::new(),
             reason: None,
+            node: None,
         }
     }
 }
@@ -219,6 +236,24 @@ pub enum ApiError {
         /// Which dependency is missing.
         detail: String,
     },
+    /// 502 `node-unreachable`: a supervisor node did not answer, or
+    /// refused the gateway.
+    #[error("{detail}")]
+    NodeUnreachable {
+        /// The node.
+        node: String,
+        /// What happened, for a human (never the node's own error text).
+        detail: String,
+    },
+    /// 503 `node-lost`: the supervisor node is lost; what it held cannot be
+    /// read until it registers again.
+    #[error("node {node} is lost: {detail}")]
+    NodeLost {
+        /// The node.
+        node: String,
+        /// What could not be read because of it.
+        detail: String,
+    },
     /// 500 `internal`: the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),
@@ -252,13 +287,15 @@ impl ApiError {
             Self::MethodNotAllowed => ProblemType::MethodNotAllowed,
             Self::PayloadTooLarge { .. } => ProblemType::PayloadTooLarge,
             Self::NotReady { .. } => ProblemType::NotReady,
+            Self::NodeUnreachable { .. } => ProblemType::NodeUnreachable,
+            Self::NodeLost { .. } => ProblemType::NodeLost,
             Self::Internal(_) => ProblemType::Internal,
         }
     }
 
     /// Build the body. Consumes self because an internal error's cause is
     /// logged here, exactly once, together with the id the client sees.
-    fn into_problem(self) -> Problem {
+    pub fn into_problem(self) -> Problem {
         let kind = self.problem_type();
         match self {
             Self::Validation(errors) => {
@@ -280,6 +317,17 @@ impl ApiError {
                 reason: Some(reason),
                 ..Problem::new(kind, detail)
             },
+            Self::NodeUnreachable { node, detail } => Problem {
+                node: Some(node),
+                ..Problem::new(kind, detail)
+            },
+            Self::NodeLost { ref node, .. } => {
+                let detail = self.to_string();
+                Problem {
+                    node: Some(node.clone()),
+                    ..Problem::new(kind, detail)
+                }
+            }
             Self::Internal(cause) => {
                 let error_id = Uuid::now_v7();
                 tracing::error!(

@@ -7,8 +7,8 @@
 //! that says it runs is killed on sight.
 
 use stratavore_events::runner::{
-    AttemptOffered, AttemptPlaced, AttemptRunning, PauseCause, PauseChanged, QuotaWait,
-    RestartScheduled, RunnerEnded, RunnerEvent, SessionBound, StopRequested, Want,
+    AttemptOffered, AttemptPlaced, AttemptRelaunched, AttemptRunning, PauseCause, PauseChanged,
+    QuotaWait, RestartScheduled, RunnerEnded, RunnerEvent, SessionBound, StopRequested, Want,
 };
 use uuid::Uuid;
 
@@ -343,6 +343,18 @@ pub enum ExitOutcome {
         /// The provider's message.
         message: String,
     },
+    /// Its node, not the agent, ended it: the supervisor restarted, or its
+    /// lease ran out (the node stalled or lost the broker). Decided as the
+    /// node's loss would be, whichever of the two the orchestrator hears of
+    /// first: the next attempt follows without using a restart.
+    NodeFailure {
+        /// Why, in the node's words.
+        reason: String,
+        /// A session id to start afresh under, when the session is not bound.
+        fresh_session_id: String,
+        /// When the next attempt's launch times out (unix milliseconds).
+        launch_deadline_ms: i64,
+    },
 }
 
 /// A fact about an attempt, from a supervisor or a durable timer.
@@ -508,6 +520,31 @@ pub fn decide_fact(r: &Runner, fact: Fact, now_ms: i64, policy: RestartPolicy) -
             {
                 return d;
             }
+            if let (
+                S::Starting | S::Running | S::Paused,
+                ExitOutcome::NodeFailure {
+                    reason,
+                    fresh_session_id,
+                    launch_deadline_ms,
+                },
+            ) = (r.state, &outcome)
+            {
+                // A bound session's next attempt is offered to the node that
+                // holds it; if that node is then declared lost, the loss
+                // decides the runner lost.
+                d.events.push(RunnerEvent::Relaunched(AttemptRelaunched {
+                    runner_id: r.id,
+                    attempt,
+                    node: r
+                        .placement
+                        .as_ref()
+                        .map(|(n, _)| n.clone())
+                        .unwrap_or_default(),
+                    reason: reason.clone(),
+                }));
+                reoffer(r, &mut d, fresh_session_id.clone(), *launch_deadline_ms);
+                return d;
+            }
             let event = match (r.state, outcome) {
                 (S::Stopping, _) => RunnerEvent::Exited(ended(r, "stopped", code)),
                 (_, ExitOutcome::Clean) => RunnerEvent::Exited(ended(r, "completed", code)),
@@ -532,6 +569,8 @@ pub fn decide_fact(r: &Runner, fact: Fact, now_ms: i64, policy: RestartPolicy) -
                     })
                 }
                 (_, ExitOutcome::Error(reason)) => RunnerEvent::Failed(ended(r, &reason, code)),
+                // Decided above for every state but Stopping.
+                (_, ExitOutcome::NodeFailure { .. }) => return d,
             };
             d.events.push(event);
         }

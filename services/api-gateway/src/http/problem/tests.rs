@@ -113,6 +113,22 @@ async fn each_variant_maps_to_its_status_and_type() {
             "payload-too-large",
         ),
         (ApiError::NotReady { detail: "x".into() }, 503, "not-ready"),
+        (
+            ApiError::NodeUnreachable {
+                node: "n1".into(),
+                detail: "x".into(),
+            },
+            502,
+            "node-unreachable",
+        ),
+        (
+            ApiError::NodeLost {
+                node: "n1".into(),
+                detail: "x".into(),
+            },
+            503,
+            "node-lost",
+        ),
         (ApiError::internal("boom"), 500, "internal"),
     ];
     for (error, status, slug) in cases {
@@ -181,4 +197,19 @@ async fn an_internal_error_hides_its_cause_and_logs_it_under_the_instance_id() {
         log.contains("query failed: password=hunter2 rejected"),
         "log lacks the cause chain: {log}"
     );
+}
+
+#[tokio::test]
+async fn a_node_problem_names_the_node() {
+    let (status, problem) = read_problem(
+        ApiError::NodeLost {
+            node: "n7".into(),
+            detail: "its transcripts cannot be read".into(),
+        }
+        .into_response(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 503);
+    assert_eq!(problem.node.as_deref(), Some("n7"));
+    assert!(problem.detail.contains("n7"), "{}", problem.detail);
 }

@@ -272,6 +272,65 @@ fn a_restart_resumes_a_bound_session_and_starts_afresh_under_a_new_id_otherwise(
 }
 
 #[test]
+fn an_exit_the_node_caused_offers_the_next_attempt_at_once_using_no_restart() {
+    let node_failure = || Fact::ProcessExited {
+        attempt: 1,
+        code: None,
+        outcome: ExitOutcome::NodeFailure {
+            reason: "the supervisor was away past the lease".into(),
+            fresh_session_id: "s-2".into(),
+            launch_deadline_ms: DEADLINE,
+        },
+    };
+    // Not bound, no restarts allowed: relaunched afresh all the same.
+    let mut h = running(0);
+    let d = decide_fact(&given(&h), node_failure(), 0, POLICY);
+    assert_eq!(
+        d.events,
+        vec![
+            RunnerEvent::Relaunched(AttemptRelaunched {
+                runner_id: id(),
+                attempt: 1,
+                node: node().0,
+                reason: "the supervisor was away past the lease".into(),
+            }),
+            offered(2, false, "s-2"),
+        ]
+    );
+    let r = then(&mut h, &d);
+    assert_eq!(
+        (r.state, r.restarts, r.attempt),
+        (RunnerState::Starting, 0, 2)
+    );
+
+    // Bound: its session is resumed (offered to the node that holds it).
+    let mut h = running(0);
+    let d = decide_fact(
+        &given(&h),
+        Fact::SessionBound {
+            attempt: 1,
+            session_id: "s-1".into(),
+        },
+        0,
+        POLICY,
+    );
+    then(&mut h, &d);
+    let d = decide_fact(&given(&h), node_failure(), 0, POLICY);
+    assert_eq!(d.events[1], offered(2, true, "s-1"));
+
+    // Being stopped, it simply ends.
+    let mut h = running(0);
+    let d = decide_control(&given(&h), Want::Stopped).unwrap();
+    then(&mut h, &d);
+    let d = decide_fact(&given(&h), node_failure(), 0, POLICY);
+    assert!(
+        matches!(d.events[..], [RunnerEvent::Exited(_)]),
+        "{:?}",
+        d.events
+    );
+}
+
+#[test]
 fn a_rate_limited_exit_waits_for_the_quota_instead_of_failing() {
     let mut h = running(0);
     let limited = ExitOutcome::RateLimited {

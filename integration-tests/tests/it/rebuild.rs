@@ -41,6 +41,30 @@ async fn projections(pool: &PgPool) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
+/// The live tables once they stop changing: a test that waited for the
+/// orchestrator's state may still have events on their way to the gateway
+/// (the relay and the gateway's consumer run on), and a snapshot taken then
+/// would miss what the copied history holds.
+async fn settled_projections(admin: &PgPool) -> serde_json::Value {
+    let mut last = projections(admin).await;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = projections(admin).await;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM gateway.inbox WHERE status = 'received')
+                  + (SELECT count(*) FROM orchestrator.inbox WHERE status = 'received')",
+        )
+        .fetch_one(admin)
+        .await
+        .unwrap();
+        if now == last && waiting == 0 {
+            return now;
+        }
+        last = now;
+    }
+    panic!("the projections never settled");
+}
+
 /// Copy a schema's log and inbox from one database to another.
 async fn copy_history(from: &PgPool, to: &PgPool, schema: &str) {
     for (table, order) in [("log", "position"), ("inbox", "message_id")] {
@@ -77,7 +101,7 @@ async fn rebuild_both(pool_gateway: PgPool, pool_orchestrator: PgPool, env: &Tes
 /// database, and a rebuild of the live one, both equal the live tables.
 pub async fn assert_rebuilds_match_live(env: &TestEnv) {
     let admin = env.db.admin_pool().await.unwrap();
-    let live = projections(&admin).await;
+    let live = settled_projections(&admin).await;
     let fresh = TestDatabase::create().await.unwrap();
     let fresh_admin = fresh.admin_pool().await.unwrap();
     for schema in ["gateway", "orchestrator"] {

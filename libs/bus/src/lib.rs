@@ -12,6 +12,8 @@ pub mod topology;
 
 pub use amqp_binding::{AmqpMessage, BindingError, decode_event, encode_event};
 pub use connection::{BrokerError, connect};
-pub use live::{LiveError, decode_live, live_outgoing, live_routing_key};
+pub use live::{
+    ListenError, LiveError, LiveListener, decode_live, listen_live, live_outgoing, live_routing_key,
+};
 pub use publisher::{OutgoingMessage, PublishError, Publisher};
 pub use topology::{QueueSpec, Topology, TopologyError};

@@ -26,6 +26,85 @@ pub enum LiveError {
     NotLive(String),
 }
 
+/// A live queue of this connection, consumed: the connection, its channel
+/// and the deliveries.
+pub struct LiveListener {
+    /// The connection the queue belongs to (it goes with it).
+    pub connection: lapin::Connection,
+    /// The channel it is consumed on.
+    pub channel: lapin::Channel,
+    /// Its deliveries, not acknowledged.
+    pub deliveries: lapin::Consumer,
+}
+
+/// The live listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The broker could not be reached.
+    #[error(transparent)]
+    Broker(#[from] crate::BrokerError),
+    /// The exchanges or the queue could not be declared.
+    #[error(transparent)]
+    Topology(#[from] crate::TopologyError),
+    /// The channel or the consumer could not be opened.
+    #[error("AMQP: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// Connect as `connection_name`, declare the exchanges (they may be gone
+/// after a broker reset) and a live queue `queue` of this connection bound
+/// with `keys` ([`Topology::declare_live_queue`]), and consume it without
+/// acknowledgements: telemetry lost with a connection is superseded by the
+/// next, and acking each would only cost a round trip. Declare it again
+/// after every reconnect: the queue went with the old connection.
+pub async fn listen_live(
+    broker_url: &str,
+    connection_name: &str,
+    topology: &Topology,
+    queue: &str,
+    keys: &[String],
+    message_ttl_ms: u64,
+) -> Result<LiveListener, ListenError> {
+    use lapin::options::BasicConsumeOptions;
+    use lapin::types::FieldTable;
+    let connection = crate::connect(broker_url, connection_name).await?;
+    let channel = connection.create_channel().await?;
+    topology.declare_exchanges(&channel).await?;
+    topology
+        .declare_live_queue(&channel, queue, keys, message_ttl_ms)
+        .await?;
+    let deliveries = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(LiveListener {
+        connection,
+        channel,
+        deliveries,
+    })
+}
+
+impl LiveListener {
+    /// Close the channel and the connection, waiting at most two seconds: a
+    /// broker that stopped answering must not hold up a reconnect or a
+    /// shutdown.
+    pub async fn close(self, reason: &str) {
+        let close = async {
+            let _ = self.channel.close(200, reason.into()).await;
+            let _ = self.connection.close(200, reason.into()).await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), close).await;
+    }
+}
+
 /// The routing key of `message` from `who` (a node id or a replica id).
 #[must_use]
 pub fn live_routing_key(message: &LiveMessage, who: &str) -> String {

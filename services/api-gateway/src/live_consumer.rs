@@ -13,12 +13,10 @@
 use crate::heartbeats::HeartbeatCache;
 use crate::runner_logs::output_hub::OutputHub;
 use futures::StreamExt;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::BasicProperties;
 use std::sync::Arc;
 use std::time::Duration;
-use stratavore_bus::{BrokerError, Topology, connect, decode_live};
+use stratavore_bus::{ListenError, LiveListener, Topology, decode_live, listen_live};
 use stratavore_events::process::{LiveMessage, NodeHeartbeat};
 use stratavore_runtime::{Clock, Shutdown};
 use uuid::Uuid;
@@ -60,7 +58,7 @@ pub fn read_heartbeat(
 #[derive(Debug, thiserror::Error)]
 enum LiveError {
     #[error(transparent)]
-    Broker(#[from] BrokerError),
+    Listen(#[from] ListenError),
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("the delivery stream ended")]
@@ -104,49 +102,27 @@ impl LiveConsumer {
         }
     }
 
-    async fn open(&self) -> Result<(Connection, Channel, lapin::Consumer), LiveError> {
-        let conn = connect(&self.broker_url, "api-gateway live").await?;
-        let channel = conn.create_channel().await?;
-        // After a broker reset the live exchange may be gone: declare it
-        // again (idempotent) before binding to it.
-        self.topology
-            .declare_exchanges(&channel)
-            .await
-            .map_err(BrokerError::from)?;
+    async fn open(&self) -> Result<LiveListener, ListenError> {
         let queue = live_queue_name(&self.topology, Uuid::now_v7());
-        self.topology
-            .declare_live_queue(
-                &channel,
-                &queue,
-                &[HEARTBEAT_BINDING.to_owned(), OUTPUT_BINDING.to_owned()],
-                MESSAGE_TTL_MS,
-            )
-            .await
-            .map_err(BrokerError::from)?;
-        let deliveries = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    // A heartbeat lost with this process is superseded by the
-                    // next one; acknowledging each would only cost a round trip.
-                    no_ack: true,
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let listener = listen_live(
+            &self.broker_url,
+            "api-gateway live",
+            &self.topology,
+            &queue,
+            &[HEARTBEAT_BINDING.to_owned(), OUTPUT_BINDING.to_owned()],
+            MESSAGE_TTL_MS,
+        )
+        .await?;
         tracing::info!(%queue, "listening for node heartbeats and output lines");
-        Ok((conn, channel, deliveries))
+        Ok(listener)
     }
 
     async fn consume(&self, shutdown: &Shutdown) -> Result<(), LiveError> {
-        let (conn, channel, mut deliveries) = self.open().await?;
+        let mut listener = self.open().await?;
         let result = loop {
             let next = tokio::select! {
                 _ = shutdown.wait() => break Ok(()),
-                next = deliveries.next() => next,
+                next = listener.deliveries.next() => next,
             };
             let delivery = match next {
                 Some(Ok(d)) => d,
@@ -166,13 +142,7 @@ impl LiveConsumer {
                 ),
             }
         };
-        // Bounded: a broker that stopped answering must not hold up the
-        // reconnect or shutdown.
-        let close = async {
-            let _ = channel.close(200, "live consumer stopping".into()).await;
-            let _ = conn.close(200, "live consumer stopping".into()).await;
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+        listener.close("live consumer stopping").await;
         result
     }
 }

@@ -19,13 +19,11 @@ use crate::metrics as m;
 use crate::node_store;
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use stratavore_bus::{
-    BrokerError, PublishError, Publisher, Topology, TopologyError, connect, decode_live,
+    BrokerError, ListenError, PublishError, Publisher, Topology, decode_live, listen_live,
     live_outgoing,
 };
 use stratavore_consumer::{HandleError, lock_shared, record_own};
@@ -65,7 +63,7 @@ enum WatchError {
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
-    Topology(#[from] TopologyError),
+    Listen(#[from] ListenError),
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("publishing a tick: {0}")]
@@ -133,38 +131,28 @@ impl LivenessWatch {
     }
 
     async fn watch(&self, state: &mut WatchState, shutdown: &Shutdown) -> Result<(), WatchError> {
-        let conn = connect(
-            &self.broker_url,
-            &format!("{SERVICE} liveness {}", self.replica),
-        )
-        .await?;
-        let channel = conn.create_channel().await?;
-        // The exchange may be missing after a broker reset; the queue went
-        // with the old connection. Both are declared again.
-        self.topology.declare_exchanges(&channel).await?;
-        let queue = self.queue();
         let keys = [
             "node.heartbeat.*".to_owned(),
             format!("orchestrator.tick.{}", self.replica),
         ];
-        self.topology
-            .declare_live_queue(&channel, &queue, &keys, self.queue_ttl_ms)
-            .await?;
-        let publisher = Publisher::open(&conn).await?;
-        let mut deliveries = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                // Telemetry is not acked: a message lost with a connection
-                // is a heartbeat and a tick missed alike.
-                BasicConsumeOptions {
-                    no_ack: true,
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let mut listener = listen_live(
+            &self.broker_url,
+            &format!("{SERVICE} liveness {}", self.replica),
+            &self.topology,
+            &self.queue(),
+            &keys,
+            self.queue_ttl_ms,
+        )
+        .await?;
+        // Ticks go out on the listener's own connection: a replica cut off
+        // from the broker sends none and receives none.
+        let publisher = match Publisher::open(&listener.connection).await {
+            Ok(p) => p,
+            Err(e) => {
+                listener.close("liveness watch stopping").await;
+                return Err(e.into());
+            }
+        };
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let result = loop {
@@ -175,20 +163,14 @@ impl LivenessWatch {
                         break Err(e);
                     }
                 }
-                next = deliveries.next() => match next {
+                next = listener.deliveries.next() => match next {
                     None => break Err(WatchError::Ended),
                     Some(Err(e)) => break Err(e.into()),
                     Some(Ok(delivery)) => self.receive(&delivery, state).await,
                 },
             }
         };
-        // Bounded: a broker that stopped answering must not hold up the
-        // reconnect or shutdown.
-        let close = async {
-            let _ = channel.close(200, "liveness watch stopping".into()).await;
-            let _ = conn.close(200, "liveness watch stopping".into()).await;
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+        listener.close("liveness watch stopping").await;
         result
     }
 

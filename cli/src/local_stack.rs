@@ -40,6 +40,10 @@ const NODE_TOKEN_ENV: &[(&str, &str)] = &[
 /// run the pinned versions rather than whatever the machine has.
 const AGENT_LAUNCHER: &str = "runner-supervisor";
 
+/// The service that embeds sessions' text: it reads the model provisioning
+/// unpacked (unless the environment already names a folder).
+const MODEL_READER: (&str, &str) = ("api-gateway", "STRATAVORE__SEARCH__MODEL_DIR");
+
 /// How long `up` waits for a service to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `down` lets a service finish in-flight work before SIGKILL.
@@ -154,6 +158,9 @@ impl LocalStack {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
             if let Some(file) = &self.config_file_env() {
                 command.env("STRATAVORE_CONFIG", file);
+            }
+            if *service == MODEL_READER.0 && std::env::var_os(MODEL_READER.1).is_none() {
+                command.env(MODEL_READER.1, &provisioned.embedding_model_dir);
             }
             if *service == AGENT_LAUNCHER {
                 command.env("PATH", path_with_agents(&provisioned.agent_bin_dir)?);

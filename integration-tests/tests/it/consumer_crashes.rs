@@ -16,6 +16,12 @@ fn gateway_env(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     ));
     vars.push(("STRATAVORE__RETRY_BACKOFF_MS".into(), "100".into()));
     vars.push((
+        "STRATAVORE__SEARCH__MODEL_DIR".into(),
+        stratavore_testkit::embedding_model_dir()
+            .display()
+            .to_string(),
+    ));
+    vars.push((
         "STRATAVORE__CONSUMER__SWEEP_INTERVAL_MS".into(),
         "200".into(),
     ));

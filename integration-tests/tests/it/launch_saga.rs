@@ -367,6 +367,7 @@ pub(crate) fn exited(runner: Uuid, attempt: u32, outcome: &str, code: i32) -> Pr
         outcome: outcome.into(),
         message: (outcome != "succeeded").then(|| format!("exited with code {code}")),
         resets_at: None,
+        transcript: None,
     })
 }
 

@@ -35,6 +35,8 @@ pub fn gateway_config(env: &TestEnv) -> GatewayConfig {
     let mut c = GatewayConfig::default();
     base(env, &mut c.base);
     c.consumer.sweep_interval_ms = 200;
+    c.search.model_dir = stratavore_testkit::embedding_model_dir();
+    c.search.poll_ms = 100;
     c
 }
 

@@ -32,6 +32,17 @@ pub trait EmbeddingProvider: Send + Sync {
     /// The length of every vector.
     fn dimensions(&self) -> usize;
 
+    /// Whether the model can be used, without loading it: the error names
+    /// what is missing (a service reports it as not ready).
+    fn check_installed(&self) -> Result<(), EmbedError>;
+
+    /// Whether the model is in memory now.
+    fn is_loaded(&self) -> bool;
+
+    /// Lets the model go when it has been idle long enough as of `now`;
+    /// returns whether it did (the next use loads it again).
+    fn release_if_idle(&self, now: std::time::Instant) -> bool;
+
     /// Cuts `text` into chunks of at most `max_tokens` tokens of the
     /// model's tokenizer (special tokens not counted), covering every token
     /// of the text, so that each chunk is embedded whole.

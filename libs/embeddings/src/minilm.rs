@@ -180,9 +180,37 @@ impl MiniLm {
     }
 }
 
+/// The model's folder and each of its files exist.
+fn check_files(dir: &Path) -> Result<(), EmbedError> {
+    if !dir.is_dir() {
+        return Err(EmbedError::ModelMissing {
+            path: dir.to_owned(),
+        });
+    }
+    for name in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(EmbedError::ModelMissing { path });
+        }
+    }
+    Ok(())
+}
+
 impl EmbeddingProvider for MiniLm {
     fn model(&self) -> &str {
         MINILM_MODEL
+    }
+
+    fn check_installed(&self) -> Result<(), EmbedError> {
+        check_files(&self.config.model_dir)
+    }
+
+    fn is_loaded(&self) -> bool {
+        MiniLm::is_loaded(self)
+    }
+
+    fn release_if_idle(&self, now: Instant) -> bool {
+        MiniLm::release_if_idle(self, now)
     }
 
     fn dimensions(&self) -> usize {
@@ -223,18 +251,9 @@ impl Loaded {
     /// Reads the three files of `dir`; a missing folder or file is
     /// [`EmbedError::ModelMissing`].
     fn from_dir(dir: &Path) -> Result<Loaded, EmbedError> {
-        if !dir.is_dir() {
-            return Err(EmbedError::ModelMissing {
-                path: dir.to_owned(),
-            });
-        }
+        check_files(dir)?;
         let [config_path, tokenizer_path, weights_path] =
             [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE].map(|name| dir.join(name));
-        for path in [&config_path, &tokenizer_path, &weights_path] {
-            if !path.is_file() {
-                return Err(EmbedError::ModelMissing { path: path.clone() });
-            }
-        }
 
         let config_text = fs::read_to_string(&config_path).map_err(|source| EmbedError::Io {
             path: config_path.clone(),

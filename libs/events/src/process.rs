@@ -318,6 +318,25 @@ pub struct ProcessExited {
     pub message: Option<String>,
     /// With `rate_limited`: when the quota resets (unix seconds).
     pub resets_at: Option<i64>,
+    /// The session's transcript file as it stood when the attempt ended
+    /// (none when it could not be read, and in events written before it
+    /// was recorded).
+    #[serde(default)]
+    pub transcript: Option<TranscriptFile>,
+}
+
+/// A session transcript file on the node that holds it: where it is, and
+/// its size and checksum over the bytes written up to a given moment, so a
+/// reader can tell whether the file it finds is still the one described.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TranscriptFile {
+    /// The file's path on the node.
+    pub path: String,
+    /// Bytes covered (the whole file then: every attempt of the session so far).
+    pub bytes: u64,
+    /// The sha256 of those bytes, lower-case hex.
+    pub sha256: String,
 }
 
 /// An attempt could not be spawned (executable missing, path refused).

@@ -44,6 +44,8 @@ pub struct Api {
     /// The service's shutdown, which ends every follower's stream (an open
     /// stream would otherwise hold the server's graceful stop).
     pub shutdown: Shutdown,
+    /// The embedding provider searches use.
+    pub search: Arc<crate::search::Search>,
 }
 
 fn is_unique_violation(e: &AppendError) -> bool {

@@ -2,6 +2,7 @@
 //! API's own settings.
 
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use stratavore_consumer::ConsumerSection;
 use stratavore_runtime::{ConfigError, ConfigLoader, ServiceConfig, Validate, load_service_config};
 
@@ -14,6 +15,8 @@ pub struct GatewayConfig {
     pub consumer: ConsumerSection,
     /// The REST API.
     pub api: ApiSection,
+    /// Semantic search: the embedding model and its worker.
+    pub search: SearchSection,
 }
 
 /// The gateway's own sections, loaded beside the common ones.
@@ -22,6 +25,7 @@ pub struct GatewayConfig {
 struct OwnSections {
     consumer: ConsumerSection,
     api: ApiSection,
+    search: SearchSection,
 }
 
 /// `[api]`.
@@ -90,12 +94,53 @@ impl Default for ApiSection {
     }
 }
 
+/// `[search]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct SearchSection {
+    /// The folder holding all-MiniLM-L6-v2 (`model.safetensors`,
+    /// `tokenizer.json`, `config.json`), as provisioning unpacks it
+    /// (`stratavore up` passes its own). Missing files are an error that
+    /// `/readyz` and every search name; nothing falls back to another model.
+    pub model_dir: PathBuf,
+    /// How long the model stays in memory after its last use.
+    pub idle_release_ms: u64,
+    /// The largest chunk, in the model's tokens (it was trained on up to
+    /// 256 with its two special tokens).
+    pub chunk_tokens: usize,
+    /// Pending texts one worker pass claims.
+    pub batch_texts: u32,
+    /// How long a claim holds a text before another worker may take it
+    /// (a worker that died lets go after this).
+    pub claim_ms: u64,
+    /// How often an idle worker looks for pending text.
+    pub poll_ms: u64,
+    /// The k of reciprocal rank fusion: a hit at rank r in one ranking
+    /// scores 1 / (k + r).
+    pub rrf_k: u32,
+}
+
+impl Default for SearchSection {
+    fn default() -> Self {
+        Self {
+            model_dir: PathBuf::from(".local/models/all-minilm-l6-v2"),
+            idle_release_ms: 300_000,
+            chunk_tokens: stratavore_embeddings::DEFAULT_CHUNK_TOKENS,
+            batch_texts: 16,
+            claim_ms: 120_000,
+            poll_ms: 500,
+            rrf_k: 60,
+        }
+    }
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             base: ServiceConfig::with_port(7480),
             consumer: ConsumerSection::default(),
             api: ApiSection::default(),
+            search: SearchSection::default(),
         }
     }
 }
@@ -118,6 +163,7 @@ impl GatewayConfig {
             base,
             consumer: own.consumer,
             api: own.api,
+            search: own.search,
         };
         config.validate()?;
         Ok(config)
@@ -150,10 +196,21 @@ impl Validate for GatewayConfig {
         for (key, value) in [
             ("api.outcome_poll_ms", self.api.outcome_poll_ms),
             ("api.node_timeout_ms", self.api.node_timeout_ms),
+            ("search.idle_release_ms", self.search.idle_release_ms),
+            ("search.claim_ms", self.search.claim_ms),
+            ("search.poll_ms", self.search.poll_ms),
+            ("search.batch_texts", u64::from(self.search.batch_texts)),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be positive"));
             }
+        }
+        let most = stratavore_embeddings::MAX_TOKENS_PER_CHUNK;
+        if self.search.chunk_tokens == 0 || self.search.chunk_tokens > most {
+            return Err(ConfigError::invalid(
+                "search.chunk_tokens",
+                format!("a chunk holds 1 to {most} tokens"),
+            ));
         }
         self.allowed_hosts().map(|_| ())
     }

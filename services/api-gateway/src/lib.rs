@@ -12,7 +12,9 @@ pub mod node_models;
 pub mod read_models;
 pub mod runner_logs;
 pub mod runner_models;
+pub mod search;
 pub mod service;
+pub mod session_models;
 
 use crate::api::ApiState;
 use crate::commands::Api;
@@ -85,13 +87,18 @@ pub async fn start(
         SERVICE,
         &config.base,
         Some(routes),
-        &["consumer"],
+        &["consumer", search::READINESS_CHECK],
         &shutdown,
     )
     .await?
     else {
         return Ok(None);
     };
+    let search = Arc::new(search::Search::minilm(&config.search));
+    search.index().ensure(&base.pool).await.map_err(|e| {
+        ServiceStartError::Config(Box::new(ConfigError::invalid("search", e.to_string())))
+    })?;
+    search.report(&base.readiness);
     let clock = clock_from_section(&config.base.clock);
     let heartbeats = HeartbeatCache::default();
     let outputs = OutputHub::default();
@@ -105,7 +112,10 @@ pub async fn start(
         transcripts,
         outputs: outputs.clone(),
         shutdown: shutdown.clone(),
+        search: Arc::clone(&search),
     });
+    search::worker::EmbeddingWorker::new(base.pool.clone(), search, config.search.clone())
+        .spawn(base.readiness.clone(), &shutdown);
     LiveConsumer {
         broker_url: config.base.broker.url.clone(),
         topology: base.topology.clone(),

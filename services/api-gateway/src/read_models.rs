@@ -20,6 +20,11 @@ pub const TABLES: &[&str] = &[
     "idempotency_keys",
     "runners",
     "nodes",
+    "session_runners",
+    "session_attempts",
+    "sessions",
+    "session_texts",
+    "session_chunks",
 ];
 
 /// A project as the API shows it.
@@ -177,6 +182,10 @@ pub async fn project_received(
     conn: &mut PgConnection,
     message: &Envelope,
 ) -> Result<(), StoreError> {
+    crate::session_models::project_received(conn, message).await?;
+    // Search records text from the same runner and process events the
+    // other models fold, so it looks at every message first.
+    crate::search::texts::project_received(conn, message).await?;
     if crate::runner_models::project_received(conn, message).await?
         || crate::node_models::project_received(conn, message).await?
     {

@@ -115,11 +115,7 @@ impl ActiveRunner {
     /// recording; a file that cannot be read is logged and left unrecorded
     /// rather than holding the attempt's outcome back.
     fn ended_at(&mut self, size: u64) {
-        match summarize(&self.transcript.path, size) {
-            Ok(summary) => self.end = Some(summary),
-            Err(e) => tracing::warn!(runner = %self.runner_id, error = %e,
-                "cannot hash the transcript"),
-        }
+        self.end = summarize_logged(self.runner_id, &self.transcript.path, size);
     }
 
     /// Bring the control file to the latest desired state, if it is newer
@@ -220,13 +216,21 @@ impl ActiveRunner {
                     self.want == Want::Paused,
                 ));
             }
+            // The exit describes the transcript as the deriver read it: up
+            // to its end, which a restart reads to again.
+            let end = exit
+                .as_ref()
+                .map(|_| summarize_logged(self.runner_id, &self.transcript.path, reader.offset()));
             if let Some(exit) = &exit {
                 if exit.reason == stratavore_agent_shim::runner_dir::ExitReason::LeaseExpired {
                     crate::metrics::lease_expired();
                 }
-                events.extend(deriver.finish(exit));
+                let file = end
+                    .as_ref()
+                    .and_then(Option::as_ref)
+                    .map(|s| s.file(&self.transcript.path));
+                events.extend(deriver.finish(exit, file));
             }
-            let done = exit.is_some().then(|| reader.offset());
             let stop_for_stall = events
                 .iter()
                 .any(|d| matches!(&d.event, ProcessEvent::Stalled(s) if s.policy == StallPolicy::Stop.name()));
@@ -234,9 +238,9 @@ impl ActiveRunner {
             if stop_for_stall {
                 self.stop_stalled();
             }
-            if let Some(size) = done {
+            if let Some(end) = end {
                 self.phase = Phase::Done;
-                self.ended_at(size);
+                self.end = end;
             }
             self.flush(recorder).await?;
         }
@@ -335,6 +339,15 @@ impl ActiveRunner {
 }
 
 use crate::liveness::boot_now;
+
+/// The transcript's size and sha256 over its first `size` bytes; a file
+/// that cannot be read is logged and left undescribed rather than holding
+/// the attempt's outcome back.
+fn summarize_logged(runner: Uuid, path: &std::path::Path, size: u64) -> Option<TranscriptSummary> {
+    summarize(path, size)
+        .inspect_err(|e| tracing::warn!(%runner, error = %e, "cannot hash the transcript"))
+        .ok()
+}
 
 /// One look for a stall: its marker is kept in the runner directory before
 /// its event is derived, so a restart derives the same event in the same

@@ -19,7 +19,8 @@ use stratavore_agent_shim::runner_dir::{
 use stratavore_agent_shim::shim::tree::marked_processes;
 use stratavore_bus::{BrokerError, Topology, connect};
 use stratavore_events::process::{
-    NodeEvent, NodeRegistered, ProcessEvent, ProcessExited, ProcessStarted, root_key,
+    NodeEvent, NodeRegistered, ProcessEvent, ProcessExited, ProcessStarted, TranscriptFile,
+    root_key,
 };
 use stratavore_store::{NewEntry, StoreError};
 
@@ -173,8 +174,8 @@ async fn close_attempt(
             }
             None => {
                 let size = transcripts::current_size(&start.path).unwrap_or(start.offset);
-                record_transcript_end(recorder, runner, attempt, &start, size).await?;
-                let exited = restart_exit(service.me.node.clone(), runner, attempt, None);
+                let file = record_transcript_end(recorder, runner, attempt, &start, size).await?;
+                let exited = restart_exit(service.me.node.clone(), runner, attempt, None, file);
                 recorder
                     .record_once(&[service.process_entry(
                         &exited,
@@ -201,8 +202,9 @@ async fn close_attempt(
         Vec::new()
     });
     let mut derived: Vec<_> = lines.iter().flat_map(|l| deriver.feed_line(l)).collect();
+    let file = record_transcript_end(recorder, runner, attempt, &start, reader.offset()).await?;
     derived.extend(match &left.exit {
-        Some(exit) if exit.reason != ExitReason::LeaseExpired => deriver.finish(exit),
+        Some(exit) if exit.reason != ExitReason::LeaseExpired => deriver.finish(exit, file),
         // The kill here, or a lease that ran out because no supervisor was
         // there to renew it: either way the restart ended the attempt. A
         // turn it interrupted was spent all the same, and is billed.
@@ -215,10 +217,10 @@ async fn close_attempt(
                 runner,
                 attempt,
                 ended.as_ref(),
+                file,
             ))
         }
     });
-    record_transcript_end(recorder, runner, attempt, &start, reader.offset()).await?;
     let entries: Vec<NewEntry> = derived
         .iter()
         .map(|d| service.process_entry(&d.event, runner, attempt, d.version))
@@ -228,23 +230,26 @@ async fn close_attempt(
     Ok(())
 }
 
-/// Record the transcript's size and sha256 over its first `size` bytes;
-/// an unreadable file is logged and left unrecorded rather than keep the
-/// attempt from its outcome.
+/// Record the transcript's size and sha256 over its first `size` bytes,
+/// and describe the file for the attempt's exit; an unreadable file is
+/// logged and left unrecorded rather than keep the attempt from its outcome.
 async fn record_transcript_end(
     recorder: &Recorder,
     runner: uuid::Uuid,
     attempt: u32,
     start: &TranscriptStart,
     size: u64,
-) -> Result<(), RegisterError> {
+) -> Result<Option<TranscriptFile>, RegisterError> {
     match transcripts::summarize(&start.path, size) {
         Ok(summary) => {
             transcripts::record_end(&recorder.pool, runner, attempt, &summary).await?;
+            Ok(Some(summary.file(&start.path)))
         }
-        Err(e) => tracing::warn!(%runner, attempt, error = %e, "cannot hash the transcript"),
+        Err(e) => {
+            tracing::warn!(%runner, attempt, error = %e, "cannot hash the transcript");
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 /// The end of an attempt this node's absence ended: its own kill at
@@ -255,6 +260,7 @@ fn restart_exit(
     runner_id: uuid::Uuid,
     attempt: u32,
     lease_ended: Option<&ExitRecord>,
+    transcript: Option<TranscriptFile>,
 ) -> ProcessEvent {
     let message = match lease_ended {
         Some(_) => "the supervisor was away past the lease and the shim ended the agent",
@@ -270,6 +276,7 @@ fn restart_exit(
         outcome: "failed".to_owned(),
         message: Some(message.to_owned()),
         resets_at: None,
+        transcript,
     })
 }
 

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use stratavore_events::process::TranscriptFile;
 use stratavore_store::StoreError;
 use uuid::Uuid;
 
@@ -104,6 +105,18 @@ pub fn summarize(path: &Path, size: u64) -> std::io::Result<TranscriptSummary> {
         size: covered,
         sha256: hex(&hasher.finalize()),
     })
+}
+
+impl TranscriptSummary {
+    /// The summary as `process.exited` carries it, for the file at `path`.
+    #[must_use]
+    pub fn file(&self, path: &Path) -> TranscriptFile {
+        TranscriptFile {
+            path: path.display().to_string(),
+            bytes: self.size,
+            sha256: self.sha256.clone(),
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -304,13 +317,16 @@ mod tests {
         let mut reader = TranscriptReader::at(path.to_path_buf(), offset);
         let lines = reader.remaining_lines().unwrap();
         let mut events: Vec<_> = lines.iter().flat_map(|l| deriver.feed_line(l)).collect();
-        events.extend(deriver.finish(&ExitRecord {
-            code: Some(0),
-            signal: None,
-            reason: ExitReason::Exited,
-            detail: None,
-            ended_boottime_ns: 0,
-        }));
+        events.extend(deriver.finish(
+            &ExitRecord {
+                code: Some(0),
+                signal: None,
+                reason: ExitReason::Exited,
+                detail: None,
+                ended_boottime_ns: 0,
+            },
+            None,
+        ));
         (events, reader.offset())
     }
 

@@ -6,6 +6,8 @@ mod nodes;
 mod projects;
 mod runner_logs;
 mod runners;
+mod search;
+mod sessions;
 
 use crate::commands::Api;
 use crate::http::{
@@ -62,6 +64,12 @@ pub fn router(state: ApiState, allowed: AllowedHosts) -> Router {
         .route("/api/v1/runners/{id}/pause", post(runners::pause))
         .route("/api/v1/runners/{id}/resume", post(runners::resume))
         .route("/api/v1/runners/{id}/logs", get(runner_logs::logs))
+        .route("/api/v1/sessions/search", get(search::search))
+        // `/api/v1/sessions/{id}` does not shadow static siblings such as
+        // `/api/v1/sessions/search`: axum prefers a static segment.
+        .route("/api/v1/sessions", get(sessions::list))
+        .route("/api/v1/sessions/{id}", get(sessions::get_one))
+        .route("/api/v1/sessions/{id}/resume", post(sessions::resume))
         .route("/api/v1/nodes", get(nodes::list))
         .route("/api/v1/nodes/{id}", get(nodes::get_one))
         .route("/api/v1/nodes/{id}/drain", post(nodes::drain))

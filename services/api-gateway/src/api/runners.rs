@@ -49,7 +49,8 @@ fn default_mode() -> LaunchMode {
     LaunchMode::New
 }
 
-fn check_launch(body: &LaunchBody) -> Result<(), ApiError> {
+/// Check a launch before it is sent; every bad field is named.
+pub(super) fn check_launch(body: &LaunchRunner) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     if let Err(why) = validate_project_name(&body.project) {
         errors.push(FieldError::new(
@@ -94,9 +95,11 @@ fn check_launch(body: &LaunchBody) -> Result<(), ApiError> {
 }
 
 /// Reasons that mean the system's state, not the request, stands in the way.
+/// A session that is in use is not among them: like one that is not
+/// resumable or is another project's, the `session_id` asked for is the
+/// fault (422 naming it).
 const CONFLICTS: &[&str] = &[
     "quota_reached",
-    "session_in_use",
     "project_archived",
     "runner_exists",
     "illegal_transition",
@@ -120,7 +123,7 @@ fn rejection(view: &CommandView, runner: &str) -> ApiError {
 }
 
 /// Send a runner command and answer with the runner once it is decided.
-async fn submit(
+pub(super) async fn submit(
     api: &Api,
     command: RunnerCommand,
     runner: Uuid,
@@ -159,9 +162,8 @@ pub(super) async fn launch(
     ValidJson(body): ValidJson<LaunchBody>,
 ) -> Result<Response, ApiError> {
     let api = state.api()?;
-    check_launch(&body)?;
     let runner_id = Uuid::now_v7();
-    let command = RunnerCommand::Launch(LaunchRunner {
+    let launch = LaunchRunner {
         runner_id,
         project: body.project,
         profile: body.profile,
@@ -172,10 +174,11 @@ pub(super) async fn launch(
         permission: body.permission,
         allowed_tools: body.allowed_tools,
         max_restarts: body.max_restarts,
-    });
+    };
+    check_launch(&launch)?;
     submit(
         api,
-        command,
+        RunnerCommand::Launch(launch),
         runner_id,
         key.as_deref(),
         wait,

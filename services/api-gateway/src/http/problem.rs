@@ -47,6 +47,9 @@ pub enum ProblemType {
     /// 503: the supervisor node that holds what was asked for is lost;
     /// `node` names it.
     NodeLost,
+    /// 503: the embedding model search needs is not installed or cannot
+    /// be loaded; search never falls back to another model.
+    ModelUnavailable,
     /// 500: something failed inside the gateway; the body says nothing more.
     Internal,
 }
@@ -66,6 +69,7 @@ impl ProblemType {
             Self::NotReady => "not-ready",
             Self::NodeUnreachable => "node-unreachable",
             Self::NodeLost => "node-lost",
+            Self::ModelUnavailable => "model-unavailable",
             Self::Internal => "internal",
         }
     }
@@ -89,6 +93,7 @@ impl ProblemType {
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::NodeUnreachable => StatusCode::BAD_GATEWAY,
             Self::NodeLost => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ModelUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -108,6 +113,7 @@ impl ProblemType {
             Self::NotReady => "Not ready",
             Self::NodeUnreachable => "Node unreachable",
             Self::NodeLost => "Node lost",
+            Self::ModelUnavailable => "Embedding model unavailable",
             Self::Internal => "Internal error",
         }
     }
@@ -254,6 +260,14 @@ pub enum ApiError {
         /// What could not be read because of it.
         detail: String,
     },
+    /// 503 `model-unavailable`: the embedding model cannot answer.
+    #[error("the embedding model {model} is unavailable: {detail}")]
+    ModelUnavailable {
+        /// The model search is configured with.
+        model: String,
+        /// Why (the missing file, the load failure).
+        detail: String,
+    },
     /// 500 `internal`: the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn StdError + Send + Sync>),
@@ -289,6 +303,7 @@ impl ApiError {
             Self::NotReady { .. } => ProblemType::NotReady,
             Self::NodeUnreachable { .. } => ProblemType::NodeUnreachable,
             Self::NodeLost { .. } => ProblemType::NodeLost,
+            Self::ModelUnavailable { .. } => ProblemType::ModelUnavailable,
             Self::Internal(_) => ProblemType::Internal,
         }
     }

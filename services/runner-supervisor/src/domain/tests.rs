@@ -63,7 +63,7 @@ fn feed(deriver: &mut TranscriptDeriver, transcript: &str) -> Vec<DerivedEvent> 
 fn derive_all(transcript: &str, end: &ExitRecord) -> Vec<DerivedEvent> {
     let mut d = deriver();
     let mut events = feed(&mut d, transcript);
-    events.extend(d.finish(end));
+    events.extend(d.finish(end, None));
     events
 }
 
@@ -298,7 +298,7 @@ fn malformed_and_unknown_lines_change_nothing_and_are_counted() {
     }
     let mut d = deriver();
     let mut events = feed(&mut d, &noisy);
-    events.extend(d.finish(&exited_with(0)));
+    events.extend(d.finish(&exited_with(0), None));
     assert_eq!(events, derive_all(TWO_TURNS, &exited_with(0)));
     let stats = d.stats();
     assert_eq!(stats.malformed_lines, 2);
@@ -369,7 +369,7 @@ fn a_stall_the_node_stopped_ends_the_attempt_as_stalled_saying_why() {
         idle_ms: 5_000,
         policy: StallPolicy::Stop,
     }));
-    events.extend(d.finish(&stopped_on_request()));
+    events.extend(d.finish(&stopped_on_request(), None));
     assert_eq!(kinds(&events), ["session_started", "stalled", "exited"]);
     let exited = last_exit(&events);
     assert_eq!(exited.outcome, "stalled");
@@ -390,7 +390,7 @@ fn a_flagged_stall_changes_no_outcome() {
         policy: StallPolicy::Flag,
     });
     events.extend(feed(&mut d, TWO_TURNS));
-    events.extend(d.finish(&exited_with(0)));
+    events.extend(d.finish(&exited_with(0), None));
     assert_eq!(kinds(&events)[0], "stalled");
     assert_eq!(last_exit(&events).outcome, "succeeded");
 }
@@ -420,13 +420,13 @@ fn stalls_read_back_after_a_restart_are_derived_where_they_were() {
     for line in &lines[3..] {
         first.extend(live.feed_line(line));
     }
-    first.extend(live.finish(&stopped_on_request()));
+    first.extend(live.finish(&stopped_on_request(), None));
     // Restarted: the markers come from the runner directory up front.
     let mut setup = AttemptSetup::claude(LAUNCH_SESSION);
     setup.stalls = vec![markers[1].clone(), markers[0].clone()];
     let mut again = TranscriptDeriver::new(identity(), setup);
     let mut second = feed(&mut again, TWO_TURNS);
-    second.extend(again.finish(&stopped_on_request()));
+    second.extend(again.finish(&stopped_on_request(), None));
     assert_eq!(first, second);
     assert_eq!(kinds(&first).iter().filter(|k| **k == "stalled").count(), 2);
     assert_eq!(last_exit(&first).outcome, "stalled");
@@ -496,15 +496,28 @@ fn text_without_an_init_line_belongs_to_the_launch_session() {
 fn the_stream_ends_with_its_exit_event() {
     let mut d = deriver();
     feed(&mut d, NO_LOGIN);
-    let end = d.finish(&exited_with(1));
+    let end = d.finish(&exited_with(1), None);
     assert_eq!(kinds(&end), ["exited"]);
     assert!(d.is_finished());
-    assert!(d.finish(&exited_with(1)).is_empty());
+    assert!(d.finish(&exited_with(1), None).is_empty());
     assert!(
         d.feed_line(NO_LOGIN.lines().last().unwrap_or_default())
             .is_empty()
     );
     assert_eq!(d.next_version(), end[0].version + 1);
+}
+
+#[test]
+fn the_exit_carries_the_transcript_the_shell_described() {
+    let file = stratavore_events::process::TranscriptFile {
+        path: "/data/sessions/s.jsonl".to_owned(),
+        bytes: 1234,
+        sha256: "ab".repeat(32),
+    };
+    let mut d = deriver();
+    feed(&mut d, TWO_TURNS);
+    let events = d.finish(&exited_with(0), Some(file.clone()));
+    assert_eq!(last_exit(&events).transcript, Some(file));
 }
 
 #[test]
@@ -536,6 +549,7 @@ fn an_attempt_killed_mid_turn_bills_the_open_turn_then_ends_in_the_given_exit() 
         outcome: "failed".to_owned(),
         message: None,
         resets_at: None,
+        transcript: None,
     });
     events.extend(d.finish_interrupted(restart.clone()));
     assert_eq!(
@@ -547,5 +561,8 @@ fn an_attempt_killed_mid_turn_bills_the_open_turn_then_ends_in_the_given_exit() 
     assert_eq!(last, Some(restart.clone()));
     assert!(d.is_finished());
     assert!(d.finish_interrupted(restart).is_empty(), "the stream ended");
-    assert!(d.finish(&exited_with(0)).is_empty(), "the stream ended");
+    assert!(
+        d.finish(&exited_with(0), None).is_empty(),
+        "the stream ended"
+    );
 }

@@ -16,7 +16,8 @@ use stratavore_agent_protocols::{
 use stratavore_agent_shim::runner_dir::{ExitReason, ExitRecord};
 use stratavore_events::process::{
     ProcessCostReconciled, ProcessErrorReported, ProcessEvent, ProcessExited, ProcessFailed,
-    ProcessSessionBound, ProcessSessionStarted, ProcessStalled, TextChunked, UsageReported,
+    ProcessSessionBound, ProcessSessionStarted, ProcessStalled, TextChunked, TranscriptFile,
+    UsageReported,
 };
 use uuid::Uuid;
 
@@ -241,8 +242,14 @@ impl TranscriptDeriver {
     /// Ends the transcript with the shim's exit record: a turn the agent
     /// left open is still billed, then one `process.exited` (or
     /// `process.failed` when the agent never started) closes the stream.
-    /// Calling it again gives nothing.
-    pub fn finish(&mut self, exit: &ExitRecord) -> Vec<DerivedEvent> {
+    /// `transcript` describes the session's transcript file up to the end
+    /// of the lines fed (the shell reads and hashes it; none when it could
+    /// not), and goes into the exit as it is. Calling it again gives nothing.
+    pub fn finish(
+        &mut self,
+        exit: &ExitRecord,
+        transcript: Option<TranscriptFile>,
+    ) -> Vec<DerivedEvent> {
         if self.finished {
             return Vec::new();
         }
@@ -250,7 +257,7 @@ impl TranscriptDeriver {
         let facts = self.parser.finish();
         events.extend(self.derive(facts));
         events.extend(self.drain_stalls());
-        let last = self.exit_event(exit);
+        let last = self.exit_event(exit, transcript);
         events.push(self.next(last));
         self.finished = true;
         events
@@ -445,7 +452,7 @@ impl TranscriptDeriver {
             .unwrap_or_else(|| self.launch_session_id.clone())
     }
 
-    fn exit_event(&self, exit: &ExitRecord) -> ProcessEvent {
+    fn exit_event(&self, exit: &ExitRecord, transcript: Option<TranscriptFile>) -> ProcessEvent {
         let runner_id = self.identity.runner_id;
         let attempt = self.identity.attempt;
         let node = self.identity.node.clone();
@@ -495,6 +502,7 @@ impl TranscriptDeriver {
             outcome: outcome.to_owned(),
             message,
             resets_at,
+            transcript,
         })
     }
 }

@@ -1,0 +1,290 @@
+//! The search statement at scale: with 10,000 chunks (synthetic vectors,
+//! real words) the plan reads the model's HNSW index and the full-text GIN
+//! index, and a filter on a small project still fills `limit`, which only
+//! pgvector's iterative index scan makes possible.
+
+use api_gateway::config::SearchSection;
+use api_gateway::search::Search;
+use api_gateway::search::query::{self, SCAN_SETTINGS, SearchRequest, candidates, search_sql};
+use std::time::{Duration, Instant};
+use stratavore_testkit::TestEnv;
+
+const CHUNKS: i64 = 10_000;
+const PROJECTS: i64 = 5;
+const MODEL: &str = "all-MiniLM-L6-v2";
+
+/// 10,000 chunks over 2,000 sessions in 50 projects; a handful mention a
+/// rare word.
+async fn fill(pool: &sqlx::PgPool) {
+    sqlx::query(
+        "INSERT INTO session_chunks (text_id, seq, model, session_id, project, role, body, at, embedding)
+         SELECT md5(i::text)::uuid, 0, $1, 's' || (i % 2000), 'p' || (i % $3), 'assistant',
+                (ARRAY['the migration of the orders table failed halfway',
+                       'sidebar layout overlaps the header on phones',
+                       'retry the deploy after the canary settles',
+                       'billing workers fall behind on the queue',
+                       'certificates expired on one load balancer'])[1 + i % 5]
+                || CASE WHEN i % 997 = 0 THEN ' see zebrafinchd.conf' ELSE '' END,
+                now(),
+                (SELECT array_agg(random() - 0.5)::vector FROM generate_series(1, 384) WHERE i > 0)
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(MODEL)
+    .bind(CHUNKS)
+    .bind(PROJECTS)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE session_chunks")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+fn random_vector(seed: u64) -> Vec<f32> {
+    // A small LCG: the test needs some direction, not a good one.
+    let mut x = seed;
+    (0..384)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect()
+}
+
+async fn plan(
+    pool: &sqlx::PgPool,
+    search: &Search,
+    words: &str,
+    project: Option<&str>,
+    settings: &[&str],
+) -> String {
+    let mut tx = pool.begin().await.unwrap();
+    for setting in settings {
+        sqlx::query(sqlx::AssertSqlSafe(*setting))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, COSTS OFF) {}",
+        search_sql(search.index())
+    )))
+    .bind(api_gateway::search::vector_literal(&random_vector(7)))
+    .bind(words)
+    .bind(MODEL)
+    .bind(project)
+    .bind(candidates(10))
+    .bind(60_i64)
+    .bind(10_i64)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    lines.join("\n")
+}
+
+/// Rows the vector ranking's LIMIT returned, from an `EXPLAIN ANALYZE`.
+fn vector_rows(plan: &str) -> i64 {
+    let after = &plan[plan.find("CTE vec").expect("a vector ranking")..];
+    let rows = &after[after.find("rows=").unwrap() + 5..];
+    let end = rows.find(|c: char| !c.is_ascii_digit()).unwrap();
+    rows[..end].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_ten_thousand_chunks_search_uses_both_indexes_and_a_project_filter_still_fills_the_limit()
+ {
+    let env = TestEnv::new().await.unwrap();
+    let pool = env.db.service_pool("api-gateway").await.unwrap();
+    // The model is not loaded: the statement takes a vector, and these are
+    // synthetic.
+    let search = Search::minilm(&SearchSection {
+        model_dir: stratavore_testkit::embedding_model_dir(),
+        ..SearchSection::default()
+    });
+    search.index().ensure(&pool).await.unwrap();
+    fill(&pool).await;
+
+    let index = search.index().name();
+    for project in [None, Some("p3")] {
+        let plan = plan(&pool, &search, "zebrafinchd.conf", project, SCAN_SETTINGS).await;
+        assert!(
+            plan.contains(&format!("Index Scan using {index}")),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("Bitmap Index Scan on session_chunks_fts"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Seq Scan on session_chunks"), "{plan}");
+        // The vector ranking got all the candidates it asked for.
+        assert_eq!(vector_rows(&plan), candidates(10), "{plan}");
+    }
+    // The control: without iterative scans the filtered index scan stops
+    // at ef_search neighbours and comes back short.
+    let plain = [
+        "SET LOCAL hnsw.iterative_scan = off",
+        "SET LOCAL hnsw.ef_search = 100",
+    ];
+    let plan = plan(&pool, &search, "zebrafinchd.conf", Some("p3"), &plain).await;
+    assert!(vector_rows(&plan) < candidates(10) / 2, "{plan}");
+
+    // p7 holds 2% of the chunks: a plain scan of the first ef_search
+    // neighbours would find about two of them.
+    let request = SearchRequest {
+        q: "orders table migration".into(),
+        project: Some("p3".into()),
+        limit: 10,
+    };
+    let hits = query::run(&pool, &search, &request, &random_vector(11))
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 10, "{hits:#?}");
+    assert!(hits.iter().all(|h| h.project.as_deref() == Some("p3")));
+
+    // The rare word finds every chunk that holds it (each in a session of
+    // its own), ranked by words, among the first hits.
+    let request = SearchRequest {
+        q: "zebrafinchd.conf".into(),
+        project: None,
+        limit: 20,
+    };
+    let hits = query::run(&pool, &search, &request, &random_vector(13))
+        .await
+        .unwrap();
+    let sessions: Vec<String> = (1..=CHUNKS)
+        .filter(|i| i % 997 == 0)
+        .map(|i| format!("s{}", i % 2000))
+        .collect();
+    let by_words: Vec<_> = hits.iter().filter(|h| h.text_rank.is_some()).collect();
+    assert_eq!(by_words.len(), sessions.len(), "{hits:#?}");
+    assert!(by_words.iter().all(|h| sessions.contains(&h.session_id)));
+    assert!(by_words.iter().all(|h| h.snippet.contains("zebrafinchd")));
+    pool.close().await;
+}
+
+/// A text of about 200 of the model's tokens, different for each `i`.
+fn record_text(i: usize) -> String {
+    const WORDS: &[&str] = &[
+        "deploy",
+        "queue",
+        "replica",
+        "schema",
+        "index",
+        "cache",
+        "worker",
+        "latency",
+        "timeout",
+        "retry",
+        "certificate",
+        "layout",
+        "sidebar",
+        "billing",
+        "invoice",
+        "checkout",
+        "session",
+        "token",
+        "budget",
+        "runner",
+        "transcript",
+        "migration",
+        "rollback",
+        "canary",
+        "dashboard",
+        "alert",
+        "metric",
+        "trace",
+        "gateway",
+        "broker",
+    ];
+    let mut x = i as u64 + 1;
+    let words: Vec<&str> = (0..150)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            WORDS[(x >> 40) as usize % WORDS.len()]
+        })
+        .collect();
+    format!("Record {i}: {}.", words.join(" "))
+}
+
+async fn create_project(stack: &crate::support::Stack, name: &str) -> Duration {
+    let started = Instant::now();
+    let reply = stack
+        .http
+        .post(stack.url("/api/v1/projects"))
+        .header("Idempotency-Key", name)
+        .json(
+            &serde_json::json!({"name": name, "path": format!("{}/{name}", crate::support::ROOT)}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 201, "{:?}", reply.text().await);
+    started.elapsed()
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// The worker embeds beside the consumer, never in it: while 1,000 texts
+/// wait to be embedded, a project's creation still answers 201 as fast as
+/// on an idle gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_a_project_creation_is_not_delayed_while_a_thousand_chunks_are_embedded() {
+    let stack = crate::support::Stack::start().await;
+    let mut idle = Vec::new();
+    for i in 0..5 {
+        idle.push(create_project(&stack, &format!("idle-{i}")).await);
+    }
+    let admin = stack.env.db.admin_pool().await.unwrap();
+    let texts: Vec<String> = (0..1000).map(record_text).collect();
+    sqlx::query(
+        "INSERT INTO gateway.session_texts (text_id, session_id, runner_id, attempt, project, role, body, at)
+         SELECT gen_random_uuid(), 'load-' || (n % 100), gen_random_uuid(), 1, 'load', 'assistant', body, now()
+         FROM unnest($1::text[]) WITH ORDINALITY AS t(body, n)",
+    )
+    .bind(&texts)
+    .execute(&admin)
+    .await
+    .unwrap();
+    let embedded = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM gateway.session_texts WHERE embedded_at IS NOT NULL",
+        )
+        .fetch_one(&admin)
+        .await
+        .unwrap()
+    };
+    stratavore_testkit::wait_until(
+        "the worker to start embedding",
+        Duration::from_secs(60),
+        || async { Ok((embedded().await > 0).then_some(())) },
+    )
+    .await
+    .unwrap();
+
+    let mut busy = Vec::new();
+    for i in 0..5 {
+        busy.push(create_project(&stack, &format!("busy-{i}")).await);
+    }
+    let done = embedded().await;
+    assert!(
+        done < 1000,
+        "the worker finished before the creations: nothing was measured"
+    );
+    let (idle, busy) = (median(idle), median(busy));
+    eprintln!(
+        "201 median: idle {idle:?}, while embedding {busy:?} ({done} of 1000 texts embedded)"
+    );
+    assert!(
+        busy <= idle * 3 + Duration::from_millis(150),
+        "a creation took {busy:?} while embedding, {idle:?} idle"
+    );
+    admin.close().await;
+    stack.cleanup().await;
+}

@@ -288,3 +288,81 @@ async fn serial_a_project_creation_is_not_delayed_while_a_thousand_chunks_are_em
     admin.close().await;
     stack.cleanup().await;
 }
+
+/// A gateway whose model folder is empty says so: `/readyz` is not ready
+/// and names the missing file, a search answers 503 `model-unavailable`,
+/// and pending text stays pending rather than being embedded some other way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_model_the_gateway_is_not_ready_and_search_refuses_instead_of_falling_back() {
+    let env = TestEnv::new().await.unwrap();
+    let shutdown = stratavore_runtime::Shutdown::new();
+    let mut config = crate::support::gateway_config(&env);
+    let empty =
+        stratavore_testkit::scratch_dir().join(format!("no-model-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&empty).unwrap();
+    config.search.model_dir = empty.clone();
+    let gateway = api_gateway::start(config, shutdown.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let base = format!("http://{}", gateway.health_addr);
+
+    let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    let check = &body["checks"]["embeddings"];
+    assert_eq!(check["ready"], false, "{body}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(detail.starts_with("all-MiniLM-L6-v2"), "{detail}");
+    assert!(detail.contains(&empty.display().to_string()), "{detail}");
+
+    let pool = env.db.admin_pool().await.unwrap();
+    sqlx::query(
+        "INSERT INTO gateway.session_texts (text_id, session_id, runner_id, attempt, project, role, body, at)
+         VALUES (gen_random_uuid(), 's', gen_random_uuid(), 1, 'web', 'assistant', 'some text', now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let search = reqwest::get(format!("{base}/api/v1/sessions/search?q=anything"))
+        .await
+        .unwrap();
+    assert_eq!(search.status().as_u16(), 503);
+    let problem: serde_json::Value = search.json().await.unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://stratavore.dev/problems/model-unavailable"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("all-MiniLM-L6-v2"),
+        "{problem}"
+    );
+
+    // The worker tried, recorded why, and left the text pending.
+    stratavore_testkit::wait_until("the worker to try", Duration::from_secs(30), || async {
+        let error: Option<String> =
+            sqlx::query_scalar("SELECT last_error FROM gateway.session_texts")
+                .fetch_one(&pool)
+                .await?;
+        Ok(error)
+    })
+    .await
+    .unwrap();
+    let (pending, chunks): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM gateway.session_texts WHERE embedded_at IS NULL),
+                (SELECT count(*) FROM gateway.session_chunks)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((pending, chunks), (1, 0));
+    pool.close().await;
+    shutdown.trigger();
+    shutdown
+        .wait_for_tasks(Duration::from_secs(20))
+        .await
+        .unwrap();
+}

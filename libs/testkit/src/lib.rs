@@ -21,7 +21,7 @@ pub use agent_clis::agent_cli;
 pub use broker::{Subscriber, TestBroker};
 pub use database::TestDatabase;
 pub use env::TestEnv;
-pub use paths::embedding_model_dir;
+pub use paths::{embedding_model_dir, scratch_dir};
 pub use private::{private_postgres, private_rabbitmq};
 pub use process::ServiceProcess;
 pub use tcp_proxy::{CutMode, TcpProxy};

@@ -1,6 +1,7 @@
 //! Tests of the whole stack: provisioning, roles and topology, and the
 //! project flow across gateway, relay and orchestrator.
 
+mod budgets_api;
 mod consumer_crashes;
 mod consumer_faults;
 mod infrastructure_faults;
@@ -12,6 +13,7 @@ mod node_liveness;
 mod nodes_api;
 mod projects_api;
 mod provisioning;
+mod quota_waits;
 mod real_agents;
 mod rebuild;
 mod replayed_agents;

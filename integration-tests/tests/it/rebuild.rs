@@ -22,6 +22,9 @@ async fn projections(pool: &PgPool) -> serde_json::Value {
         ("gateway.session_runners", "runner_id"),
         ("gateway.session_attempts", "runner_id, attempt"),
         ("gateway.sessions", "session_id"),
+        ("gateway.budgets", "budget_id"),
+        ("gateway.budget_alerts", "budget_id, period_start, kind"),
+        ("gateway.budget_spend", "message_id"),
         ("orchestrator.projects", "name"),
         ("orchestrator.runners", "runner_id"),
         ("orchestrator.runner_timers", "runner_id"),
@@ -29,6 +32,12 @@ async fn projections(pool: &PgPool) -> serde_json::Value {
         ("orchestrator.session_usage", "session_id"),
         ("orchestrator.nodes", "node"),
         ("orchestrator.node_losses", "node, incarnation"),
+        ("orchestrator.budgets", "budget_id"),
+        (
+            "orchestrator.budget_alerts",
+            "budget_id, period_start, kind",
+        ),
+        ("orchestrator.budget_spend", "message_id"),
         ("orchestrator.stream_versions", "source_log, stream"),
     ];
     let mut out = serde_json::Map::new();

@@ -42,6 +42,8 @@ pub(crate) struct Node {
 
 /// Where the relay's shutdown sits in [`Node`]'s `shutdowns`.
 const RELAY: usize = 2;
+/// Where the first orchestrator's shutdown is in `Node::shutdowns`.
+const ORCHESTRATOR: usize = 0;
 
 /// What a test changes in the stack it starts.
 #[derive(Default)]
@@ -55,6 +57,10 @@ pub(crate) struct NodeOptions {
     pub(crate) ttl_ms: Option<u64>,
     /// The orchestrator's grace on top of the TTL before a node is lost.
     pub(crate) liveness_grace_ms: Option<u64>,
+    /// One injected wall clock for the orchestrator, the gateway and the
+    /// node: system time plus the milliseconds this file holds (see
+    /// [`Node::set_clock_offset`]).
+    pub(crate) clock_offset_file: Option<PathBuf>,
 }
 
 /// A node's environment for a liveness TTL of `ttl` ms, heartbeats every
@@ -149,12 +155,14 @@ impl Node {
         if let Some(grace) = options.liveness_grace_ms {
             orchestrator.runners.liveness_grace_ms = grace;
         }
+        orchestrator.base.clock.offset_file = options.clock_offset_file.clone();
         session_orchestrator::start(orchestrator.clone(), o.clone())
             .await
             .unwrap()
             .unwrap();
         let mut gateway_settings = gateway_config(&env);
         gateway_settings.api.node_token = api_gateway::config::NodeToken::new(NODE_TOKEN);
+        gateway_settings.base.clock.offset_file = options.clock_offset_file.clone();
         let gateway = api_gateway::start(gateway_settings, g.clone())
             .await
             .unwrap()
@@ -174,6 +182,12 @@ impl Node {
         let mut extra = options.supervisor_env;
         if let Some(ttl) = options.ttl_ms {
             extra.splice(0..0, ttl_env(ttl));
+        }
+        if let Some(file) = &options.clock_offset_file {
+            extra.push((
+                "STRATAVORE__CLOCK__OFFSET_FILE".to_owned(),
+                file.to_string_lossy().into_owned(),
+            ));
         }
         // The node's data folder keeps its historical name: tests read
         // runner directories under `node/`.
@@ -526,6 +540,27 @@ impl Node {
             .unwrap()
             .unwrap();
         self.shutdowns.push(shutdown);
+    }
+
+    /// Stop the first orchestrator and start it again with the same
+    /// configuration (its timers and projections come from the database).
+    pub(crate) async fn restart_orchestrator(&mut self) {
+        let old = self.shutdowns[ORCHESTRATOR].clone();
+        old.trigger();
+        old.wait_for_tasks(Duration::from_secs(20)).await.unwrap();
+        let fresh = Shutdown::new();
+        session_orchestrator::start(self.orchestrator.clone(), fresh.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        self.shutdowns[ORCHESTRATOR] = fresh;
+    }
+
+    /// Move the injected clock to system time plus `offset`.
+    pub(crate) fn set_clock_offset(file: &std::path::Path, offset: Duration) {
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, offset.as_millis().to_string()).unwrap();
+        std::fs::rename(tmp, file).unwrap();
     }
 
     /// Stop the relay: no log's rows reach the broker until

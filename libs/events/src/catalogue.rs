@@ -1,7 +1,7 @@
 //! The catalogue of every message type: routing keys, schema URNs and the
 //! JSON Schema of each payload, gathered from every message family.
 
-use crate::{Message, inbox, process, project, runner};
+use crate::{Message, budget, inbox, process, project, runner};
 
 /// Whether a message records a fact or asks for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -75,6 +75,8 @@ impl Catalogue {
             process::NodeEvent::types(),
             process::NodeCommand::types(),
             process::LiveMessage::types(),
+            budget::BudgetCommand::types(),
+            budget::BudgetEvent::types(),
         ]
         .into_iter()
         .flatten()

@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod budget;
 pub mod catalogue;
 pub mod envelope;
 pub mod inbox;

@@ -78,7 +78,7 @@ pub fn run(
             prompt
         }
     };
-    let script = Script::resolve(cli.script.as_deref(), &prompt)?;
+    let script = Script::resolve(cli.script.as_deref(), &prompt)?.for_run(cli.resume.is_some());
     if script.replay.is_some() {
         return replay(&script, stdout, stderr);
     }

@@ -34,6 +34,10 @@ pub struct Script {
     /// End with a usage-limit error result that resets this many seconds
     /// from now, and exit 1.
     pub rate_limit: Option<u64>,
+    /// On a resume (`--resume`), the limit has reset: `rate_limit` does
+    /// not apply and the run finishes normally, as a real agent's resumed
+    /// session does once its quota window is over.
+    pub resume_succeeds: bool,
     /// Start `sleep` grandchildren (plain, `setsid`, `env -i`) and print
     /// their pids.
     pub grandchildren: bool,
@@ -66,6 +70,7 @@ impl Default for Script {
             hang: false,
             ignore_sigterm: false,
             rate_limit: None,
+            resume_succeeds: false,
             grandchildren: false,
             text: None,
             replay: None,
@@ -141,7 +146,21 @@ impl Script {
         Ok(script.replay.is_some().then_some(script))
     }
 
-    /// The turns to run.
+    /// The script as it applies to this run: a resume of a script with
+    /// `resume_succeeds` runs without its rate limit.
+    #[must_use]
+    pub fn for_run(self, resuming: bool) -> Script {
+        if resuming && self.resume_succeeds {
+            Script {
+                rate_limit: None,
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+
+    /// Turns to run: `turns`, else 1 (0 when a rate limit is set).
     #[must_use]
     pub fn planned_turns(&self) -> u32 {
         self.turns
@@ -164,6 +183,22 @@ mod tests {
         let script = Script::resolve(None, "hello").ok();
         assert_eq!(script, Some(Script::default()));
         assert_eq!(Script::default().planned_turns(), 1);
+    }
+
+    #[test]
+    fn a_resume_that_succeeds_drops_the_rate_limit_and_only_on_a_resume() {
+        let limited = Script {
+            rate_limit: Some(60),
+            resume_succeeds: true,
+            ..Script::default()
+        };
+        assert_eq!(limited.clone().for_run(false).rate_limit, Some(60));
+        assert_eq!(limited.clone().for_run(true).rate_limit, None);
+        let always = Script {
+            resume_succeeds: false,
+            ..limited
+        };
+        assert_eq!(always.for_run(true).rate_limit, Some(60));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! answers from read models it folds from the events it consumes.
 
 pub mod api;
+pub mod budget_models;
 pub mod commands;
 pub mod config;
 pub mod heartbeats;

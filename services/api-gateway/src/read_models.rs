@@ -25,6 +25,9 @@ pub const TABLES: &[&str] = &[
     "sessions",
     "session_texts",
     "session_chunks",
+    "budgets",
+    "budget_alerts",
+    "budget_spend",
 ];
 
 /// A project as the API shows it.
@@ -76,7 +79,7 @@ pub struct CommandView {
 
 /// A hash of what a request asked for, to tell a retry (same key, same
 /// request) from a key reused for something else. Ids the gateway assigns
-/// itself (a launch's `runner_id`) are not part of what was asked.
+/// itself (a launch's `runner_id`, a budget's `budget_id`) are not part of what was asked.
 pub fn request_hash(type_name: &str, data: &serde_json::Value) -> String {
     let mut asked = data.clone();
     let launch = stratavore_events::runner::RunnerCommand::types()
@@ -84,6 +87,12 @@ pub fn request_hash(type_name: &str, data: &serde_json::Value) -> String {
         .any(|t| t.type_name == type_name && t.routing_key.ends_with("runner.launch"));
     if let (true, Some(fields)) = (launch, asked.as_object_mut()) {
         fields.remove("runner_id");
+    }
+    let budget_create = stratavore_events::budget::BudgetCommand::types()
+        .iter()
+        .any(|t| t.type_name == type_name && t.routing_key.ends_with("budget.create"));
+    if let (true, Some(fields)) = (budget_create, asked.as_object_mut()) {
+        fields.remove("budget_id");
     }
     // serde_json keeps object keys sorted, so equal values print equally.
     let text = format!("{type_name}\n{asked}");
@@ -103,7 +112,12 @@ fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<(), StoreError> {
     let is_client_command = ProjectCommand::from_data(&entry.type_name, entry.data.clone()).is_ok()
         || RunnerCommand::from_data(&entry.type_name, entry.data.clone()).is_ok()
-        || NodeCommand::from_data(&entry.type_name, entry.data.clone()).is_ok();
+        || NodeCommand::from_data(&entry.type_name, entry.data.clone()).is_ok()
+        || stratavore_events::budget::BudgetCommand::from_data(
+            &entry.type_name,
+            entry.data.clone(),
+        )
+        .is_ok();
     if !is_client_command {
         return Ok(());
     }
@@ -186,7 +200,8 @@ pub async fn project_received(
     // Search records text from the same runner and process events the
     // other models fold, so it looks at every message first.
     crate::search::texts::project_received(conn, message).await?;
-    if crate::runner_models::project_received(conn, message).await?
+    if crate::budget_models::project_received(conn, message).await?
+        || crate::runner_models::project_received(conn, message).await?
         || crate::node_models::project_received(conn, message).await?
     {
         return Ok(());

@@ -68,6 +68,9 @@ pub struct RunnerView {
     /// Cost in USD (priced per model while running; an attempt's priced
     /// cost is replaced by the agent's own figure once it reports one).
     pub cost_usd: f64,
+    /// While it waits (a restart's backoff, a provider's quota window):
+    /// when the orchestrator will offer its next attempt.
+    pub resume_at: Option<chrono::DateTime<chrono::Utc>>,
     /// When it was launched.
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// When it last changed.
@@ -169,7 +172,7 @@ pub async fn project_runner_event(
         E::Offered(o) => {
             // A stall of an earlier attempt says nothing about this one.
             sqlx::query(
-                "UPDATE runners SET attempt = $2, session_id = $3, node = NULL, pid = NULL,
+                "UPDATE runners SET attempt = $2, session_id = $3, node = NULL, pid = NULL, resume_at = NULL,
                      stalled_at = CASE WHEN stalled_attempt < $2 THEN NULL ELSE stalled_at END,
                      stalled_idle_ms = CASE WHEN stalled_attempt < $2 THEN NULL ELSE stalled_idle_ms END,
                      stalled_attempt = CASE WHEN stalled_attempt < $2 THEN NULL ELSE stalled_attempt END
@@ -202,12 +205,15 @@ pub async fn project_runner_event(
             touch(conn, b.runner_id, state, message).await
         }
         E::RestartScheduled(r) => {
-            sqlx::query("UPDATE runners SET last_error = $2 WHERE runner_id = $1")
-                .bind(r.runner_id)
-                .bind(&r.reason)
-                .execute(&mut *conn)
-                .await
-                .map_err(store("projecting a restart"))?;
+            sqlx::query(
+                "UPDATE runners SET last_error = $2, resume_at = to_timestamp($3 / 1000.0) WHERE runner_id = $1",
+            )
+            .bind(r.runner_id)
+            .bind(&r.reason)
+            .bind(r.not_before_ms as f64)
+            .execute(&mut *conn)
+            .await
+            .map_err(store("projecting a restart"))?;
             touch(conn, r.runner_id, state, message).await
         }
         E::Relaunched(r) => {
@@ -227,19 +233,23 @@ pub async fn project_runner_event(
             touch(conn, r.runner_id, state, message).await
         }
         E::WaitingQuota(q) => {
-            sqlx::query("UPDATE runners SET last_error = $2 WHERE runner_id = $1")
-                .bind(q.runner_id)
-                .bind(&q.message)
-                .execute(&mut *conn)
-                .await
-                .map_err(store("projecting a quota wait"))?;
+            sqlx::query(
+                "UPDATE runners SET last_error = $2, resume_at = to_timestamp($3 / 1000.0) WHERE runner_id = $1",
+            )
+            .bind(q.runner_id)
+            .bind(&q.message)
+            .bind(q.resume_at_ms as f64)
+            .execute(&mut *conn)
+            .await
+            .map_err(store("projecting a quota wait"))?;
             touch(conn, q.runner_id, state, message).await
         }
         E::Exited(e) | E::Failed(e) | E::Lost(e) | E::Cancelled(e) => {
             let error =
                 (e.reason != "completed" && e.reason != "stopped").then_some(e.reason.as_str());
             sqlx::query(
-                "UPDATE runners SET exit_code = coalesce($2, exit_code), last_error = coalesce($3, last_error)
+                "UPDATE runners SET exit_code = coalesce($2, exit_code), last_error = coalesce($3, last_error),
+                     resume_at = NULL
                  WHERE runner_id = $1",
             )
             .bind(e.runner_id)
@@ -274,7 +284,7 @@ pub async fn project_received(
 
 const COLUMNS: &str = "runner_id, project, profile, state, attempt, node, pid, session_id, last_error, exit_code,
     input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, created_at, updated_at,
-    model, permission, allowed_tools, stalled_at, stalled_idle_ms";
+    model, permission, allowed_tools, stalled_at, stalled_idle_ms, resume_at";
 
 fn view(r: &sqlx::postgres::PgRow) -> RunnerView {
     RunnerView {
@@ -293,6 +303,7 @@ fn view(r: &sqlx::postgres::PgRow) -> RunnerView {
         exit_code: r.get(9),
         stalled_at: r.get(20),
         stalled_idle_ms: r.get(21),
+        resume_at: r.get(22),
         tokens: Tokens {
             input: r.get(10),
             output: r.get(11),

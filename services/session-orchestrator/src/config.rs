@@ -19,6 +19,8 @@ pub struct OrchestratorConfig {
     pub projects: ProjectsSection,
     /// Runners: launches, restarts, timers.
     pub runners: RunnersSection,
+    /// Budgets: the time zone their periods are reckoned in.
+    pub budgets: BudgetsSection,
     /// Agent profiles by name: a launch names one and chooses from its
     /// allowlists.
     pub profiles: Profiles,
@@ -31,6 +33,7 @@ struct OwnSections {
     consumer: ConsumerSection,
     projects: ProjectsSection,
     runners: RunnersSection,
+    budgets: BudgetsSection,
 }
 
 /// `[runners]`: every timeout and backoff of the launch saga, long by
@@ -63,6 +66,10 @@ pub struct RunnersSection {
     pub shared_session_storage: bool,
     /// How long a quota wait lasts when the agent did not say when it resets.
     pub quota_wait_default_ms: u64,
+    /// How long a runner whose quota wait is over waits before looking
+    /// again for a free slot in its project (it gave its slot up while
+    /// waiting).
+    pub quota_slot_retry_ms: u64,
     /// How often due timers are looked for.
     pub timer_poll_ms: u64,
 }
@@ -91,7 +98,27 @@ impl Default for RunnersSection {
             liveness_grace_ms: 5_000,
             shared_session_storage: false,
             quota_wait_default_ms: 3_600_000,
+            quota_slot_retry_ms: 5_000,
             timer_poll_ms: 500,
+        }
+    }
+}
+
+/// `[budgets]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct BudgetsSection {
+    /// The IANA time zone (`UTC`, `Europe/Paris`) whose calendar hours,
+    /// days (from midnight), weeks (from Monday) and months budgets count
+    /// in. A budget records the zone in force when it is created, so a
+    /// later change applies to budgets created after it.
+    pub time_zone: String,
+}
+
+impl Default for BudgetsSection {
+    fn default() -> Self {
+        Self {
+            time_zone: "UTC".to_owned(),
         }
     }
 }
@@ -124,6 +151,7 @@ impl Default for OrchestratorConfig {
             consumer: ConsumerSection::default(),
             projects: ProjectsSection::default(),
             runners: RunnersSection::default(),
+            budgets: BudgetsSection::default(),
             profiles: Profiles::default(),
         }
     }
@@ -156,6 +184,7 @@ impl OrchestratorConfig {
             consumer: own.consumer,
             projects: own.projects,
             runners: own.runners,
+            budgets: own.budgets,
             profiles,
         };
         config.validate()?;
@@ -199,6 +228,9 @@ impl Validate for OrchestratorConfig {
                 "runners.max_concurrent_per_project",
                 "must be positive",
             ));
+        }
+        if let Err(e) = stratavore_budgets::time_zone(&self.budgets.time_zone) {
+            return Err(ConfigError::invalid("budgets.time_zone", e.to_string()));
         }
         if self.projects.allowed_roots.is_empty() {
             return Err(ConfigError::invalid(
@@ -265,6 +297,22 @@ mod tests {
             err.to_string().contains("max_attempts") || err.key() == Some("consumer.max_attempts"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_budget_time_zone_defaults_to_utc_and_an_unknown_one_is_refused_naming_the_key() {
+        let config = OrchestratorConfig::load_with(env(&[])).unwrap();
+        assert_eq!(config.budgets.time_zone, "UTC");
+        let config = OrchestratorConfig::load_with(env(&[(
+            "STRATAVORE__BUDGETS__TIME_ZONE",
+            "Europe/Paris",
+        )]))
+        .unwrap();
+        assert_eq!(config.budgets.time_zone, "Europe/Paris");
+        let err =
+            OrchestratorConfig::load_with(env(&[("STRATAVORE__BUDGETS__TIME_ZONE", "Mars/Base")]))
+                .unwrap_err();
+        assert_eq!(err.key(), Some("budgets.time_zone"));
     }
 
     #[test]

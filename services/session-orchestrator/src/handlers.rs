@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use std::path::PathBuf;
 use std::sync::Arc;
 use stratavore_consumer::{Decider, HandleError, Projection};
+use stratavore_events::budget::BudgetCommand;
 use stratavore_events::process::{NodeCommand, NodeEvent, ProcessEvent};
 use stratavore_events::project::{ProjectCommand, ProjectEvent};
 use stratavore_events::runner::RunnerCommand;
@@ -44,6 +45,8 @@ pub struct Orchestrator {
     pub runners: crate::config::RunnersSection,
     /// The agent profiles a launch may name.
     pub profiles: Arc<stratavore_profiles::Profiles>,
+    /// `budgets.time_zone`, recorded in each budget created.
+    pub budget_time_zone: String,
 }
 
 impl Orchestrator {
@@ -122,9 +125,16 @@ impl Decider for Orchestrator {
                 }
             };
         }
+        if is_of::<BudgetCommand>(t) {
+            let command = BudgetCommand::from_data(t, message.data.clone()).map_err(poison)?;
+            return self.decide_budget_command(conn, message, &command).await;
+        }
         if is_of::<ProcessEvent>(t) {
             let event = ProcessEvent::from_data(t, message.data.clone()).map_err(poison)?;
-            return self.decide_process_event(conn, message, event).await;
+            let mut entries = self.decide_process_event(conn, message, event).await?;
+            // Usage and reconciliations count against budgets too.
+            entries.extend(self.decide_budget_spend(conn, message).await?);
+            return Ok(entries);
         }
         match ProjectCommand::from_data(t, message.data.clone()) {
             Ok(command) => self.decide_project(conn, message, command).await,
@@ -141,10 +151,17 @@ impl Decider for Orchestrator {
         // A project command gets its terminal `rejected` even when it never
         // parsed (the reason it went dead): the gateway tracks it by id, and
         // its subject names the project.
-        let is_project_command = TypeName::parse(&message.type_name).is_ok_and(|t| {
-            t.kind == MessageKind::Command && t.subject_part.starts_with("project.")
-        });
-        if !is_project_command {
+        let command_of = |prefix: &str| {
+            TypeName::parse(&message.type_name)
+                .is_ok_and(|t| t.kind == MessageKind::Command && t.subject_part.starts_with(prefix))
+        };
+        if command_of("budget.") {
+            // The gateway names the budget in the subject.
+            let budget_id = uuid::Uuid::parse_str(&message.subject).unwrap_or_default();
+            let event = crate::domain::budgets::skipped(budget_id, message.id);
+            return vec![self.budget_entry(&event, budget_id, 1, message)];
+        }
+        if !command_of("project.") {
             return Vec::new();
         }
         let event = projects::skipped(&message.subject, message.id);
@@ -163,6 +180,7 @@ impl Projection for Orchestrator {
         entry: &Envelope,
     ) -> Result<(), StoreError> {
         projections::project_own(conn, entry).await?;
+        crate::budget_store::project_budget_event(conn, entry).await?;
         crate::node_store::project_node_event(conn, entry).await?;
         crate::runner_store::project_runner_event(conn, entry).await
     }
@@ -179,6 +197,7 @@ impl Projection for Orchestrator {
         {
             crate::node_store::project_node_event(conn, message).await?;
         }
+        crate::budget_store::project_spend(conn, message).await?;
         crate::session_usage::project_received(conn, message).await
     }
 }

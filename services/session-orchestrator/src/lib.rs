@@ -5,6 +5,8 @@
 //! supervisors report, decides with pure domain code, and records the
 //! outcome in its log.
 
+mod budget_handlers;
+pub mod budget_store;
 pub mod config;
 pub mod domain;
 pub mod handlers;
@@ -40,6 +42,7 @@ pub fn drainer(config: &OrchestratorConfig, pool: sqlx::PgPool) -> Drainer<Orche
         clock: clock_from_section(&config.base.clock),
         runners: config.runners.clone(),
         profiles: Arc::new(config.profiles.clone()),
+        budget_time_zone: config.budgets.time_zone.clone(),
     };
     Drainer {
         pool,
@@ -93,6 +96,15 @@ pub async fn start(
         format!("{SERVICE} state gauges"),
         metrics::state_gauges(
             base.pool.clone(),
+            std::time::Duration::from_secs(5),
+            shutdown.clone(),
+        ),
+    );
+    shutdown.spawn(
+        format!("{SERVICE} budget gauges"),
+        metrics::budget_gauges(
+            base.pool.clone(),
+            clock_from_section(&config.base.clock),
             std::time::Duration::from_secs(5),
             shutdown.clone(),
         ),

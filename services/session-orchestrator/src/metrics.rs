@@ -78,3 +78,76 @@ fn set_by_state<'a>(
         metrics::gauge!(gauge, "state" => state.to_owned()).set(n as f64);
     }
 }
+
+/// Budget alerts raised, by kind (`threshold_reached`, `exceeded`).
+pub const BUDGET_EVENTS_TOTAL: &str = "stratavore_budget_events_total";
+/// The share of each budget's limit its scope spent in the current period
+/// (1 = at the limit), by budget id and kind (`tokens`, `usd`; a kind the
+/// budget has no limit for is not reported).
+pub const BUDGET_USAGE_RATIO: &str = "stratavore_budget_usage_ratio";
+
+/// Refresh the budget usage gauges every `interval` until shutdown, each
+/// budget in its current period by `clock` (the orchestrator's, so a test
+/// that moves time sees the gauges roll over with the periods).
+pub async fn budget_gauges(
+    pool: sqlx::PgPool,
+    clock: std::sync::Arc<dyn stratavore_runtime::Clock>,
+    interval: Duration,
+    shutdown: Shutdown,
+) {
+    let mut reported = std::collections::HashSet::new();
+    loop {
+        match budget_ratios(&pool, clock.now()).await {
+            Ok(ratios) => {
+                let now: std::collections::HashSet<(String, &'static str)> = ratios
+                    .iter()
+                    .map(|(id, kind, _)| (id.clone(), *kind))
+                    .collect();
+                // A deleted budget's series goes away rather than freeze.
+                for (id, kind) in reported.difference(&now) {
+                    metrics::gauge!(BUDGET_USAGE_RATIO, "budget" => id.clone(), "kind" => *kind)
+                        .set(0.0);
+                }
+                for (id, kind, ratio) in ratios {
+                    metrics::gauge!(BUDGET_USAGE_RATIO, "budget" => id, "kind" => kind).set(ratio);
+                }
+                reported = now;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot measure budgets"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// (budget id, kind, ratio) of every live budget with a limit of that kind.
+async fn budget_ratios(
+    pool: &sqlx::PgPool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<(String, &'static str, f64)>, stratavore_store::StoreError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(stratavore_store::StoreError::new("measuring budgets"))?;
+    let mut out = Vec::new();
+    for stored in crate::budget_store::live_budgets(&mut conn).await? {
+        let b = &stored.definition;
+        let period = stratavore_budgets::period_in_zone(b.period, &b.time_zone, now);
+        let spent =
+            crate::budget_store::spent(&mut conn, b, period.start, period.end, None).await?;
+        let id = b.budget_id.to_string();
+        if let Some(limit) = b.limit_tokens {
+            out.push((
+                id.clone(),
+                "tokens",
+                spent.tokens as f64 / limit.max(1) as f64,
+            ));
+        }
+        if let Some(limit) = b.limit_usd.filter(|l| *l > 0.0) {
+            out.push((id, "usd", spent.usd / limit));
+        }
+    }
+    Ok(out)
+}

@@ -1,7 +1,8 @@
 //! The orchestrator's read tables, folded from its own log: `projects`
 //! (the state its decisions read); the runner tables are folded in
 //! `runner_store`, `session_usage` (from received usage reports) in
-//! `session_usage`, and `nodes` and `node_losses` in `node_store`.
+//! `session_usage`, `nodes` and `node_losses` in `node_store`, and the
+//! budget tables in `budget_store`.
 
 use crate::domain::projects::Project;
 use sqlx::{PgConnection, Row};
@@ -19,6 +20,9 @@ pub const TABLES: &[&str] = &[
     "session_usage",
     "nodes",
     "node_losses",
+    "budgets",
+    "budget_alerts",
+    "budget_spend",
 ];
 
 /// Fold one of the orchestrator's own log rows.

@@ -345,6 +345,9 @@ impl Orchestrator {
             sessions_on_lost_nodes,
             fresh_session_id: Uuid::new_v4().to_string(),
             default_max_restarts: self.runners.default_max_restarts,
+            budgets: self
+                .launch_budgets(conn, &cmd.project, &cmd.profile)
+                .await?,
         };
         let decided = decide_launch(cmd, message.id, &facts);
         let outcome = match &decided {
@@ -599,15 +602,37 @@ impl Orchestrator {
         conn: &mut PgConnection,
         timer: &runner_store::DueTimer,
     ) -> Result<Vec<NewEntry>, HandleError> {
+        let Some((runner, version)) = runner_store::load_runner(conn, timer.runner_id).await?
+        else {
+            return Ok(Vec::new());
+        };
+        // A quota wait gave its slot up: its resume is admitted on the
+        // project's stream like a launch, so a launch deciding at the same
+        // time on the same version conflicts, and the last slot goes once.
+        let admission = if timer.kind != "launch_timeout"
+            && runner.state == crate::domain::runners::RunnerState::WaitingQuota
+        {
+            let loaded = projections::load_project(conn, &runner.launch.project).await?;
+            let active = runner_store::active_runners(conn, &runner.launch.project).await?;
+            let free = loaded
+                .as_ref()
+                .is_none_or(|(p, _)| active < i64::from(p.max_concurrent_runners));
+            Some((free, loaded.map_or(0, |(_, v)| v)))
+        } else {
+            None
+        };
         let fact = if timer.kind == "launch_timeout" {
             Fact::LaunchTimedOut {
                 attempt: timer.attempt,
             }
         } else {
+            let retry = i64::try_from(self.runners.quota_slot_retry_ms).unwrap_or(i64::MAX);
             Fact::WaitOver {
                 attempt: timer.attempt,
                 fresh_session_id: Uuid::new_v4().to_string(),
                 launch_deadline_ms: self.launch_deadline_ms(),
+                slot_free: admission.is_none_or(|(free, _)| free),
+                slot_retry_at_ms: self.now_ms().saturating_add(retry),
             }
         };
         // A timer has no message of its own: its entries are caused by a
@@ -627,7 +652,34 @@ impl Orchestrator {
             tracestate: None,
             idempotency_key: None,
         };
-        self.decide_fact_for(conn, &cause, timer.runner_id, fact)
-            .await
+        let decision = runners::decide_fact(&runner, fact, self.now_ms(), self.policy());
+        let offered = decision
+            .events
+            .iter()
+            .any(|e| matches!(e, RunnerEvent::Offered(_)));
+        let mut entries = Vec::new();
+        if let (Some((_, project_version)), true) = (admission, offered) {
+            let admitted = ProjectEvent::RunnerAdmitted(RunnerAdmitted {
+                command_id: cause.id,
+                name: runner.launch.project.clone(),
+                runner_id: runner.id,
+            });
+            entries.push(
+                NewEntry::of(
+                    &admitted,
+                    SOURCE,
+                    crate::handlers::project_stream(&runner.launch.project),
+                    project_version + 1,
+                    runner.launch.project.clone(),
+                    self.clock.now(),
+                )
+                .caused_by(&cause),
+            );
+        }
+        entries.extend(
+            self.decided(conn, &runner, version, decision, &cause)
+                .await?,
+        );
+        Ok(entries)
     }
 }

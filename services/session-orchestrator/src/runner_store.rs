@@ -213,11 +213,13 @@ fn runner_id_of(event: &RunnerEvent) -> Option<Uuid> {
     })
 }
 
-/// Runners of a project that have not ended.
+/// Runners of a project that hold one of its slots: every runner that has
+/// not ended, but for those waiting on a provider's quota, which may wait
+/// for hours and are admitted again when the wait is over.
 pub async fn active_runners(conn: &mut PgConnection, project: &str) -> Result<i64, StoreError> {
     sqlx::query_scalar(
         "SELECT count(*) FROM runners WHERE project = $1
-         AND state NOT IN ('exited', 'failed', 'lost', 'rejected', 'cancelled')",
+         AND state NOT IN ('exited', 'failed', 'lost', 'rejected', 'cancelled', 'waiting_quota')",
     )
     .bind(project)
     .fetch_one(conn)

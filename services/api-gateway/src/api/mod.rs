@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`: routes, and the state they share (set
 //! once the database is reachable; until then every route answers 503).
 
+mod budgets;
 mod commands;
 mod nodes;
 mod projects;
@@ -57,6 +58,13 @@ pub fn router(state: ApiState, allowed: AllowedHosts) -> Router {
             post(projects::unarchive),
         )
         .route("/api/v1/commands/{id}", get(commands::get_one))
+        .route("/api/v1/budgets", post(budgets::create).get(budgets::list))
+        .route(
+            "/api/v1/budgets/{id}",
+            get(budgets::get_one)
+                .patch(budgets::update)
+                .delete(budgets::delete),
+        )
         .route("/api/v1/runners", post(runners::launch).get(runners::list))
         .route("/api/v1/runners/{id}", get(runners::get_one))
         .route("/api/v1/runners/{id}/stop", post(runners::stop))

@@ -100,6 +100,7 @@ pub(super) fn check_launch(body: &LaunchRunner) -> Result<(), ApiError> {
 /// fault (422 naming it).
 const CONFLICTS: &[&str] = &[
     "quota_reached",
+    "budget_exceeded",
     "project_archived",
     "runner_exists",
     "illegal_transition",

@@ -27,6 +27,9 @@ pub struct LaunchFacts {
     pub fresh_session_id: String,
     /// Restarts when the launch does not say.
     pub default_max_restarts: u32,
+    /// The budgets whose scope holds the launch (global, its project, its
+    /// profile), each with its current period's spending.
+    pub budgets: Vec<super::budgets::Standing>,
 }
 
 fn rejected(
@@ -92,6 +95,13 @@ pub fn decide_launch(
     }
     if cmd.prompt.is_empty() {
         return reject("empty_prompt", Some("prompt"), "the prompt is empty".into());
+    }
+    if let Some(spent) = super::budgets::exhausted(&facts.budgets) {
+        return reject(
+            "budget_exceeded",
+            None,
+            super::budgets::refusal_message(spent),
+        );
     }
     let quota = i64::from(project.max_concurrent_runners);
     if facts.active_runners >= quota {
@@ -243,6 +253,7 @@ mod tests {
             sessions_on_lost_nodes: vec![],
             fresh_session_id: "fresh".into(),
             default_max_restarts: 3,
+            budgets: vec![],
         }
     }
 
@@ -488,6 +499,49 @@ mod tests {
         }
         // Another session, or a new one, is not held up by the lost node.
         assert!(decide_launch(&cmd(LaunchMode::Resume, Some("s-8")), Uuid::nil(), &f).is_ok());
+        assert!(decide_launch(&cmd(LaunchMode::New, None), Uuid::nil(), &f).is_ok());
+    }
+
+    #[test]
+    fn a_launch_under_an_exhausted_budget_is_refused_as_budget_exceeded() {
+        use crate::domain::budgets::Standing;
+        use stratavore_events::budget::{
+            BudgetAction, BudgetDefinition, BudgetPeriod, BudgetScope,
+        };
+        let start = chrono::DateTime::UNIX_EPOCH;
+        let standing = |tokens| Standing {
+            budget: BudgetDefinition {
+                budget_id: Uuid::from_u128(9),
+                scope: BudgetScope::Global,
+                target: None,
+                period: BudgetPeriod::Hourly,
+                time_zone: "UTC".into(),
+                limit_tokens: Some(100),
+                limit_usd: None,
+                warn_percent: 80,
+                action: BudgetAction::Warn,
+            },
+            period: stratavore_budgets::Period {
+                start,
+                end: start + chrono::Duration::hours(1),
+            },
+            spent: stratavore_budgets::Spend { tokens, usd: 0.0 },
+        };
+        let f = LaunchFacts {
+            budgets: vec![standing(100)],
+            ..facts()
+        };
+        let refused = decide_launch(&cmd(LaunchMode::New, None), Uuid::nil(), &f).unwrap_err();
+        assert_eq!(refused.reason, "budget_exceeded");
+        assert!(
+            refused.message.contains("1970-01-01T01:00:00Z"),
+            "{}",
+            refused.message
+        );
+        let f = LaunchFacts {
+            budgets: vec![standing(99)],
+            ..facts()
+        };
         assert!(decide_launch(&cmd(LaunchMode::New, None), Uuid::nil(), &f).is_ok());
     }
 }

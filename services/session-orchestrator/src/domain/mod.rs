@@ -1,5 +1,6 @@
 //! The orchestrator's decisions, free of I/O: state in, events out.
 
+pub mod budgets;
 pub mod launch;
 pub mod liveness;
 pub mod nodes;

@@ -438,6 +438,12 @@ pub enum Fact {
         fresh_session_id: String,
         /// When the next attempt's launch times out (unix milliseconds).
         launch_deadline_ms: i64,
+        /// Whether the project has a free slot now. A runner waiting on a
+        /// quota gives its slot up (it may wait for hours), so its resume
+        /// is admitted like a launch; a restart's backoff keeps its slot.
+        slot_free: bool,
+        /// When to look for a free slot again if there is none.
+        slot_retry_at_ms: i64,
     },
 }
 
@@ -637,11 +643,25 @@ pub fn decide_fact(r: &Runner, fact: Fact, now_ms: i64, policy: RestartPolicy) -
             attempt,
             fresh_session_id,
             launch_deadline_ms,
-        } => {
-            if attempt == r.attempt && matches!(r.state, S::Restarting | S::WaitingQuota) {
+            slot_free,
+            slot_retry_at_ms,
+        } => match r.state {
+            _ if attempt != r.attempt => {}
+            S::Restarting => reoffer(r, &mut d, fresh_session_id, launch_deadline_ms),
+            S::WaitingQuota if slot_free => {
                 reoffer(r, &mut d, fresh_session_id, launch_deadline_ms);
             }
-        }
+            S::WaitingQuota => d.events.push(RunnerEvent::WaitingQuota(QuotaWait {
+                runner_id: r.id,
+                attempt,
+                resume_at_ms: slot_retry_at_ms,
+                message: format!(
+                    "the provider's quota has reset; waiting for a free slot in project {}",
+                    r.launch.project
+                ),
+            })),
+            _ => {}
+        },
     }
     d
 }

@@ -233,6 +233,8 @@ fn a_resume_waiting_in_the_lost_nodes_own_queue_is_lost() {
             attempt: 1,
             fresh_session_id: "unused".into(),
             launch_deadline_ms: DEADLINE,
+            slot_free: true,
+            slot_retry_at_ms: 0,
         },
         0,
         POLICY,

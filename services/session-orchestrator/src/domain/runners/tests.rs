@@ -174,6 +174,8 @@ fn an_abnormal_exit_restarts_with_exponential_backoff_up_to_the_limit_then_fails
                 attempt,
                 fresh_session_id: format!("fresh-{attempt}"),
                 launch_deadline_ms: DEADLINE,
+                slot_free: true,
+                slot_retry_at_ms: 0,
             },
             0,
             POLICY,
@@ -238,6 +240,8 @@ fn a_restart_resumes_a_bound_session_and_starts_afresh_under_a_new_id_otherwise(
             attempt: 1,
             fresh_session_id: "s-2".into(),
             launch_deadline_ms: DEADLINE,
+            slot_free: true,
+            slot_retry_at_ms: 0,
         },
         0,
         POLICY,
@@ -264,6 +268,8 @@ fn a_restart_resumes_a_bound_session_and_starts_afresh_under_a_new_id_otherwise(
             attempt: 1,
             fresh_session_id: "unused".into(),
             launch_deadline_ms: DEADLINE,
+            slot_free: true,
+            slot_retry_at_ms: 0,
         },
         0,
         POLICY,
@@ -328,6 +334,56 @@ fn an_exit_the_node_caused_offers_the_next_attempt_at_once_using_no_restart() {
         "{:?}",
         d.events
     );
+}
+
+#[test]
+fn a_quota_wait_that_ends_without_a_free_slot_waits_again_and_resumes_once_there_is_one() {
+    let mut h = running(0);
+    let d = decide_fact(
+        &given(&h),
+        Fact::ProcessExited {
+            attempt: 1,
+            code: Some(1),
+            outcome: ExitOutcome::RateLimited {
+                resume_at_ms: 99_000,
+                message: "usage limit".into(),
+            },
+        },
+        0,
+        POLICY,
+    );
+    then(&mut h, &d);
+    let over = |slot_free| Fact::WaitOver {
+        attempt: 1,
+        fresh_session_id: "fresh".into(),
+        launch_deadline_ms: DEADLINE,
+        slot_free,
+        slot_retry_at_ms: 104_000,
+    };
+    let d = decide_fact(&given(&h), over(false), 99_000, POLICY);
+    match &d.events[..] {
+        [RunnerEvent::WaitingQuota(q)] => {
+            assert_eq!((q.attempt, q.resume_at_ms), (1, 104_000));
+            assert!(q.message.contains("free slot"), "{}", q.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = then(&mut h, &d);
+    assert_eq!(r.state, RunnerState::WaitingQuota);
+    let d = decide_fact(&r, over(true), 104_000, POLICY);
+    assert_eq!(d.events, vec![offered(2, false, "fresh")]);
+
+    // A restart's backoff kept its slot: it never waits for one.
+    let mut h = running(1);
+    let crash = Fact::ProcessExited {
+        attempt: 1,
+        code: Some(1),
+        outcome: ExitOutcome::Error("crash".into()),
+    };
+    let d = decide_fact(&given(&h), crash, 0, POLICY);
+    let r = then(&mut h, &d);
+    let d = decide_fact(&r, over(false), 99_000, POLICY);
+    assert_eq!(d.events, vec![offered(2, false, "fresh")]);
 }
 
 #[test]

@@ -10,6 +10,7 @@ pub mod budget_store;
 pub mod config;
 pub mod domain;
 pub mod handlers;
+mod launch_handlers;
 pub mod liveness_watch;
 pub mod metrics;
 mod node_handlers;
@@ -18,6 +19,7 @@ pub mod projections;
 mod runner_handlers;
 pub mod runner_store;
 pub mod session_usage;
+mod timer_handlers;
 pub mod timer_worker;
 
 use crate::config::OrchestratorConfig;

@@ -1,13 +1,13 @@
 //! The launch saga's shell: load what a decision needs, decide (pure, in
 //! `domain`), and turn the decision into entries for the log — runner
 //! events on the runner's stream, commands to nodes on streams of their own.
+//! A client's launch is in `launch_handlers`, due timers in
+//! `timer_handlers`.
 
-use crate::domain::launch::{LaunchFacts, decide_launch};
 use crate::domain::runners::{self, Decision, Effect, ExitOutcome, Fact, RestartPolicy, Runner};
 use crate::handlers::{Orchestrator, SOURCE};
 use crate::metrics as m;
 use crate::node_store;
-use crate::projections;
 use crate::runner_store::{self, runner_stream};
 use crate::session_usage;
 use sqlx::PgConnection;
@@ -16,8 +16,7 @@ use stratavore_events::process::{
     ClaimAnswer, DesiredState, OfferAttempt, ProcessCommand, ProcessEvent, TokenTotals, address,
     root_key,
 };
-use stratavore_events::project::{ProjectEvent, RunnerAdmitted};
-use stratavore_events::runner::{LaunchRunner, RunnerEvent, Want};
+use stratavore_events::runner::{RunnerEvent, Want};
 use stratavore_events::{Envelope, Message};
 use stratavore_store::NewEntry;
 use uuid::Uuid;
@@ -66,7 +65,7 @@ impl Orchestrator {
             .to_owned()
     }
 
-    fn entry(
+    pub(crate) fn entry(
         &self,
         event: &RunnerEvent,
         runner_id: Uuid,
@@ -282,129 +281,6 @@ impl Orchestrator {
         entries
     }
 
-    /// A client's launch.
-    pub(crate) async fn decide_launch_command(
-        &self,
-        conn: &mut PgConnection,
-        message: &Envelope,
-        cmd: &LaunchRunner,
-    ) -> Result<Vec<NewEntry>, HandleError> {
-        if runner_store::load_runner(conn, cmd.runner_id)
-            .await?
-            .is_some()
-        {
-            // The id is taken: answer on the command's own stream, never on
-            // the existing runner's.
-            let event = RunnerEvent::LaunchRejected(stratavore_events::runner::LaunchRejected {
-                command_id: message.id,
-                runner_id: cmd.runner_id,
-                reason: "runner_exists".into(),
-                field: Some("runner_id".into()),
-                message: format!("runner {} exists already", cmd.runner_id),
-            });
-            let entry = NewEntry::of(
-                &event,
-                SOURCE,
-                format!("rejection-{}", message.id),
-                1,
-                cmd.runner_id.to_string(),
-                self.clock.now(),
-            )
-            .caused_by(message);
-            return Ok(vec![entry]);
-        }
-        let loaded = projections::load_project(conn, &cmd.project).await?;
-        let project_version = loaded.as_ref().map_or(0, |(_, v)| *v);
-        let project = loaded.map(|(p, _)| p);
-        let active_runners = runner_store::active_runners(conn, &cmd.project).await?;
-        let latest_resumable = runner_store::latest_resumable(conn, &cmd.project)
-            .await?
-            .map(|s| s.session_id);
-        let named_session = match &cmd.session_id {
-            Some(id) => runner_store::session(conn, id)
-                .await?
-                .map(|s| (s.project, s.bound, s.active_runner.is_some())),
-            None => None,
-        };
-        let sessions_on_lost_nodes = if self.runners.shared_session_storage {
-            Vec::new()
-        } else {
-            let candidates: Vec<String> = latest_resumable
-                .iter()
-                .chain(cmd.session_id.iter())
-                .cloned()
-                .collect();
-            node_store::sessions_on_lost_nodes(conn, &candidates).await?
-        };
-        let facts = LaunchFacts {
-            project,
-            active_runners,
-            profile: self.profiles.get(&cmd.profile).cloned(),
-            latest_resumable,
-            named_session,
-            sessions_on_lost_nodes,
-            fresh_session_id: Uuid::new_v4().to_string(),
-            default_max_restarts: self.runners.default_max_restarts,
-            budgets: self
-                .launch_budgets(conn, &cmd.project, &cmd.profile)
-                .await?,
-        };
-        let decided = decide_launch(cmd, message.id, &facts);
-        let outcome = match &decided {
-            Ok(_) => "approved".to_owned(),
-            Err(r) => r.reason.clone(),
-        };
-        metrics::counter!(m::LAUNCHES_TOTAL, "outcome" => outcome).increment(1);
-        match decided {
-            Err(rejected) => {
-                let event = RunnerEvent::LaunchRejected(rejected);
-                Ok(vec![self.entry(&event, cmd.runner_id, 1, message)])
-            }
-            Ok(approved) => {
-                let approved_event = RunnerEvent::LaunchApproved(approved);
-                let runner = runners::apply(None, &approved_event).ok_or_else(|| {
-                    HandleError::Message("an approval that makes no runner".into())
-                })?;
-                // The admission takes the project's next version: a launch
-                // deciding at the same time on the same version conflicts
-                // and decides again, so the last slot is taken once.
-                let admitted = ProjectEvent::RunnerAdmitted(RunnerAdmitted {
-                    command_id: message.id,
-                    name: cmd.project.clone(),
-                    runner_id: cmd.runner_id,
-                });
-                let mut entries = vec![
-                    NewEntry::of(
-                        &admitted,
-                        SOURCE,
-                        crate::handlers::project_stream(&cmd.project),
-                        project_version + 1,
-                        cmd.project.clone(),
-                        self.clock.now(),
-                    )
-                    .caused_by(message),
-                    self.entry(&approved_event, cmd.runner_id, 1, message),
-                ];
-                let offered = RunnerEvent::Offered(stratavore_events::runner::AttemptOffered {
-                    runner_id: runner.id,
-                    attempt: 1,
-                    resume: runner.session_bound,
-                    session_id: runner.session_id.clone(),
-                    launch_deadline_ms: self.launch_deadline_ms(),
-                });
-                let decision = Decision {
-                    events: vec![offered],
-                    effects: vec![Effect::Offer {
-                        attempt: 1,
-                        resume: runner.session_bound,
-                    }],
-                };
-                entries.extend(self.decided(conn, &runner, 1, decision, message).await?);
-                Ok(entries)
-            }
-        }
-    }
-
     /// A client's stop, kill, pause or resume.
     pub(crate) async fn decide_control_command(
         &self,
@@ -593,93 +469,6 @@ impl Orchestrator {
             };
             entries.extend(self.decide_fact_for(conn, message, runner_id, fact).await?);
         }
-        Ok(entries)
-    }
-
-    /// A due timer: the launch timed out, or a wait is over.
-    pub(crate) async fn decide_timer(
-        &self,
-        conn: &mut PgConnection,
-        timer: &runner_store::DueTimer,
-    ) -> Result<Vec<NewEntry>, HandleError> {
-        let Some((runner, version)) = runner_store::load_runner(conn, timer.runner_id).await?
-        else {
-            return Ok(Vec::new());
-        };
-        // A quota wait gave its slot up: its resume is admitted on the
-        // project's stream like a launch, so a launch deciding at the same
-        // time on the same version conflicts, and the last slot goes once.
-        let admission = if timer.kind != "launch_timeout"
-            && runner.state == crate::domain::runners::RunnerState::WaitingQuota
-        {
-            let loaded = projections::load_project(conn, &runner.launch.project).await?;
-            let active = runner_store::active_runners(conn, &runner.launch.project).await?;
-            let free = loaded
-                .as_ref()
-                .is_none_or(|(p, _)| active < i64::from(p.max_concurrent_runners));
-            Some((free, loaded.map_or(0, |(_, v)| v)))
-        } else {
-            None
-        };
-        let fact = if timer.kind == "launch_timeout" {
-            Fact::LaunchTimedOut {
-                attempt: timer.attempt,
-            }
-        } else {
-            let retry = i64::try_from(self.runners.quota_slot_retry_ms).unwrap_or(i64::MAX);
-            Fact::WaitOver {
-                attempt: timer.attempt,
-                fresh_session_id: Uuid::new_v4().to_string(),
-                launch_deadline_ms: self.launch_deadline_ms(),
-                slot_free: admission.is_none_or(|(free, _)| free),
-                slot_retry_at_ms: self.now_ms().saturating_add(retry),
-            }
-        };
-        // A timer has no message of its own: its entries are caused by a
-        // synthetic envelope naming the runner, so correlation still works.
-        let cause = Envelope {
-            id: Uuid::now_v7(),
-            source: SOURCE.to_owned(),
-            type_name: format!("timer.{}", timer.kind),
-            subject: timer.runner_id.to_string(),
-            time: self.clock.now(),
-            data: serde_json::Value::Null,
-            stream: runner_stream(timer.runner_id),
-            sequence: 0,
-            correlation_id: None,
-            causation_id: None,
-            traceparent: None,
-            tracestate: None,
-            idempotency_key: None,
-        };
-        let decision = runners::decide_fact(&runner, fact, self.now_ms(), self.policy());
-        let offered = decision
-            .events
-            .iter()
-            .any(|e| matches!(e, RunnerEvent::Offered(_)));
-        let mut entries = Vec::new();
-        if let (Some((_, project_version)), true) = (admission, offered) {
-            let admitted = ProjectEvent::RunnerAdmitted(RunnerAdmitted {
-                command_id: cause.id,
-                name: runner.launch.project.clone(),
-                runner_id: runner.id,
-            });
-            entries.push(
-                NewEntry::of(
-                    &admitted,
-                    SOURCE,
-                    crate::handlers::project_stream(&runner.launch.project),
-                    project_version + 1,
-                    runner.launch.project.clone(),
-                    self.clock.now(),
-                )
-                .caused_by(&cause),
-            );
-        }
-        entries.extend(
-            self.decided(conn, &runner, version, decision, &cause)
-                .await?,
-        );
         Ok(entries)
     }
 }

@@ -143,6 +143,14 @@ pub struct NextRow {
     pub attempts: i32,
 }
 
+/// The drain's lookup of a stream's next row (served by the `inbox_next`
+/// index, however large the inbox grows; a test checks the plan).
+pub const LOCK_ROW_SQL: &str =
+    "SELECT message_id, stream_version, message, attempts, status = 'skipped' FROM inbox
+     WHERE source_log = $1 AND stream = $2 AND stream_version = $3
+       AND status IN ('received', 'skipped') AND owner = $4
+     FOR UPDATE SKIP LOCKED";
+
 /// The row with `version` in the stream, locked for this transaction, when
 /// it is `received` or `skipped`; None when it has not arrived, is dead or
 /// applied, or another replica is applying it right now.
@@ -153,19 +161,14 @@ pub async fn lock_row(
     version: i64,
     owner: &str,
 ) -> Result<Option<NextRow>, StoreError> {
-    let row = sqlx::query(
-        "SELECT message_id, stream_version, message, attempts, status = 'skipped' FROM inbox
-         WHERE source_log = $1 AND stream = $2 AND stream_version = $3
-           AND status IN ('received', 'skipped') AND owner = $4
-         FOR UPDATE SKIP LOCKED",
-    )
-    .bind(source_log)
-    .bind(stream)
-    .bind(version)
-    .bind(owner)
-    .fetch_optional(conn)
-    .await
-    .map_err(StoreError::new("locking the next inbox row"))?;
+    let row = sqlx::query(LOCK_ROW_SQL)
+        .bind(source_log)
+        .bind(stream)
+        .bind(version)
+        .bind(owner)
+        .fetch_optional(conn)
+        .await
+        .map_err(StoreError::new("locking the next inbox row"))?;
     Ok(row.map(|r| NextRow {
         message_id: r.get(0),
         stream_version: r.get(1),

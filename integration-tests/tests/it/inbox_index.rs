@@ -1,0 +1,36 @@
+//! The drain's lookup of a stream's next inbox row reads an index, not the
+//! whole inbox: the inbox keeps every message it applied, so a scan would
+//! slow every consumer down as its history grows (found by `make bench`).
+
+use stratavore_testkit::TestEnv;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_row_lookup_uses_an_index_at_twenty_thousand_inbox_rows() {
+    let env = TestEnv::new().await.unwrap();
+    let pool = env.db.service_pool("api-gateway").await.unwrap();
+    sqlx::query(
+        "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, message)
+         SELECT gen_random_uuid(), 'orchestrator', 'project-' || (i % 2000), i / 2000, 'x',
+                CASE WHEN i % 10 = 0 THEN 'received' ELSE 'applied' END, '{}'
+         FROM generate_series(1, 20000) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE inbox").execute(&pool).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        stratavore_consumer::inbox::LOCK_ROW_SQL
+    )))
+    .bind("orchestrator")
+    .bind("project-7")
+    .bind(3_i64)
+    .bind("")
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Scan using inbox_next"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    pool.close().await;
+}

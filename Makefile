@@ -8,7 +8,7 @@ BIN := $(CARGO_TARGET_DIR)/debug
 PARALLEL := 'not test(/serial_/)'
 SERIAL := 'test(/serial_/)'
 
-.PHONY: up down status build provision test test-parallel test-serial lint fmt schemas clean-local
+.PHONY: up down status build provision test test-parallel test-serial bench bench-smoke lint fmt schemas clean-local
 
 ## Bring the whole stack up on this machine (provisions what is missing).
 up: build
@@ -27,14 +27,29 @@ build:
 provision: build
 	$(BIN)/stratavore provision
 
-## Run every test: the parallel suite, then the serial one.
-test: provision test-parallel test-serial
+## Run every test: the parallel suite, the serial one, then every
+## benchmark scenario tiny (so the benchmarks cannot rot).
+test: provision test-parallel test-serial bench-smoke
 
 test-parallel:
 	cargo nextest run --workspace --no-fail-fast -E $(PARALLEL)
 
 test-serial:
 	cargo nextest run --workspace --no-fail-fast -j 1 -E $(SERIAL)
+
+## Measure Stratavore against this machine's own limits, measured in the
+## same run: bench/results/latest.json and the table in docs/performance.md.
+## It reports; only a scenario that cannot run at all fails it.
+bench: provision
+	$(BIN)/stratavore-bench run --out bench/results/latest.json --docs docs/performance.md
+
+## Every scenario tiny, its results written to a temporary file and checked
+## against bench/results/schema.json: that each ran, never how fast.
+bench-smoke: build
+	@dir=$$(mktemp -d); \
+	$(BIN)/stratavore-bench run --smoke --out $$dir/results.json \
+	  && $(BIN)/stratavore-bench check $$dir/results.json; \
+	status=$$?; rm -rf $$dir; exit $$status
 
 lint:
 	cargo fmt --all -- --check

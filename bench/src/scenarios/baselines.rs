@@ -1,0 +1,168 @@
+//! The machine's own limits for the work the event pipeline does, measured
+//! in the same run on the same servers: a bare lapin publisher with
+//! confirms and a bare consumer (the broker's limit), and bare INSERT +
+//! COMMIT (the database's limit). Both use the pipeline's message, batch
+//! and prefetch sizes, so a ratio compares like with like.
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use std::time::{Duration, Instant};
+use stratavore_bus::AmqpMessage;
+
+/// How the broker baseline publishes and consumes.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerShape {
+    /// Messages in all.
+    pub messages: u64,
+    /// Messages published before their confirms are awaited together (the
+    /// relay's batch).
+    pub publish_batch: usize,
+    /// The consumer's prefetch, acked as one multiple-ack per window (the
+    /// consumer's batch).
+    pub prefetch: u16,
+}
+
+/// Messages per second through a durable quorum queue (what a service
+/// queue is), from the first publish until the last delivery is acked.
+pub async fn broker_rate(
+    url: &str,
+    queue: &str,
+    message: &AmqpMessage,
+    shape: BrokerShape,
+) -> anyhow::Result<f64> {
+    let publisher = stratavore_bus::connect(url, "bench-baseline-publisher").await?;
+    let consumer = stratavore_bus::connect(url, "bench-baseline-consumer").await?;
+    let pub_channel = publisher.create_channel().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    pub_channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await?;
+    pub_channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let sub_channel = consumer.create_channel().await?;
+    sub_channel
+        .basic_qos(shape.prefetch, BasicQosOptions::default())
+        .await?;
+    let mut deliveries = sub_channel
+        .basic_consume(
+            queue.into(),
+            "bench-baseline".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let total = shape.messages;
+    let window = u64::from(shape.prefetch);
+    let consume = tokio::spawn(async move {
+        let mut received = 0u64;
+        while received < total {
+            let delivery = tokio::time::timeout(Duration::from_secs(60), deliveries.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("no delivery for 60 s after {received}"))?
+                .ok_or_else(|| anyhow::anyhow!("the consumer ended after {received}"))??;
+            received += 1;
+            if received.is_multiple_of(window) || received == total {
+                delivery
+                    .acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await?;
+            }
+        }
+        anyhow::Ok(Instant::now())
+    });
+    let properties = message.properties.clone().with_delivery_mode(2);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let n = (total - sent).min(shape.publish_batch as u64);
+        let mut confirms = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            confirms.push(
+                pub_channel
+                    .basic_publish(
+                        "".into(),
+                        queue.into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            immediate: false,
+                        },
+                        &message.body,
+                        properties.clone(),
+                    )
+                    .await?,
+            );
+        }
+        for c in confirms {
+            anyhow::ensure!(c.await?.is_ack(), "the broker refused a baseline message");
+        }
+        sent += n;
+    }
+    let finished = consume.await??;
+    // The consumer goes first: deleting a queue under a live consumer makes
+    // the broker cancel it, which lapin takes for a protocol error.
+    let _ = consumer.close(200, "done".into()).await;
+    pub_channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await?;
+    publisher.close(200, "done".into()).await?;
+    crate::stats::rate(total, finished - started)
+        .ok_or_else(|| anyhow::anyhow!("the broker baseline took no time"))
+}
+
+/// Rows per second committed by one connection, `batch` rows per INSERT
+/// and COMMIT, each row carrying `payload` as jsonb (the log's own
+/// shape: an id, a stream, the data), into a plain table of the same
+/// database.
+pub async fn database_rate(
+    admin: &sqlx::PgPool,
+    rows: u64,
+    batch: usize,
+    payload: &serde_json::Value,
+) -> anyhow::Result<f64> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench.baseline_rows (
+             id uuid PRIMARY KEY, stream text NOT NULL, data jsonb NOT NULL,
+             recorded_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(admin)
+    .await?;
+    let mut conn = admin.acquire().await?;
+    let started = Instant::now();
+    let mut done = 0u64;
+    while done < rows {
+        let n = (rows - done).min(batch as u64) as usize;
+        let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
+        let streams: Vec<String> = ids.iter().map(|id| format!("baseline-{id}")).collect();
+        let datas = vec![payload.clone(); n];
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        sqlx::query(
+            "INSERT INTO bench.baseline_rows (id, stream, data)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])",
+        )
+        .bind(&ids)
+        .bind(&streams)
+        .bind(&datas)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        done += n as u64;
+    }
+    crate::stats::rate(rows, started.elapsed())
+        .ok_or_else(|| anyhow::anyhow!("the database baseline took no time"))
+}

@@ -1,0 +1,369 @@
+//! Scenario 1, the event pipeline: events appended to the orchestrator's
+//! log (as the orchestrator appends them) go through the relay and
+//! RabbitMQ into the gateway's inbox and its `projects` read model.
+//! Sustained throughput first (as fast as it goes), then end-to-end
+//! latency at half of that rate, then the broker's and the database's own
+//! limits for the same message and batch sizes.
+
+use super::baselines::{self, BrokerShape};
+use crate::report::{Figure, ScenarioResult, Size, Target};
+use crate::stack::{InProcess, Services};
+use crate::stats::{self, Pacer};
+use chrono::{DateTime, Utc};
+use std::time::{Duration, Instant};
+use stratavore_events::project::{ProjectCreated, ProjectEvent};
+use stratavore_store::{Log, NewEntry};
+
+/// The longest the pipeline may take to deliver everything.
+const DRAIN_WITHIN: Duration = Duration::from_secs(600);
+/// How often progress is read: a tenth of a second is finer than 1% of
+/// the full run, and leaves the cores to the pipeline.
+const POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Events of the throughput phase (and of each baseline).
+    events: u64,
+    /// Events per append transaction (and rows per baseline INSERT).
+    batch: usize,
+    /// How long the latency phase offers its load.
+    latency_span: Duration,
+    /// Length of each project's description: sets the message size.
+    description_len: usize,
+}
+
+impl Shape {
+    fn of(size: Size) -> Self {
+        match size {
+            Size::Full => Self {
+                events: 20_000,
+                batch: 10,
+                latency_span: Duration::from_secs(20),
+                description_len: 200,
+            },
+            Size::Smoke => Self {
+                events: 200,
+                batch: 10,
+                latency_span: Duration::from_millis(500),
+                description_len: 200,
+            },
+        }
+    }
+}
+
+/// Run it.
+pub async fn run(size: Size, r: &mut ScenarioResult) -> anyhow::Result<()> {
+    let stack = InProcess::start(Services {
+        orchestrator: false,
+        relay: true,
+    })
+    .await?;
+    let outcome = measure(&stack, Shape::of(size), r).await;
+    stack.finish(outcome, r).await
+}
+
+async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> anyhow::Result<()> {
+    let admin = stack.env.db.admin_pool().await?;
+    let writer = stack.env.db.service_pool("session-orchestrator").await?;
+    let log = Log::new("orchestrator", Duration::from_secs(5))
+        .ok_or_else(|| anyhow::anyhow!("orchestrator is a schema name"))?;
+    let description = "x".repeat(shape.description_len);
+    let writes = Writer {
+        pool: &writer,
+        log: &log,
+        description: &description,
+        batch: shape.batch,
+    };
+    sqlx::query("CREATE SCHEMA bench").execute(&admin).await?;
+
+    // Warm up: connections, the relay's lease, the consumer's channel.
+    let warm = writes.append_all("warm", shape.batch as u64).await?;
+    wait_applied(&admin, warm).await?;
+
+    let phase = throughput(&writes, &admin, shape.events, warm).await?;
+    let peak = phase.applied_rate;
+    let half = peak / 2.0;
+    let latencies = latency_at(&writes, &admin, half, shape.latency_span).await?;
+
+    let sample = writes.entry("sample", 0, Utc::now());
+    let message = stratavore_bus::encode_event(sample.envelope.to_cloudevent()?)?;
+    let relay_batch = outbox_relay::config::RelaySection::default().batch_size as usize;
+    let prefetch = stratavore_consumer::ConsumerSection::default().batch_size;
+    let broker = baselines::broker_rate(
+        stack.env.broker.url(),
+        &format!("{}.bench-baseline", stack.env.broker.prefix()),
+        &message,
+        BrokerShape {
+            messages: shape.events,
+            publish_batch: relay_batch,
+            prefetch,
+        },
+    )
+    .await?;
+    let database =
+        baselines::database_rate(&admin, shape.events, shape.batch, &sample.envelope.data).await?;
+    let (lower_name, lower) = stats::lower(
+        ("bare lapin publisher with confirms + consumer", broker),
+        ("bare INSERT+COMMIT", database),
+    );
+
+    r.param("events", shape.events)
+        .param("append_batch_events", shape.batch as u64)
+        .param("database_baseline_rows_per_commit", shape.batch as u64)
+        .param("relay_batch", relay_batch as u64)
+        .param("broker_baseline_publish_batch", relay_batch as u64)
+        .param("consumer_batch_and_prefetch", u64::from(prefetch))
+        .param("message_body_bytes", message.body.len() as u64)
+        .param("latency_offered_events_per_s", half)
+        .param("latency_span_s", shape.latency_span.as_secs_f64())
+        .param(
+            "services",
+            "gateway and relay in the bench process; the bench appends as the orchestrator",
+        );
+    r.push(
+        Figure::plain("throughput", peak, "events/s")
+            .against(lower_name, lower)
+            .target(Target::RatioAtLeast(0.5)),
+    );
+    let summary = stats::summarise(&latencies)
+        .ok_or_else(|| anyhow::anyhow!("the latency phase measured nothing"))?;
+    r.push(Figure::plain(
+        "latency p50 at half peak",
+        summary.p50_ms,
+        "ms",
+    ));
+    r.push(
+        Figure::plain("latency p99 at half peak", summary.p99_ms, "ms")
+            .target(Target::AtMost(20.0)),
+    );
+    r.push(Figure::plain("broker baseline", broker, "msgs/s"));
+    r.push(Figure::plain("database baseline", database, "rows/s"));
+    r.push(Figure::plain(
+        "stage: append",
+        phase.append_rate,
+        "events/s",
+    ));
+    r.push(Figure::plain(
+        "stage: relay + broker + inbox insert",
+        phase.delivered_rate,
+        "events/s",
+    ));
+    r.push(Figure::plain("stage: drain (apply)", peak, "events/s"));
+    r.note(format!(
+        "stages of the throughput phase: appended in {:.2} s, all in the gateway's inbox after \
+         {:.2} s, all applied after {:.2} s; latency samples {}, max {:.1} ms",
+        phase.appended.as_secs_f64(),
+        phase.delivered.as_secs_f64(),
+        phase.applied.as_secs_f64(),
+        summary.count,
+        summary.max_ms
+    ));
+    admin.close().await;
+    writer.close().await;
+    Ok(())
+}
+
+/// Appends project events the way the orchestrator does: a batch per
+/// transaction under the log's lock.
+struct Writer<'a> {
+    pool: &'a sqlx::PgPool,
+    log: &'a Log,
+    description: &'a str,
+    batch: usize,
+}
+
+impl Writer<'_> {
+    fn entry(&self, tag: &str, i: u64, time: DateTime<Utc>) -> NewEntry {
+        let name = format!("{tag}-{i}");
+        let event = ProjectEvent::Created(ProjectCreated {
+            command_id: uuid::Uuid::now_v7(),
+            name: name.clone(),
+            path: format!("/srv/projects/{name}"),
+            description: Some(self.description.to_owned()),
+            tags: vec![],
+            max_concurrent_runners: 5,
+        });
+        NewEntry::of(
+            &event,
+            "/stratavore/session-orchestrator",
+            format!("project-{name}"),
+            1,
+            name,
+            time,
+        )
+    }
+
+    async fn append(&self, entries: &[NewEntry]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        self.log.append(&mut tx, entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Append `count` events named `tag-<i>` as fast as one connection
+    /// can; returns how many there are.
+    async fn append_all(&self, tag: &str, count: u64) -> anyhow::Result<u64> {
+        let mut i = 0;
+        while i < count {
+            let n = (count - i).min(self.batch as u64);
+            let entries: Vec<NewEntry> =
+                (i..i + n).map(|k| self.entry(tag, k, Utc::now())).collect();
+            self.append(&entries).await?;
+            i += n;
+        }
+        Ok(count)
+    }
+}
+
+/// How the throughput phase went.
+struct Phase {
+    appended: Duration,
+    delivered: Duration,
+    applied: Duration,
+    append_rate: f64,
+    delivered_rate: f64,
+    applied_rate: f64,
+}
+
+/// Append `events` as fast as possible while watching the gateway's inbox:
+/// the time every event was received and every event applied.
+async fn throughput(
+    writes: &Writer<'_>,
+    admin: &sqlx::PgPool,
+    events: u64,
+    already: u64,
+) -> anyhow::Result<Phase> {
+    let target = i64::try_from(already + events)?;
+    let started = Instant::now();
+    let (appended, watched) = tokio::join!(
+        async {
+            writes.append_all("load", events).await?;
+            anyhow::Ok(started.elapsed())
+        },
+        async {
+            let mut delivered = None;
+            loop {
+                let (received, applied) = counts(admin).await?;
+                if delivered.is_none() && received >= target {
+                    delivered = Some(started.elapsed());
+                }
+                if applied >= target {
+                    let at = started.elapsed();
+                    return anyhow::Ok((delivered.unwrap_or(at), at));
+                }
+                anyhow::ensure!(
+                    started.elapsed() < DRAIN_WITHIN,
+                    "only {applied} of {target} events applied within {DRAIN_WITHIN:?}"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    );
+    let appended = appended?;
+    let (delivered, applied) = watched?;
+    let per = |d: Duration| {
+        stats::rate(events, d).ok_or_else(|| anyhow::anyhow!("the throughput phase took no time"))
+    };
+    Ok(Phase {
+        appended,
+        delivered,
+        applied,
+        append_rate: per(appended)?,
+        delivered_rate: per(delivered)?,
+        applied_rate: per(applied)?,
+    })
+}
+
+/// Offer `rate` events a second for `span`, a batch per transaction, each
+/// event timed from when it was due; returns every event's time from due
+/// to applied. The time it was applied is stamped by a trigger on the
+/// gateway's inbox (`clock_timestamp()`, the same host clock as the
+/// writer's), inside the transaction that applies it.
+async fn latency_at(
+    writes: &Writer<'_>,
+    admin: &sqlx::PgPool,
+    rate: f64,
+    span: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    sqlx::query(
+        "CREATE TABLE bench.applied (message_id uuid PRIMARY KEY, at timestamptz NOT NULL)",
+    )
+    .execute(admin)
+    .await?;
+    sqlx::query(
+        "CREATE FUNCTION bench.record_applied() RETURNS trigger LANGUAGE plpgsql
+         SECURITY DEFINER SET search_path = bench AS $$
+         BEGIN
+             INSERT INTO bench.applied VALUES (NEW.message_id, clock_timestamp())
+             ON CONFLICT DO NOTHING;
+             RETURN NULL;
+         END $$",
+    )
+    .execute(admin)
+    .await?;
+    sqlx::query(
+        "CREATE TRIGGER bench_applied AFTER UPDATE OF status ON gateway.inbox FOR EACH ROW
+         WHEN (NEW.status = 'applied' AND OLD.status <> 'applied')
+         EXECUTE FUNCTION bench.record_applied()",
+    )
+    .execute(admin)
+    .await?;
+    let (before, _) = counts(admin).await?;
+    let batch = writes.batch as u64;
+    let pacer = Pacer::new(rate / batch as f64);
+    let batches = pacer.count_in(span).max(1);
+    let start = Instant::now();
+    let start_wall = Utc::now();
+    for k in 0..batches {
+        let due = pacer.due(k);
+        tokio::time::sleep_until((start + due).into()).await;
+        let time = start_wall + chrono::Duration::from_std(due)?;
+        let entries: Vec<NewEntry> = (k * batch..(k + 1) * batch)
+            .map(|i| writes.entry("latency", i, time))
+            .collect();
+        writes.append(&entries).await?;
+    }
+    wait_applied(admin, u64::try_from(before)? + batches * batch).await?;
+    let seconds: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM a.at - l.time)::float8
+         FROM bench.applied a JOIN orchestrator.log l USING (message_id)",
+    )
+    .fetch_all(admin)
+    .await?;
+    Ok(seconds
+        .into_iter()
+        .map(|s| Duration::from_secs_f64(s.max(0.0)))
+        .collect())
+}
+
+/// Messages in the gateway's inbox: (received in any state, applied).
+/// Cheap on purpose, since it is polled while the pipeline runs on the
+/// same two cores: the rows still waiting come from the partial index of
+/// waiting rows, and only this scenario's events flow.
+async fn counts(admin: &sqlx::PgPool) -> anyhow::Result<(i64, i64)> {
+    let (total, waiting, other): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM gateway.inbox),
+                (SELECT count(*) FROM gateway.inbox WHERE status = 'received'),
+                (SELECT count(*) FROM gateway.inbox WHERE status IN ('dead', 'skipped'))",
+    )
+    .fetch_one(admin)
+    .await?;
+    anyhow::ensure!(other == 0, "{other} inbox rows are dead or skipped");
+    Ok((total, total - waiting))
+}
+
+async fn wait_applied(admin: &sqlx::PgPool, total: u64) -> anyhow::Result<()> {
+    let total = i64::try_from(total)?;
+    let started = Instant::now();
+    loop {
+        let (_, applied) = counts(admin).await?;
+        if applied >= total {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < DRAIN_WITHIN,
+            "only {applied} of {total} events applied within {DRAIN_WITHIN:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,441 @@
+//! Scenario 7, supervision at scale: N demo runners alive under one
+//! supervisor node, each agent taking a turn (and reporting its usage)
+//! every second. Measured over a window once all run: the supervisor's
+//! CPU and its resident memory per runner (above its idle footprint), and
+//! the lag from each usage event's time to when the orchestrator and the
+//! gateway applied it.
+
+use crate::machine::{cpu_seconds, rss_bytes};
+use crate::report::{Figure, ScenarioResult, Size, Target};
+use crate::stack::{self, InProcess, Services};
+use crate::stats;
+use futures::StreamExt;
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "io.stratavore.process.usage_reported.v1";
+/// How long the launches may take before the window starts anyway.
+const RUNNING_WITHIN: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    runners: usize,
+    /// How long usage is watched once every runner runs.
+    window: Duration,
+    /// Launch requests in flight at once.
+    launchers: usize,
+}
+
+impl Shape {
+    fn of(size: Size) -> Self {
+        match size {
+            Size::Full => Self {
+                runners: 1000,
+                window: Duration::from_secs(60),
+                launchers: 16,
+            },
+            Size::Smoke => Self {
+                runners: 3,
+                window: Duration::from_secs(2),
+                launchers: 3,
+            },
+        }
+    }
+}
+
+/// Run it.
+pub async fn run(size: Size, r: &mut ScenarioResult) -> anyhow::Result<()> {
+    let shape = Shape::of(size);
+    raise_limits(shape.runners, r)?;
+    let stack = InProcess::start(Services {
+        orchestrator: true,
+        relay: true,
+    })
+    .await?;
+    let outcome = measure(&stack, shape, r).await;
+    stack.finish(outcome, r).await
+}
+
+/// Every runner is a shim and an agent process with a handful of open
+/// files each, all under this user: raise the soft limits to the hard ones
+/// when they are lower, and refuse to start when even those are too low.
+fn raise_limits(runners: usize, r: &mut ScenarioResult) -> anyhow::Result<()> {
+    let needs = [
+        (Resource::Nproc, "nproc", runners * 4),
+        (Resource::Nofile, "nofile", runners * 8),
+    ];
+    for (resource, name, need) in needs {
+        let limit = getrlimit(resource);
+        let before = limit.current;
+        if limit.current < limit.maximum || (limit.maximum.is_none() && limit.current.is_some()) {
+            setrlimit(
+                resource,
+                Rlimit {
+                    current: limit.maximum,
+                    maximum: limit.maximum,
+                },
+            )?;
+        }
+        let after = getrlimit(resource).current;
+        let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
+        r.param(
+            &format!("rlimit_{name}"),
+            format!("{} → {}", show(before), show(after)),
+        );
+        anyhow::ensure!(
+            after.is_none_or(|a| a >= need as u64),
+            "ulimit {name} is {} but {runners} runners need about {need}",
+            show(after)
+        );
+    }
+    Ok(())
+}
+
+/// What one run saw, before it is turned into figures.
+struct Observed {
+    /// The supervisor's RSS with no runner, and with all of them.
+    idle_rss: u64,
+    busy_rss: u64,
+    /// Its CPU over the window, in cores.
+    cpu: f64,
+    /// Usage lags per consuming service.
+    lags: Vec<(&'static str, Vec<Duration>)>,
+    /// From the first launch until all ran (or the wait ended).
+    launch_time: Duration,
+    /// Runners running when the window began.
+    runners: usize,
+    /// Whether all had ended after the kills.
+    ended: bool,
+    /// Launches not approved within their request's wait.
+    unapproved: usize,
+    /// Launches approved.
+    runners_launched: usize,
+    /// Kills not accepted.
+    unkilled: usize,
+}
+
+async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    stack::wait_ready(&http, &stack.url("/readyz")).await?;
+    let root = stack.root();
+    let (_node, mut node) = stack::start_node(
+        &stack.env,
+        &stack.scratch,
+        &root,
+        vec![(
+            "STRATAVORE__NODE__CAPACITY".into(),
+            shape.runners.to_string(),
+        )],
+    )
+    .await?;
+    let admin = stack.env.db.admin_pool().await?;
+    let outcome = async {
+        stack::wait_registered(&admin).await?;
+        let pid = node
+            .pid()
+            .ok_or_else(|| anyhow::anyhow!("the supervisor exited"))?;
+        install_lag_triggers(&admin).await?;
+        let project = json!({"name": "scale", "path": root.join("scale"),
+                             "max_concurrent_runners": shape.runners});
+        std::fs::create_dir_all(root.join("scale"))?;
+        post(&http, &stack.url("/api/v1/projects"), &project).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle_rss = rss_bytes(pid)?;
+
+        let launched = Instant::now();
+        let (ids, unapproved) = launch_all(&http, stack, shape).await?;
+        let runners_launched = ids.len();
+        let running = wait_running(&admin, ids.len()).await?;
+        let launch_time = launched.elapsed();
+
+        let cpu_before = cpu_seconds(pid)?;
+        let window_start = chrono::Utc::now();
+        let started = Instant::now();
+        tokio::time::sleep(shape.window).await;
+        let cpu = (cpu_seconds(pid)? - cpu_before) / started.elapsed().as_secs_f64();
+        let window_end = chrono::Utc::now();
+        let busy_rss = rss_bytes(pid)?;
+        let lags = usage_lags(&admin, window_start, window_end).await?;
+        let unkilled = kill_all(&http, stack, &ids).await;
+        let ended = wait_ended(&admin).await?;
+        anyhow::Ok(Observed {
+            idle_rss,
+            busy_rss,
+            cpu,
+            lags,
+            launch_time,
+            runners: running,
+            ended,
+            unapproved,
+            runners_launched,
+            unkilled,
+        })
+    }
+    .await;
+    // A node that stops leaves its agents to their leases, which end them
+    // within the liveness TTL even when the kills above did not arrive.
+    let _ = node.terminate().await;
+    admin.close().await;
+    let Observed {
+        idle_rss,
+        busy_rss,
+        cpu,
+        lags,
+        launch_time,
+        runners,
+        ended,
+        unapproved,
+        runners_launched,
+        unkilled,
+    } = outcome?;
+    if unapproved > 0 {
+        r.note(format!(
+            "launching stopped at {} approved runners of {}: {unapproved} launches of the last \
+             wave were not approved within the request's 30 s wait",
+            runners_launched, shape.runners
+        ));
+    }
+    if unkilled > 0 {
+        r.note(format!("{unkilled} kill requests were not accepted"));
+    }
+    if runners < runners_launched {
+        r.note(format!(
+            "only {runners} of the {runners_launched} approved runners were running after {} s: \
+             the figures are for {runners}",
+            RUNNING_WITHIN.as_secs()
+        ));
+    }
+    if !ended {
+        r.note("not every runner had ended within the wait after the kills; the node's stop left the rest to their leases");
+    }
+    anyhow::ensure!(
+        runners > 0,
+        "no runner was running after {RUNNING_WITHIN:?}"
+    );
+
+    let per_runner_kib = stats::kib(busy_rss.saturating_sub(idle_rss)) / runners as f64;
+    r.param("runners_requested", shape.runners as u64)
+        .param("runners_running", runners as u64)
+        .param("window_s", shape.window.as_secs_f64())
+        .param(
+            "agent",
+            "stratavore-sim-agent (profile demo), a turn with usage every 1000 ms",
+        )
+        .param("launch_concurrency", shape.launchers as u64)
+        .param("all_running_after_s", launch_time.as_secs_f64())
+        .param("supervisor_idle_rss_mib", stats::mib(idle_rss))
+        .param("supervisor_busy_rss_mib", stats::mib(busy_rss));
+    r.push(
+        Figure::plain("supervisor memory per runner", per_runner_kib, "KiB")
+            .target(Target::AtMost(100.0)),
+    );
+    r.push(Figure::plain("supervisor CPU", cpu * 100.0, "% of a core"));
+    for (service, samples) in lags {
+        let s = stats::summarise(&samples)
+            .ok_or_else(|| anyhow::anyhow!("no usage reached the {service} in the window"))?;
+        r.push(Figure::plain(
+            &format!("usage lag p50 ({service})"),
+            s.p50_ms,
+            "ms",
+        ));
+        r.push(
+            Figure::plain(&format!("usage lag p99 ({service})"), s.p99_ms, "ms")
+                .target(Target::AtMost(2000.0)),
+        );
+    }
+    r.note("usage lag: from the usage event's own time (when the node derived it from the transcript) to the inbox row's update to applied");
+    Ok(())
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let response = http.post(url).json(body).send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    anyhow::ensure!(status.is_success(), "POST {url} answered {status}: {text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Launch the runners in waves of `shape.launchers` requests, each
+/// request waiting up to 30 s for its approval; stop launching after a
+/// wave in which some launch was not approved in that time (202) or was
+/// refused: the stack has fallen behind, and more runners would only
+/// grow its backlog. The ids of those approved (201), and how many were
+/// not.
+async fn launch_all(
+    http: &reqwest::Client,
+    stack: &InProcess,
+    shape: Shape,
+) -> anyhow::Result<(Vec<String>, usize)> {
+    let url = stack.url("/api/v1/runners?wait=30");
+    // Long enough to outlive the launches and the window; killed after,
+    // and bounded in case a kill never arrives.
+    let prompt = r#"sim:{"run_for_ms":900000,"turn_delay_ms":1000}"#;
+    let body = json!({"project": "scale", "profile": "demo", "prompt": prompt, "mode": "new"});
+    let mut ids = Vec::with_capacity(shape.runners);
+    let mut unapproved = 0;
+    while ids.len() < shape.runners && unapproved == 0 {
+        let wave = shape.launchers.min(shape.runners - ids.len());
+        let answers = futures::future::join_all((0..wave).map(|_| {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            async move {
+                let response = http.post(&url).json(&body).send().await.ok()?;
+                if response.status().as_u16() != 201 {
+                    return None;
+                }
+                let runner: serde_json::Value = response.json().await.ok()?;
+                runner["id"].as_str().map(str::to_owned)
+            }
+        }))
+        .await;
+        unapproved += answers.iter().filter(|a| a.is_none()).count();
+        ids.extend(answers.into_iter().flatten());
+    }
+    Ok((ids, unapproved))
+}
+
+/// Wait until `count` runners run, or [`RUNNING_WITHIN`] passed; how many
+/// run then. A machine that cannot start them all in that time is a
+/// finding to report, not a reason to measure nothing.
+async fn wait_running(admin: &sqlx::PgPool, count: usize) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + RUNNING_WITHIN;
+    loop {
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM gateway.runners WHERE state = 'running'")
+                .fetch_one(admin)
+                .await?;
+        let running = usize::try_from(running)?;
+        if running >= count || Instant::now() >= deadline {
+            return Ok(running);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Wait (a while) until no runner is left alive, so the node reaps every
+/// shim before it is stopped; whether they all ended.
+async fn wait_ended(admin: &sqlx::PgPool) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let alive: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM gateway.runners
+             WHERE state NOT IN ('exited', 'failed', 'lost', 'rejected', 'cancelled')",
+        )
+        .fetch_one(admin)
+        .await?;
+        if alive == 0 {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Kill every runner through the API; how many kills were not accepted
+/// (the node's stop and the agents' leases end those anyway).
+async fn kill_all(http: &reqwest::Client, stack: &InProcess, ids: &[String]) -> usize {
+    let results: Vec<bool> = futures::stream::iter(ids)
+        .map(|id| {
+            let (http, url) = (
+                http.clone(),
+                stack.url(&format!("/api/v1/runners/{id}/kill")),
+            );
+            async move { post(&http, &url, &json!({})).await.is_ok() }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.iter().filter(|ok| !**ok).count()
+}
+
+/// Stamp when each usage event is applied by the orchestrator and by the
+/// gateway (`clock_timestamp()` inside the applying transaction).
+async fn install_lag_triggers(admin: &sqlx::PgPool) -> anyhow::Result<()> {
+    sqlx::query("CREATE SCHEMA bench").execute(admin).await?;
+    sqlx::query(
+        "CREATE TABLE bench.applied (service text NOT NULL, message_id uuid NOT NULL,
+                                     at timestamptz NOT NULL, PRIMARY KEY (service, message_id))",
+    )
+    .execute(admin)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION bench.record_applied() RETURNS trigger LANGUAGE plpgsql
+         SECURITY DEFINER SET search_path = bench AS $$
+         BEGIN
+             IF NEW.type = '{USAGE}' THEN
+                 INSERT INTO bench.applied VALUES (TG_TABLE_SCHEMA, NEW.message_id, clock_timestamp())
+                 ON CONFLICT DO NOTHING;
+             END IF;
+             RETURN NULL;
+         END $$"
+    )))
+    .execute(admin)
+    .await?;
+    for schema in ["orchestrator", "gateway"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TRIGGER bench_applied AFTER UPDATE OF status ON {schema}.inbox FOR EACH ROW
+             WHEN (NEW.status = 'applied' AND OLD.status <> 'applied')
+             EXECUTE FUNCTION bench.record_applied()"
+        )))
+        .execute(admin)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Per service, the lag of each usage event timed inside the window. The
+/// last ones may still be on their way: wait for them (a while), and
+/// count any still not applied by then as late as they are at that moment.
+async fn usage_lags(
+    admin: &sqlx::PgPool,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<(&'static str, Vec<Duration>)>> {
+    let pending = || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM supervisor.log l CROSS JOIN (VALUES ('orchestrator'), ('gateway')) s(service)
+             WHERE l.type = $1 AND l.time BETWEEN $2 AND $3
+               AND NOT EXISTS (SELECT 1 FROM bench.applied a
+                               WHERE a.service = s.service AND a.message_id = l.message_id)",
+        )
+        .bind(USAGE)
+        .bind(from)
+        .bind(to)
+        .fetch_one(admin)
+        .await?;
+        anyhow::Ok(n)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pending().await? > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut out = Vec::new();
+    for service in ["orchestrator", "gateway"] {
+        let seconds: Vec<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM coalesce(a.at, clock_timestamp()) - l.time)::float8
+             FROM supervisor.log l
+             LEFT JOIN bench.applied a ON a.message_id = l.message_id AND a.service = $1
+             WHERE l.type = $2 AND l.time BETWEEN $3 AND $4",
+        )
+        .bind(service)
+        .bind(USAGE)
+        .bind(from)
+        .bind(to)
+        .fetch_all(admin)
+        .await?;
+        out.push((
+            service,
+            seconds
+                .into_iter()
+                .map(|s| Duration::from_secs_f64(s.max(0.0)))
+                .collect(),
+        ));
+    }
+    Ok(out)
+}

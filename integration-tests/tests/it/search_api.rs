@@ -129,7 +129,11 @@ fn long_transcript(session: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_search_ranks_sessions_by_meaning_and_by_exact_words_with_the_local_model() {
-    let node = Node::start_with(NodeOptions::default()).await;
+    let node = Node::start_with(NodeOptions {
+        embed: true,
+        ..NodeOptions::default()
+    })
+    .await;
     std::fs::create_dir_all(format!("{}/ops", node.root)).unwrap();
     let (status, body) = post(
         &node,

@@ -61,6 +61,10 @@ pub(crate) struct NodeOptions {
     /// node: system time plus the milliseconds this file holds (see
     /// [`Node::set_clock_offset`]).
     pub(crate) clock_offset_file: Option<PathBuf>,
+    /// Run the gateway's embedding worker at its test pace. Off, it looks
+    /// for pending text once a minute: the model's forward passes take
+    /// every core of this machine, and the node tests time processes.
+    pub(crate) embed: bool,
 }
 
 /// A node's environment for a liveness TTL of `ttl` ms, heartbeats every
@@ -163,6 +167,9 @@ impl Node {
         let mut gateway_settings = gateway_config(&env);
         gateway_settings.api.node_token = api_gateway::config::NodeToken::new(NODE_TOKEN);
         gateway_settings.base.clock.offset_file = options.clock_offset_file.clone();
+        if !options.embed {
+            gateway_settings.search.poll_ms = 60_000;
+        }
         let gateway = api_gateway::start(gateway_settings, g.clone())
             .await
             .unwrap()

@@ -335,6 +335,11 @@ async fn serial_supervisor_faults_a_supervisor_frozen_past_the_lease_has_its_age
 
     signal(supervisor, "STOP");
     wait_states("the runner's processes to be gone", &tree, |s| s.is_none()).await;
+    // The shims' lease ran out from the last confirm they were given; a
+    // heartbeat published just before the freeze can be confirmed after the
+    // thaw and count for up to half a TTL more. Stay frozen past that too,
+    // so the node is sure to find its last confirm older than half the TTL.
+    tokio::time::sleep(Duration::from_millis(SHORT_TTL_MS / 2 + 500)).await;
     signal(supervisor, "CONT");
 
     // Thawed, its last confirmed heartbeat is older than half the TTL: it

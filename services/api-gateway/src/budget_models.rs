@@ -28,22 +28,31 @@ pub(crate) fn budget_resource(id: Uuid) -> Option<String> {
     Some(format!("/api/v1/budgets/{id}"))
 }
 
-/// Fold a received message: a budget event, or spending. Returns whether
-/// it was one of them.
+/// Fold a received budget event; returns whether it was one.
 pub async fn project_received(
     conn: &mut PgConnection,
     message: &Envelope,
 ) -> Result<bool, StoreError> {
-    if let Ok(event) = BudgetEvent::from_data(&message.type_name, message.data.clone()) {
-        project_budget_event(conn, message, &event).await?;
-        return Ok(true);
-    }
-    let spend = match ProcessEvent::from_data(&message.type_name, message.data.clone()) {
-        Ok(ProcessEvent::UsageReported(u)) => {
-            Some((u.runner_id, stratavore_budgets::spend_of_usage(&u)))
+    let Ok(event) = BudgetEvent::from_data(&message.type_name, message.data.clone()) else {
+        return Ok(false);
+    };
+    project_budget_event(conn, message, &event).await?;
+    Ok(true)
+}
+
+/// Record what a process event spent, if it is usage or a reconciliation
+/// (it feeds the runner and session models too).
+pub async fn project_spend(
+    conn: &mut PgConnection,
+    message: &Envelope,
+    event: &ProcessEvent,
+) -> Result<(), StoreError> {
+    let spend = match event {
+        ProcessEvent::UsageReported(u) => {
+            Some((u.runner_id, stratavore_budgets::spend_of_usage(u)))
         }
-        Ok(ProcessEvent::CostReconciled(c)) => {
-            Some((c.runner_id, stratavore_budgets::spend_of_reconciliation(&c)))
+        ProcessEvent::CostReconciled(c) => {
+            Some((c.runner_id, stratavore_budgets::spend_of_reconciliation(c)))
         }
         _ => None,
     };
@@ -61,8 +70,7 @@ pub async fn project_received(
         .await
         .map_err(store("recording spending"))?;
     }
-    // Usage also feeds the runner and session models.
-    Ok(false)
+    Ok(())
 }
 
 async fn project_budget_event(

@@ -7,9 +7,9 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
 use stratavore_events::Message;
-use stratavore_events::process::NodeCommand;
+use stratavore_events::process::{NodeCommand, ProcessEvent};
 use stratavore_events::project::{ProjectCommand, ProjectEvent};
-use stratavore_events::runner::RunnerCommand;
+use stratavore_events::runner::{RunnerCommand, RunnerEvent};
 use stratavore_store::StoreError;
 use uuid::Uuid;
 
@@ -196,12 +196,20 @@ pub async fn project_received(
     conn: &mut PgConnection,
     message: &Envelope,
 ) -> Result<(), StoreError> {
-    crate::session_models::project_received(conn, message).await?;
-    // Search records text from the same runner and process events the
-    // other models fold, so it looks at every message first.
-    crate::search::texts::project_received(conn, message).await?;
+    // Runner and process events feed several models: each is parsed once
+    // here and handed to every fold that reads it.
+    if let Ok(event) = RunnerEvent::from_data(&message.type_name, message.data.clone()) {
+        crate::session_models::project_runner_event(conn, message, &event).await?;
+        crate::search::texts::project_runner_event(conn, message, &event).await?;
+        return crate::runner_models::project_runner_event(conn, message, &event).await;
+    }
+    if let Ok(event) = ProcessEvent::from_data(&message.type_name, message.data.clone()) {
+        crate::session_models::project_process_event(conn, message, &event).await?;
+        crate::search::texts::project_process_event(conn, message, &event).await?;
+        crate::budget_models::project_spend(conn, message, &event).await?;
+        return crate::runner_models::project_process_event(conn, message, &event).await;
+    }
     if crate::budget_models::project_received(conn, message).await?
-        || crate::runner_models::project_received(conn, message).await?
         || crate::node_models::project_received(conn, message).await?
     {
         return Ok(());

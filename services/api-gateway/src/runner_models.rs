@@ -5,12 +5,10 @@
 mod process_events;
 
 use crate::read_models::{command_outcome, project_resource_of_runner};
-use process_events::project_process_event;
+pub(crate) use process_events::project_process_event;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
-use stratavore_events::Message;
-use stratavore_events::process::ProcessEvent;
 use stratavore_events::runner::RunnerEvent;
 use stratavore_store::StoreError;
 use uuid::Uuid;
@@ -264,22 +262,6 @@ pub async fn project_runner_event(
         E::Paused(p) | E::Resumed(p) => touch(conn, p.runner_id, state, message).await,
         E::StopRequested(s) => touch(conn, s.runner_id, state, message).await,
     }
-}
-
-/// Fold a received message if it is about runners; false when it is not.
-pub async fn project_received(
-    conn: &mut PgConnection,
-    message: &Envelope,
-) -> Result<bool, StoreError> {
-    if let Ok(event) = RunnerEvent::from_data(&message.type_name, message.data.clone()) {
-        project_runner_event(conn, message, &event).await?;
-        return Ok(true);
-    }
-    if let Ok(event) = ProcessEvent::from_data(&message.type_name, message.data.clone()) {
-        project_process_event(conn, message, &event).await?;
-        return Ok(true);
-    }
-    Ok(false)
 }
 
 const COLUMNS: &str = "runner_id, project, profile, state, attempt, node, pid, session_id, last_error, exit_code,

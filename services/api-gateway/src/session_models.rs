@@ -25,26 +25,30 @@ use crate::runner_models::{Tokens, store};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
+use stratavore_events::Envelope;
 use stratavore_events::process::ProcessEvent;
 use stratavore_events::runner::RunnerEvent;
-use stratavore_events::{Envelope, Message};
 use stratavore_store::StoreError;
 use uuid::Uuid;
 
-/// Fold a received message into the sessions read model. Runner and
-/// process events also feed the runners read model, so this never claims
-/// a message for itself.
-pub async fn project_received(
+/// Fold a runner event into the sessions read model (it feeds the runners
+/// read model too).
+pub async fn project_runner_event(
     conn: &mut PgConnection,
     message: &Envelope,
+    event: &RunnerEvent,
 ) -> Result<(), StoreError> {
-    if let Ok(event) = RunnerEvent::from_data(&message.type_name, message.data.clone()) {
-        return facts::runner_event(conn, message, &event).await;
-    }
-    if let Ok(event) = ProcessEvent::from_data(&message.type_name, message.data.clone()) {
-        return facts::process_event(conn, message, &event).await;
-    }
-    Ok(())
+    facts::runner_event(conn, message, event).await
+}
+
+/// Fold a process event into the sessions read model (it feeds the runners
+/// read model too).
+pub async fn project_process_event(
+    conn: &mut PgConnection,
+    message: &Envelope,
+    event: &ProcessEvent,
+) -> Result<(), StoreError> {
+    facts::process_event(conn, message, event).await
 }
 
 /// Tokens and cost.

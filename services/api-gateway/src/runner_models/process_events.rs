@@ -43,7 +43,7 @@ async fn clear_stall(
 }
 
 /// Fold a process event.
-pub(super) async fn project_process_event(
+pub(crate) async fn project_process_event(
     conn: &mut PgConnection,
     message: &Envelope,
     event: &ProcessEvent,

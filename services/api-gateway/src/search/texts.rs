@@ -9,7 +9,6 @@
 
 use sqlx::PgConnection;
 use stratavore_events::Envelope;
-use stratavore_events::Message;
 use stratavore_events::process::ProcessEvent;
 use stratavore_events::runner::RunnerEvent;
 use stratavore_store::StoreError;
@@ -31,14 +30,13 @@ fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     StoreError::new(context)
 }
 
-/// Fold what `message` says about sessions' text, if anything.
-pub async fn project_received(
+/// Fold what a runner event says about sessions' text: a launch's prompt.
+pub async fn project_runner_event(
     conn: &mut PgConnection,
     message: &Envelope,
+    event: &RunnerEvent,
 ) -> Result<(), StoreError> {
-    if let Ok(RunnerEvent::LaunchApproved(e)) =
-        RunnerEvent::from_data(&message.type_name, message.data.clone())
-    {
+    if let RunnerEvent::LaunchApproved(e) = event {
         let text = Pending {
             text_id: prompt_text_id(e.runner_id),
             session_id: &e.session_id,
@@ -50,8 +48,18 @@ pub async fn project_received(
         record(conn, &text, message).await?;
         return fill_project(conn, e.runner_id, &e.project).await;
     }
-    match ProcessEvent::from_data(&message.type_name, message.data.clone()) {
-        Ok(ProcessEvent::TextChunked(t)) => {
+    Ok(())
+}
+
+/// Fold what a process event says about sessions' text: the agent's text,
+/// or the session it named.
+pub async fn project_process_event(
+    conn: &mut PgConnection,
+    message: &Envelope,
+    event: &ProcessEvent,
+) -> Result<(), StoreError> {
+    match event {
+        ProcessEvent::TextChunked(t) => {
             let text = Pending {
                 text_id: message.id,
                 session_id: &t.session_id,
@@ -64,7 +72,7 @@ pub async fn project_received(
         }
         // The agent named its own session (a Codex thread, a fork on
         // resume): the prompt that started it belongs to that session.
-        Ok(ProcessEvent::SessionStarted(s)) => move_prompt(conn, s.runner_id, &s.session_id).await,
+        ProcessEvent::SessionStarted(s) => move_prompt(conn, s.runner_id, &s.session_id).await,
         _ => Ok(()),
     }
 }

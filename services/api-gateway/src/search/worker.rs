@@ -173,11 +173,14 @@ impl EmbeddingWorker {
             texts: claimed.len(),
             ..Pass::default()
         };
-        let mut bodies: Vec<&str> = Vec::new();
-        let mut seen = HashSet::new();
+        // Each distinct chunk once, with its sha256 (the cache's key).
+        let mut sha_of: HashMap<&str, Vec<u8>> = HashMap::new();
+        let mut bodies: Vec<(&str, Vec<u8>)> = Vec::new();
         for body in chunks.values().flatten() {
-            if seen.insert(body.as_str()) {
-                bodies.push(body);
+            if !sha_of.contains_key(body.as_str()) {
+                let sha = sha256(body);
+                sha_of.insert(body, sha.clone());
+                bodies.push((body, sha));
             }
         }
         let (computed, reused) = self.vectors_for(&bodies).await?;
@@ -190,7 +193,7 @@ impl EmbeddingWorker {
             for (seq, body) in chunks[&c.sha].iter().enumerate() {
                 ids.push(c.text_id);
                 seqs.push(i32::try_from(seq).unwrap_or(i32::MAX));
-                shas.push(sha256(body));
+                shas.push(sha_of[body.as_str()].clone());
                 texts.push(body.clone());
             }
         }
@@ -290,11 +293,12 @@ impl EmbeddingWorker {
         Ok(known)
     }
 
-    /// Make sure `bodies` all have a vector of the model in the cache;
-    /// returns how many were computed and how many were there already.
-    async fn vectors_for(&self, bodies: &[&str]) -> Result<(usize, usize), WorkerError> {
+    /// Make sure `bodies` (each with its sha256) all have a vector of the
+    /// model in the cache; returns how many were computed and how many were
+    /// there already.
+    async fn vectors_for(&self, bodies: &[(&str, Vec<u8>)]) -> Result<(usize, usize), WorkerError> {
         let model = self.search.model().to_owned();
-        let shas: Vec<Vec<u8>> = bodies.iter().map(|b| sha256(b)).collect();
+        let shas: Vec<Vec<u8>> = bodies.iter().map(|(_, sha)| sha.clone()).collect();
         let cached: HashSet<Vec<u8>> = sqlx::query_scalar(
             "SELECT text_sha256 FROM embedding_cache WHERE model = $1 AND text_sha256 = ANY($2)",
         )
@@ -305,11 +309,10 @@ impl EmbeddingWorker {
         .map_err(store("reading cached vectors"))?
         .into_iter()
         .collect();
-        let missing: Vec<(Vec<u8>, String)> = shas
+        let missing: Vec<(Vec<u8>, String)> = bodies
             .iter()
-            .zip(bodies)
-            .filter(|(sha, _)| !cached.contains(*sha))
-            .map(|(sha, body)| (sha.clone(), (*body).to_owned()))
+            .filter(|(_, sha)| !cached.contains(sha))
+            .map(|(body, sha)| (sha.clone(), (*body).to_owned()))
             .collect();
         let reused = bodies.len() - missing.len();
         if missing.is_empty() {

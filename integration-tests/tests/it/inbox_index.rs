@@ -1,11 +1,11 @@
-//! The drain's lookup of a stream's next inbox row reads an index, not the
+//! The drain's lookup of its streams' next inbox rows reads an index, not the
 //! whole inbox: the inbox keeps every message it applied, so a scan would
 //! slow every consumer down as its history grows (found by `make bench`).
 
 use stratavore_testkit::TestEnv;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_next_row_lookup_uses_an_index_at_twenty_thousand_inbox_rows() {
+async fn the_next_rows_lookup_uses_an_index_at_twenty_thousand_inbox_rows() {
     let env = TestEnv::new().await.unwrap();
     let pool = env.db.service_pool("api-gateway").await.unwrap();
     sqlx::query(
@@ -20,12 +20,13 @@ async fn the_next_row_lookup_uses_an_index_at_twenty_thousand_inbox_rows() {
     sqlx::query("ANALYZE inbox").execute(&pool).await.unwrap();
     let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "EXPLAIN {}",
-        stratavore_consumer::inbox::LOCK_ROW_SQL
+        stratavore_consumer::inbox::LOCK_NEXT_ROWS_SQL
     )))
-    .bind("orchestrator")
-    .bind("project-7")
-    .bind(3_i64)
+    .bind(vec!["orchestrator"; 3])
+    .bind(vec!["project-7", "project-8", "project-1999"])
     .bind("")
+    .bind(25_i64)
+    .bind(100_i64)
     .fetch_all(&pool)
     .await
     .unwrap();

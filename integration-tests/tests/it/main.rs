@@ -4,6 +4,7 @@
 mod budgets_api;
 mod consumer_crashes;
 mod consumer_faults;
+mod drain_batches;
 mod inbox_index;
 mod infrastructure_faults;
 mod launch_saga;

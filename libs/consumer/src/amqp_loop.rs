@@ -1,7 +1,12 @@
 //! The consuming loop: take a batch of deliveries, insert them all into the
-//! inbox and commit, ack exactly those, then drain the streams they touched.
-//! Nothing is acked before its row is committed, so a crash anywhere only
-//! causes redeliveries, which the inbox absorbs.
+//! inbox and commit, ack exactly those, then hand the streams they touched
+//! to the drain task. Nothing is acked before its row is committed, so a
+//! crash anywhere only causes redeliveries, which the inbox absorbs.
+//!
+//! The drain runs beside the loop, so the next batch is inserted while the
+//! last one is applied, and the streams touched meanwhile are drained
+//! together. The hand-over queue is short: when the drain falls behind, the
+//! loop waits instead of filling the inbox far ahead of it.
 //!
 //! While Postgres is away the consumer holds no deliveries: it closes its
 //! channel (the broker requeues them), reports not ready, and comes back
@@ -18,10 +23,12 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
+use std::collections::HashSet;
 use std::time::Duration;
 use stratavore_bus::{BrokerError, Topology, connect};
 use stratavore_runtime::{Readiness, Shutdown};
 use stratavore_store::StoreError;
+use tokio::sync::mpsc;
 
 /// How a consumer behaves; every duration comes from config.
 #[derive(Debug, Clone)]
@@ -102,6 +109,16 @@ impl<S: Decider + Projection> Consumer<S> {
             format!("{} sweeper", self.settings.queue),
             sweeper.run(shutdown.clone()),
         );
+        let (touched, to_drain) = mpsc::channel(TOUCHED_QUEUE);
+        shutdown.spawn(
+            format!("{} drain", self.settings.queue),
+            drain_touched(
+                self.drainer.clone(),
+                to_drain,
+                self.readiness.clone(),
+                shutdown.clone(),
+            ),
+        );
         let dlq = Topology::dead_letter_queue(&self.settings.queue);
         shutdown.spawn(
             format!("{dlq} consumer"),
@@ -114,7 +131,7 @@ impl<S: Decider + Projection> Consumer<S> {
             ),
         );
         while !shutdown.is_triggered() {
-            match self.consume(&shutdown).await {
+            match self.consume(&shutdown, &touched).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(queue = %self.settings.queue, error = %e, "consumer stopped; reconnecting");
@@ -151,7 +168,7 @@ impl<S: Decider + Projection> Consumer<S> {
         Ok((conn, channel, consumer))
     }
 
-    async fn consume(&self, shutdown: &Shutdown) -> Result<(), LoopError> {
+    async fn consume(&self, shutdown: &Shutdown, touched: &Touched) -> Result<(), LoopError> {
         let (conn, channel, mut deliveries) = self.open().await?;
         self.readiness.set("consumer", true, "consuming");
         let result = loop {
@@ -170,7 +187,7 @@ impl<S: Decider + Projection> Consumer<S> {
                     Ok(None) | Err(_) => break,
                 }
             }
-            if let Err(e) = self.handle_batch(&batch).await {
+            if let Err(e) = self.handle_batch(&batch, touched).await {
                 break Err(e);
             }
         };
@@ -185,7 +202,7 @@ impl<S: Decider + Projection> Consumer<S> {
         result
     }
 
-    async fn handle_batch(&self, batch: &[Delivery]) -> Result<(), LoopError> {
+    async fn handle_batch(&self, batch: &[Delivery], touched: &Touched) -> Result<(), LoopError> {
         let received: Vec<ReceivedMessage> = batch
             .iter()
             .map(|d| read_delivery(&d.properties, &d.data))
@@ -222,24 +239,68 @@ impl<S: Decider + Projection> Consumer<S> {
                 .await
                 .map_err(LoopError::Amqp)?;
         }
-        let mut touched: Vec<(&str, &str)> = Vec::new();
+        let mut streams: Vec<(String, String)> = Vec::new();
+        let mut seen = HashSet::new();
         for r in received.iter().filter(|r| r.unreadable.is_none()) {
-            let key = (r.source_log.as_str(), r.stream.as_str());
-            if !touched.contains(&key) {
-                touched.push(key);
+            if seen.insert((r.source_log.as_str(), r.stream.as_str())) {
+                streams.push((r.source_log.clone(), r.stream.clone()));
             }
         }
-        for (source_log, stream) in touched {
-            if let Err(e) = self.drainer.drain_stream(source_log, stream).await {
+        if !streams.is_empty() && touched.send(streams).await.is_err() {
+            // The drain task ended (shutdown): the rows are safe in the
+            // inbox and drained at the next start.
+            tracing::debug!(service = %name, "the drain task is gone");
+        }
+        Ok(())
+    }
+}
+
+/// Batches of touched streams the loop may hand over before it waits for
+/// the drain.
+const TOUCHED_QUEUE: usize = 4;
+
+/// Where the loop hands the streams a batch touched.
+type Touched = mpsc::Sender<Vec<(String, String)>>;
+
+/// Drain the streams the loop hands over, merging whatever arrived while
+/// the last drain ran into one.
+async fn drain_touched<S: Decider + Projection>(
+    drainer: Drainer<S>,
+    mut touched: mpsc::Receiver<Vec<(String, String)>>,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) {
+    let mut failing = false;
+    loop {
+        let mut streams = tokio::select! {
+            _ = shutdown.wait() => return,
+            next = touched.recv() => match next {
+                Some(streams) => streams,
+                None => return,
+            },
+        };
+        let mut seen: HashSet<(String, String)> = streams.iter().cloned().collect();
+        while let Ok(more) = touched.try_recv() {
+            for stream in more {
+                if seen.insert(stream.clone()) {
+                    streams.push(stream);
+                }
+            }
+        }
+        match drainer.drain_streams(&streams).await {
+            Ok(_) if failing => {
+                failing = false;
+                readiness.set("consumer", true, "consuming");
+            }
+            Ok(_) => {}
+            Err(e) => {
                 // The rows are safe in the inbox; the sweeper drains them
                 // when the database is back.
-                tracing::warn!(service = %name, %stream, error = %e, "draining failed; will retry");
-                self.readiness.set("consumer", false, e.to_string());
-                return Ok(());
+                tracing::warn!(service = %drainer.name, error = %e, "draining failed; will retry");
+                readiness.set("consumer", false, e.to_string());
+                failing = true;
             }
         }
-        self.readiness.set("consumer", true, "consuming");
-        Ok(())
     }
 }
 

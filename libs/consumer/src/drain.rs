@@ -1,11 +1,22 @@
-//! Draining: apply a stream's received rows in version order while they are
-//! contiguous with what the state reflects, one transaction per message with
-//! its effects, the resulting messages appended last.
+//! Draining: apply streams' received rows in version order while they are
+//! contiguous with what the state reflects, each message in the transaction
+//! of its effects, the messages it leads to appended last.
 //!
-//! One message per transaction keeps a failure confined to its own row:
-//! a message's own failure is known before anything is written (decisions
-//! are pure), and an infrastructure failure rolls back exactly one message.
+//! A transaction applies a batch: the waiting rows of every stream a
+//! delivery touched, up to `batch` messages, so the commit (and its fsync)
+//! and the bookkeeping statements are shared. It ends early after a message
+//! that appends, so the log's append lock is still taken last and held only
+//! to the commit, as with one message per transaction (taking it earlier
+//! would make other writers wait for the rest of the batch, and could
+//! deadlock with one that holds a projection row we want).
+//!
+//! A message's own failure is known before anything is written (decisions
+//! are pure): it is recorded in the same transaction and stops only its
+//! stream. An infrastructure failure rolls the batch back; the streams are
+//! then drained again one message per transaction, so a message that keeps
+//! failing that way holds up its own stream and no other.
 
+use crate::batch::{Candidate, contiguous, window};
 use crate::inbox;
 use crate::metrics as m;
 use crate::received::envelope_of_stored;
@@ -62,6 +73,8 @@ pub struct Drainer<S> {
     pub service: Arc<S>,
     /// Attempts before a failing row becomes dead.
     pub max_attempts: i32,
+    /// Messages applied per drain transaction at most (`consumer.drain_batch`).
+    pub batch: usize,
     /// The service's name, for metrics.
     pub name: String,
     /// Whose received rows it records and drains: '' for a service whose
@@ -76,19 +89,24 @@ impl<S> Clone for Drainer<S> {
             log: self.log.clone(),
             service: self.service.clone(),
             max_attempts: self.max_attempts,
+            batch: self.batch,
             name: self.name.clone(),
             owner: self.owner.clone(),
         }
     }
 }
 
-enum Step {
-    Applied,
-    Nothing,
-    Failed {
-        message_id: uuid::Uuid,
-        error: String,
-    },
+/// What one drain transaction did.
+#[derive(Debug, Default)]
+struct Pass {
+    /// Rows applied or passed over (skipped by an operator).
+    applied: usize,
+    /// Received messages applied (what the metrics count).
+    folded: u64,
+    /// Per stream asked for: whether it may have more rows to apply now.
+    more: Vec<bool>,
+    /// Rows that failed, with their error and whether they are dead now.
+    failures: Vec<(uuid::Uuid, usize, String, bool)>,
 }
 
 impl<S: Decider + Projection> Drainer<S> {
@@ -98,88 +116,230 @@ impl<S: Decider + Projection> Drainer<S> {
         source_log: &str,
         stream: &str,
     ) -> Result<DrainOutcome, DrainError> {
+        self.drain_streams(&[(source_log.to_owned(), stream.to_owned())])
+            .await
+    }
+
+    /// Apply the rows of every stream given, each in order until one is
+    /// missing or fails, in transactions of up to `batch` messages.
+    pub async fn drain_streams(
+        &self,
+        streams: &[(String, String)],
+    ) -> Result<DrainOutcome, DrainError> {
+        let mut seen = std::collections::HashSet::with_capacity(streams.len());
+        let mut pending: Vec<(String, String)> = streams
+            .iter()
+            .filter(|s| seen.insert(*s))
+            .cloned()
+            .collect();
         let mut outcome = DrainOutcome::default();
-        loop {
-            match self.apply_next(source_log, stream).await? {
-                Step::Applied => outcome.applied += 1,
-                Step::Nothing => return Ok(outcome),
-                Step::Failed { message_id, error } => {
-                    let mut conn = self
-                        .pool
-                        .acquire()
-                        .await
-                        .map_err(StoreError::new("recording a failure"))?;
-                    let dead =
-                        inbox::record_failure(&mut conn, message_id, &error, self.max_attempts)
-                            .await?;
-                    let outcome_label = if dead { "dead" } else { "failed" };
-                    metrics::counter!(m::MESSAGES_TOTAL, "service" => self.name.clone(), "outcome" => outcome_label)
-                        .increment(1);
-                    if dead {
-                        tracing::error!(service = %self.name, %message_id, %source_log, %stream, %error,
-                            "a message failed too often and is dead; its stream waits for an operator");
-                    } else {
-                        tracing::warn!(service = %self.name, %message_id, %error, "applying a message failed");
-                    }
-                    outcome.blocked = true;
+        while !pending.is_empty() {
+            let pass = match self.apply_batch(&pending, self.batch.max(1)).await {
+                Ok(pass) => pass,
+                Err(e) if self.batch > 1 => {
+                    tracing::debug!(service = %self.name, error = %e,
+                        "a drain batch failed; draining its streams one message at a time");
+                    let one_by_one = self.drain_one_by_one(&pending).await?;
+                    outcome.applied += one_by_one.applied;
+                    outcome.blocked |= one_by_one.blocked;
                     return Ok(outcome);
+                }
+                Err(e) => return Err(e),
+            };
+            outcome.applied += pass.applied;
+            outcome.blocked |= !pass.failures.is_empty();
+            let mut more = pass.more.iter();
+            pending.retain(|_| *more.next().unwrap_or(&false));
+        }
+        Ok(outcome)
+    }
+
+    /// Drain each stream alone, one message per transaction (after a batch
+    /// failed on the infrastructure): the first error is returned once the
+    /// other streams had their turn.
+    async fn drain_one_by_one(
+        &self,
+        streams: &[(String, String)],
+    ) -> Result<DrainOutcome, DrainError> {
+        let mut outcome = DrainOutcome::default();
+        let mut first_error = None;
+        for stream in streams {
+            loop {
+                match self.apply_batch(std::slice::from_ref(stream), 1).await {
+                    Ok(pass) => {
+                        outcome.applied += pass.applied;
+                        outcome.blocked |= !pass.failures.is_empty();
+                        if !pass.more.first().copied().unwrap_or(false) {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                        break;
+                    }
                 }
             }
         }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(outcome),
+        }
     }
 
-    async fn apply_next(&self, source_log: &str, stream: &str) -> Result<Step, DrainError> {
+    /// One drain transaction over `streams`, applying at most `batch` rows.
+    async fn apply_batch(
+        &self,
+        streams: &[(String, String)],
+        batch: usize,
+    ) -> Result<Pass, DrainError> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(StoreError::new("opening a drain transaction"))?;
         crate::lock_shared(&mut tx, self.log.schema()).await?;
-        let current = inbox::stream_version(&mut tx, source_log, stream).await?;
-        let Some(row) =
-            inbox::lock_row(&mut tx, source_log, stream, current + 1, &self.owner).await?
-        else {
-            return Ok(Step::Nothing);
-        };
-        if row.skipped {
-            // An operator passed over this row: move the stream past it.
-            inbox::set_stream_version(&mut tx, source_log, stream, row.stream_version).await?;
-            tx.commit()
-                .await
-                .map_err(StoreError::new("passing a skipped row"))?;
-            return Ok(Step::Applied);
+        let per_stream = window(streams.len(), batch);
+        let fetched =
+            inbox::lock_next_rows(&mut tx, streams, per_stream, batch, &self.owner).await?;
+        let mut fetched_per_stream = vec![0_usize; streams.len()];
+        for row in &fetched {
+            fetched_per_stream[row.stream] += 1;
         }
-        let decided = match envelope_of_stored(&row.stored) {
-            Ok(envelope) => match self.service.decide(&mut tx, &envelope).await {
-                Ok(entries) => Ok((envelope, entries)),
-                Err(HandleError::Message(error)) => Err(error),
-                Err(HandleError::Store(e)) => return Err(e.into()),
-            },
-            Err(error) => Err(error),
+        // When the limit cut the fetch, the streams from the last one
+        // fetched onwards may hold rows it did not reach.
+        let cut_from = (fetched.len() >= batch)
+            .then(|| fetched.last().map(|r| r.stream))
+            .flatten();
+        let runs = contiguous(
+            fetched
+                .into_iter()
+                .map(|r| Candidate {
+                    stream: r.stream,
+                    version: r.next.stream_version,
+                    current: r.current,
+                    row: r.next,
+                })
+                .collect(),
+        );
+        let mut run_len = vec![0_usize; streams.len()];
+        for c in &runs {
+            run_len[c.stream] += 1;
+        }
+        let mut pass = Pass {
+            more: vec![false; streams.len()],
+            ..Pass::default()
         };
-        let (envelope, entries) = match decided {
-            Ok(decided) => decided,
-            Err(error) => {
-                // Release the row lock now: the failure is recorded on
-                // another connection.
-                tx.rollback()
-                    .await
-                    .map_err(StoreError::new("rolling back a failed message"))?;
-                return Ok(Step::Failed {
-                    message_id: row.message_id,
-                    error,
-                });
+        let mut blocked = vec![false; streams.len()];
+        let mut done = vec![0_usize; streams.len()];
+        let mut applied_ids = Vec::new();
+        let mut versions: Vec<(usize, i64)> = Vec::new();
+        let mut appended = false;
+        for c in runs {
+            if appended {
+                break;
             }
-        };
-        self.service.project_received(&mut tx, &envelope).await?;
-        inbox::mark_applied(&mut tx, row.message_id).await?;
-        inbox::set_stream_version(&mut tx, source_log, stream, row.stream_version).await?;
-        record_own(&mut tx, &self.log, self.service.as_ref(), &entries).await?;
+            if blocked[c.stream] {
+                continue;
+            }
+            let row = c.row;
+            if row.skipped {
+                // An operator passed over this row: move the stream past it.
+                versions.push((c.stream, row.stream_version));
+                done[c.stream] += 1;
+                pass.applied += 1;
+                continue;
+            }
+            let decided = match envelope_of_stored(&row.stored) {
+                Ok(envelope) => match self.service.decide(&mut tx, &envelope).await {
+                    Ok(entries) => Ok((envelope, entries)),
+                    Err(HandleError::Message(error)) => Err(error),
+                    Err(HandleError::Store(e)) => return Err(e.into()),
+                },
+                Err(error) => Err(error),
+            };
+            let (envelope, entries) = match decided {
+                Ok(decided) => decided,
+                Err(error) => {
+                    // Nothing of this message was written: count the
+                    // attempt and stop its stream here.
+                    let dead =
+                        inbox::record_failure(&mut tx, row.message_id, &error, self.max_attempts)
+                            .await?;
+                    pass.failures.push((row.message_id, c.stream, error, dead));
+                    blocked[c.stream] = true;
+                    continue;
+                }
+            };
+            self.service.project_received(&mut tx, &envelope).await?;
+            applied_ids.push(row.message_id);
+            versions.push((c.stream, row.stream_version));
+            done[c.stream] += 1;
+            pass.applied += 1;
+            pass.folded += 1;
+            if !entries.is_empty() {
+                self.record_progress(&mut tx, streams, &applied_ids, &versions)
+                    .await?;
+                record_own(&mut tx, &self.log, self.service.as_ref(), &entries).await?;
+                appended = true;
+            }
+        }
+        if !appended {
+            self.record_progress(&mut tx, streams, &applied_ids, &versions)
+                .await?;
+        }
         tx.commit()
             .await
             .map_err(StoreError::new("committing a drain transaction"))?;
-        metrics::counter!(m::MESSAGES_TOTAL, "service" => self.name.clone(), "outcome" => "applied").increment(1);
-        Ok(Step::Applied)
+        for (i, more) in pass.more.iter_mut().enumerate() {
+            let whole_run_applied = done[i] == run_len[i];
+            let run_may_continue = run_len[i] == fetched_per_stream[i]
+                && (fetched_per_stream[i] == per_stream || cut_from.is_some_and(|s| i >= s));
+            *more = !blocked[i] && (!whole_run_applied || run_may_continue);
+        }
+        self.count(&pass);
+        Ok(pass)
+    }
+
+    /// Mark what this transaction applied, and move its streams on.
+    async fn record_progress(
+        &self,
+        conn: &mut PgConnection,
+        streams: &[(String, String)],
+        applied_ids: &[uuid::Uuid],
+        versions: &[(usize, i64)],
+    ) -> Result<(), StoreError> {
+        inbox::mark_applied_in_order(conn, applied_ids).await?;
+        // The last version applied of each stream (rows come in version
+        // order, so a later entry of a stream supersedes an earlier one).
+        let mut latest: Vec<(&str, &str, i64)> = Vec::new();
+        for &(i, version) in versions {
+            let (source, stream) = (&streams[i].0, &streams[i].1);
+            match latest
+                .iter_mut()
+                .find(|(s, n, _)| *s == source.as_str() && *n == stream.as_str())
+            {
+                Some(entry) => entry.2 = version,
+                None => latest.push((source, stream, version)),
+            }
+        }
+        inbox::set_stream_versions(conn, &latest).await
+    }
+
+    /// Metrics and logs of a committed pass.
+    fn count(&self, pass: &Pass) {
+        metrics::counter!(m::MESSAGES_TOTAL, "service" => self.name.clone(), "outcome" => "applied")
+            .increment(pass.folded);
+        for (message_id, _, error, dead) in &pass.failures {
+            let outcome_label = if *dead { "dead" } else { "failed" };
+            metrics::counter!(m::MESSAGES_TOTAL, "service" => self.name.clone(), "outcome" => outcome_label)
+                .increment(1);
+            if *dead {
+                tracing::error!(service = %self.name, %message_id, %error,
+                    "a message failed too often and is dead; its stream waits for an operator");
+            } else {
+                tracing::warn!(service = %self.name, %message_id, %error, "applying a message failed");
+            }
+        }
     }
 
     /// Drain every stream that has waiting rows (at start, after an outage,
@@ -194,8 +354,8 @@ impl<S: Decider + Projection> Drainer<S> {
             inbox::waiting_streams(&mut conn, 1000, &self.owner).await?
         };
         let mut applied = 0;
-        for (source_log, stream) in streams {
-            applied += self.drain_stream(&source_log, &stream).await?.applied;
+        for chunk in streams.chunks(self.batch.max(1)) {
+            applied += self.drain_streams(chunk).await?.applied;
         }
         Ok(applied)
     }

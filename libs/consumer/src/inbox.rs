@@ -128,7 +128,7 @@ pub async fn set_stream_version(
     Ok(())
 }
 
-/// A row that is next in its stream: to apply, or skipped by an operator.
+/// A row waiting in its stream: to apply, or skipped by an operator.
 #[derive(Debug, Clone)]
 pub struct NextRow {
     /// Skipped by an operator: the stream moves past it with no effect.
@@ -143,39 +143,121 @@ pub struct NextRow {
     pub attempts: i32,
 }
 
-/// The drain's lookup of a stream's next row (served by the `inbox_next`
-/// index, however large the inbox grows; a test checks the plan).
-pub const LOCK_ROW_SQL: &str =
-    "SELECT message_id, stream_version, message, attempts, status = 'skipped' FROM inbox
-     WHERE source_log = $1 AND stream = $2 AND stream_version = $3
-       AND status IN ('received', 'skipped') AND owner = $4
-     FOR UPDATE SKIP LOCKED";
+/// A row fetched for a drain transaction, with the version its stream's
+/// state reflected.
+#[derive(Debug, Clone)]
+pub struct WaitingRow {
+    /// Index of its stream in the streams asked for.
+    pub stream: usize,
+    /// What its stream's state reflects (0: nothing yet).
+    pub current: i64,
+    /// The row.
+    pub next: NextRow,
+}
 
-/// The row with `version` in the stream, locked for this transaction, when
-/// it is `received` or `skipped`; None when it has not arrived, is dead or
-/// applied, or another replica is applying it right now.
-pub async fn lock_row(
+/// The drain's fetch of the next rows of several streams at once, each
+/// stream's `received`/`skipped` rows from its current version + 1 up to
+/// `$4` of them, at most `$6` in all, locked (`SKIP LOCKED`: a row another
+/// replica is applying is left to it, and the gap it leaves stops that
+/// stream here). Served by `inbox_next` per stream; a test checks the plan.
+pub const LOCK_NEXT_ROWS_SQL: &str =
+    "SELECT s.ord, s.current, i.message_id, i.stream_version, i.message, i.attempts,
+            i.status = 'skipped'
+     FROM (SELECT t.ord, t.source_log, t.stream, coalesce(v.version, 0) AS current
+           FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(source_log, stream, ord)
+           LEFT JOIN stream_versions v ON v.source_log = t.source_log AND v.stream = t.stream) s
+     JOIN inbox i ON i.owner = $3 AND i.source_log = s.source_log AND i.stream = s.stream
+                 AND i.status IN ('received', 'skipped')
+                 AND i.stream_version > s.current AND i.stream_version <= s.current + $4
+     ORDER BY s.ord, i.stream_version
+     LIMIT $5
+     FOR UPDATE OF i SKIP LOCKED";
+
+/// Fetch and lock the next rows of `streams` (see [`LOCK_NEXT_ROWS_SQL`]).
+pub async fn lock_next_rows(
     conn: &mut PgConnection,
-    source_log: &str,
-    stream: &str,
-    version: i64,
+    streams: &[(String, String)],
+    per_stream: usize,
+    limit: usize,
     owner: &str,
-) -> Result<Option<NextRow>, StoreError> {
-    let row = sqlx::query(LOCK_ROW_SQL)
-        .bind(source_log)
-        .bind(stream)
-        .bind(version)
+) -> Result<Vec<WaitingRow>, StoreError> {
+    let (sources, names): (Vec<&str>, Vec<&str>) = streams
+        .iter()
+        .map(|(source, stream)| (source.as_str(), stream.as_str()))
+        .unzip();
+    let rows = sqlx::query(LOCK_NEXT_ROWS_SQL)
+        .bind(&sources)
+        .bind(&names)
         .bind(owner)
-        .fetch_optional(conn)
+        .bind(i64::try_from(per_stream).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(conn)
         .await
-        .map_err(StoreError::new("locking the next inbox row"))?;
-    Ok(row.map(|r| NextRow {
-        message_id: r.get(0),
-        stream_version: r.get(1),
-        stored: r.get(2),
-        attempts: r.get(3),
-        skipped: r.get(4),
-    }))
+        .map_err(StoreError::new("locking the next inbox rows"))?;
+    Ok(rows
+        .iter()
+        .map(|r| WaitingRow {
+            // ORDINALITY counts from 1.
+            stream: usize::try_from(r.get::<i64, _>(0) - 1).unwrap_or(usize::MAX),
+            current: r.get(1),
+            next: NextRow {
+                message_id: r.get(2),
+                stream_version: r.get(3),
+                stored: r.get(4),
+                attempts: r.get(5),
+                skipped: r.get(6),
+            },
+        })
+        .collect())
+}
+
+/// Mark rows applied, numbered in the order given (the order they were
+/// applied in, which a rebuild replays). The numbers are drawn after the
+/// sort on that order: Postgres evaluates a volatile target expression
+/// after the ORDER BY of its SELECT.
+pub async fn mark_applied_in_order(
+    conn: &mut PgConnection,
+    message_ids: &[Uuid],
+) -> Result<(), StoreError> {
+    if message_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE inbox SET status = 'applied', applied_seq = o.seq
+         FROM (SELECT id, nextval('inbox_applied_seq') AS seq
+               FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord) ORDER BY ord) o
+         WHERE inbox.message_id = o.id",
+    )
+    .bind(message_ids)
+    .execute(conn)
+    .await
+    .map_err(StoreError::new("marking inbox rows applied"))?;
+    Ok(())
+}
+
+/// Record the versions several streams' state now reflects.
+pub async fn set_stream_versions(
+    conn: &mut PgConnection,
+    versions: &[(&str, &str, i64)],
+) -> Result<(), StoreError> {
+    if versions.is_empty() {
+        return Ok(());
+    }
+    let sources: Vec<&str> = versions.iter().map(|v| v.0).collect();
+    let streams: Vec<&str> = versions.iter().map(|v| v.1).collect();
+    let numbers: Vec<i64> = versions.iter().map(|v| v.2).collect();
+    sqlx::query(
+        "INSERT INTO stream_versions (source_log, stream, version)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+         ON CONFLICT (source_log, stream) DO UPDATE SET version = excluded.version",
+    )
+    .bind(&sources)
+    .bind(&streams)
+    .bind(&numbers)
+    .execute(conn)
+    .await
+    .map_err(StoreError::new("recording stream versions"))?;
+    Ok(())
 }
 
 /// Mark a row applied, numbering it in apply order (the order a rebuild

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod amqp_loop;
+pub mod batch;
 pub mod dead_letters;
 pub mod drain;
 pub mod inbox;

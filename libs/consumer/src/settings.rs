@@ -13,6 +13,9 @@ pub struct ConsumerSection {
     pub batch_size: u16,
     /// How long a batch waits for more deliveries after its first.
     pub batch_linger_ms: u64,
+    /// Messages applied per drain transaction at most: the waiting rows of
+    /// every stream a delivery batch touched share one commit.
+    pub drain_batch: u16,
     /// Attempts before a failing message is dead.
     pub max_attempts: i32,
     /// How often waiting streams are drained and the inbox measured.
@@ -26,6 +29,7 @@ impl Default for ConsumerSection {
         Self {
             batch_size: 100,
             batch_linger_ms: 2,
+            drain_batch: 100,
             max_attempts: 5,
             sweep_interval_ms: 2000,
             gap_alert_after_ms: 60_000,
@@ -39,6 +43,12 @@ impl ConsumerSection {
         if self.batch_size == 0 {
             return Err(ConfigError::invalid(
                 "consumer.batch_size",
+                "must be positive",
+            ));
+        }
+        if self.drain_batch == 0 {
+            return Err(ConfigError::invalid(
+                "consumer.drain_batch",
                 "must be positive",
             ));
         }

@@ -46,6 +46,7 @@ pub fn drainer(config: &GatewayConfig, pool: sqlx::PgPool) -> Drainer<GatewaySer
         log: gateway_log(config),
         service: Arc::new(GatewayService),
         max_attempts: config.consumer.max_attempts,
+        batch: usize::from(config.consumer.drain_batch),
         name: SERVICE.to_owned(),
         // Replicas are interchangeable: any may apply any row.
         owner: String::new(),

@@ -96,6 +96,7 @@ fn drainer_for(
         log: log(config),
         service,
         max_attempts: config.consumer.max_attempts,
+        batch: usize::from(config.consumer.drain_batch),
         name: SERVICE.to_owned(),
         // Nodes are not interchangeable: each applies only what its own
         // queues delivered (several may share one database).

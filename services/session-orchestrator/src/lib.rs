@@ -53,6 +53,7 @@ pub fn drainer(config: &OrchestratorConfig, pool: sqlx::PgPool) -> Drainer<Orche
             .expect("orchestrator is a plain schema name"),
         service: Arc::new(service),
         max_attempts: config.consumer.max_attempts,
+        batch: usize::from(config.consumer.drain_batch),
         name: SERVICE.to_owned(),
         // Replicas are interchangeable: any may apply any row.
         owner: String::new(),

@@ -1,0 +1,369 @@
+//! Batched drains: the waiting rows of several streams are applied in one
+//! transaction, each stream in version order up to its first gap; a
+//! message's own failure stops only its stream; an infrastructure failure
+//! is confined to its stream by draining one message at a time; and a
+//! message that appends ends its transaction, so the log's append lock is
+//! still taken last. A probe service records, for each message it folds,
+//! the transaction that folded it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use stratavore_consumer::{Decider, Drainer, HandleError, Projection};
+use stratavore_events::Envelope;
+use stratavore_store::{Log, NewEntry, StoreError};
+use stratavore_testkit::TestEnv;
+use uuid::Uuid;
+
+const SCHEMA: &str = "gateway";
+
+/// Folds each message into `drain_probe` with its transaction id; refuses,
+/// breaks on, or appends for messages whose data asks it to.
+struct Probe;
+
+impl Decider for Probe {
+    async fn decide(
+        &self,
+        _conn: &mut sqlx::PgConnection,
+        message: &Envelope,
+    ) -> Result<Vec<NewEntry>, HandleError> {
+        if message.data["refuse"] == true {
+            return Err(HandleError::Message("refused by the probe".into()));
+        }
+        if message.data["append"] == true {
+            let event = stratavore_events::project::ProjectEvent::Archived(
+                stratavore_events::project::ProjectArchiveChanged {
+                    command_id: Uuid::now_v7(),
+                    name: "probe".into(),
+                },
+            );
+            let stream = format!("probe-{}", message.id);
+            return Ok(vec![NewEntry::of(
+                &event,
+                "/stratavore/api-gateway",
+                stream,
+                1,
+                "probe",
+                chrono::Utc::now(),
+            )]);
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_skipped(&self, _message: &Envelope) -> Vec<NewEntry> {
+        Vec::new()
+    }
+}
+
+impl Projection for Probe {
+    fn tables(&self) -> &'static [&'static str] {
+        &["drain_probe"]
+    }
+
+    async fn project_own(
+        &self,
+        _conn: &mut sqlx::PgConnection,
+        _entry: &Envelope,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn project_received(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        message: &Envelope,
+    ) -> Result<(), StoreError> {
+        if message.data["break"] == true {
+            sqlx::query("SELECT 1 / 0")
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::new("folding a broken message"))?;
+        }
+        sqlx::query(
+            "INSERT INTO drain_probe (message_id, stream, version, tx)
+             VALUES ($1, $2, $3, txid_current())",
+        )
+        .bind(message.id)
+        .bind(&message.stream)
+        .bind(i64::try_from(message.sequence).unwrap())
+        .execute(conn)
+        .await
+        .map_err(StoreError::new("folding into the probe"))?;
+        Ok(())
+    }
+}
+
+struct Fixture {
+    env: TestEnv,
+    pool: sqlx::PgPool,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let env = TestEnv::new().await.unwrap();
+        let pool = env.db.service_pool("api-gateway").await.unwrap();
+        sqlx::query(
+            "CREATE TABLE drain_probe (message_id uuid PRIMARY KEY, stream text, version bigint,
+                                       tx bigint)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        Fixture { env, pool }
+    }
+
+    fn drainer(&self, batch: usize) -> Drainer<Probe> {
+        Drainer {
+            pool: self.pool.clone(),
+            log: Log::new(SCHEMA, Duration::from_secs(5)).unwrap(),
+            service: Arc::new(Probe),
+            max_attempts: 3,
+            batch,
+            name: "probe".into(),
+            owner: String::new(),
+        }
+    }
+
+    /// Put version `version` of `stream` in the inbox as received.
+    async fn receive(&self, stream: &str, version: u64, data: serde_json::Value) -> Uuid {
+        let envelope = Envelope {
+            id: Uuid::now_v7(),
+            source: "/stratavore/session-orchestrator".into(),
+            type_name: "io.stratavore.project.updated.v1".into(),
+            subject: stream.into(),
+            time: chrono::Utc::now(),
+            data,
+            stream: stream.into(),
+            sequence: version,
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+            tracestate: None,
+            idempotency_key: None,
+        };
+        let stored = serde_json::to_value(envelope.to_cloudevent().unwrap()).unwrap();
+        sqlx::query(
+            "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, message)
+             VALUES ($1, 'session-orchestrator', $2, $3, $4, 'received', $5)",
+        )
+        .bind(envelope.id)
+        .bind(stream)
+        .bind(i64::try_from(version).unwrap())
+        .bind(&envelope.type_name)
+        .bind(stored)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+        envelope.id
+    }
+
+    /// Each stream's folded versions, in the order they were applied.
+    async fn folded(&self) -> BTreeMap<String, Vec<i64>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT p.stream, p.version FROM drain_probe p
+             JOIN inbox i ON i.message_id = p.message_id ORDER BY i.applied_seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        let mut folded: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (stream, version) in rows {
+            folded.entry(stream).or_default().push(version);
+        }
+        folded
+    }
+
+    async fn transactions(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(DISTINCT tx) FROM drain_probe")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn stream_version(&self, stream: &str) -> Option<i64> {
+        sqlx::query_scalar("SELECT version FROM stream_versions WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn status(&self, id: Uuid) -> (String, i32) {
+        sqlx::query_as("SELECT status, attempts FROM inbox WHERE message_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn cleanup(self) {
+        self.pool.close().await;
+        self.env.cleanup().await.unwrap();
+    }
+}
+
+fn streams(names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| ("session-orchestrator".to_owned(), (*n).to_owned()))
+        .collect()
+}
+
+fn ok() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rows_of_many_streams_are_applied_in_one_transaction_each_stream_in_order_up_to_its_gap()
+ {
+    let f = Fixture::new().await;
+    // Arrival order mixed; stream c lacks its version 3.
+    for (stream, version) in [
+        ("a", 2),
+        ("b", 1),
+        ("a", 1),
+        ("c", 4),
+        ("c", 1),
+        ("b", 3),
+        ("a", 3),
+        ("c", 2),
+        ("b", 2),
+    ] {
+        f.receive(stream, version, ok()).await;
+    }
+    let outcome = f
+        .drainer(100)
+        .drain_streams(&streams(&["a", "b", "c"]))
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.blocked), (8, false));
+    let folded = f.folded().await;
+    assert_eq!(folded["a"], vec![1, 2, 3]);
+    assert_eq!(folded["b"], vec![1, 2, 3]);
+    assert_eq!(folded["c"], vec![1, 2], "c stops at its gap");
+    assert_eq!(f.transactions().await, 1, "one transaction for the batch");
+    assert_eq!(f.stream_version("c").await, Some(2));
+    // Version 3 arrives: c goes on past it.
+    f.receive("c", 3, ok()).await;
+    f.drainer(100)
+        .drain_stream("session-orchestrator", "c")
+        .await
+        .unwrap();
+    assert_eq!(f.folded().await["c"], vec![1, 2, 3, 4]);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_cut_at_its_size_and_a_long_stream_does_not_take_it_from_the_others() {
+    let f = Fixture::new().await;
+    // A long backlog behind a missing first row, and a short stream.
+    for version in 2..=60 {
+        f.receive("long", version, ok()).await;
+    }
+    for version in 1..=25 {
+        f.receive("busy", version, ok()).await;
+    }
+    f.receive("short", 1, ok()).await;
+    let outcome = f
+        .drainer(10)
+        .drain_streams(&streams(&["long", "busy", "short"]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, 26);
+    let folded = f.folded().await;
+    assert_eq!(folded["busy"], (1..=25).collect::<Vec<_>>());
+    assert_eq!(folded["short"], vec![1]);
+    assert!(!folded.contains_key("long"));
+    // 26 messages in batches of at most 10.
+    assert!(f.transactions().await >= 3, "{}", f.transactions().await);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_message_stops_its_own_stream_and_the_rest_of_the_batch_is_applied() {
+    let f = Fixture::new().await;
+    f.receive("good", 1, ok()).await;
+    f.receive("bad", 1, ok()).await;
+    let refused = f
+        .receive("bad", 2, serde_json::json!({"refuse": true}))
+        .await;
+    f.receive("bad", 3, ok()).await;
+    f.receive("good", 2, ok()).await;
+    let outcome = f
+        .drainer(100)
+        .drain_streams(&streams(&["bad", "good"]))
+        .await
+        .unwrap();
+    assert!(outcome.blocked);
+    let folded = f.folded().await;
+    assert_eq!(folded["good"], vec![1, 2]);
+    assert_eq!(folded["bad"], vec![1]);
+    assert_eq!(f.status(refused).await, ("received".to_owned(), 1));
+    assert_eq!(f.stream_version("bad").await, Some(1));
+    assert_eq!(f.transactions().await, 1);
+    // Refused again until the limit: then dead, and the stream waits.
+    for _ in 0..2 {
+        f.drainer(100)
+            .drain_stream("session-orchestrator", "bad")
+            .await
+            .unwrap();
+    }
+    assert_eq!(f.status(refused).await, ("dead".to_owned(), 3));
+    assert_eq!(f.folded().await["bad"], vec![1]);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_failure_in_a_batch_holds_up_only_its_own_stream() {
+    let f = Fixture::new().await;
+    f.receive("x", 1, ok()).await;
+    f.receive("broken", 1, ok()).await;
+    let broken = f
+        .receive("broken", 2, serde_json::json!({"break": true}))
+        .await;
+    f.receive("y", 1, ok()).await;
+    f.receive("y", 2, ok()).await;
+    let result = f
+        .drainer(100)
+        .drain_streams(&streams(&["x", "broken", "y"]))
+        .await;
+    assert!(result.is_err(), "the failure is reported");
+    let folded = f.folded().await;
+    assert_eq!(folded["x"], vec![1]);
+    assert_eq!(folded["y"], vec![1, 2]);
+    assert_eq!(folded["broken"], vec![1], "its stream applied up to it");
+    // An infrastructure failure counts no attempt: it is tried again.
+    assert_eq!(f.status(broken).await, ("received".to_owned(), 0));
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_appends_commits_its_batch_with_the_append_last() {
+    let f = Fixture::new().await;
+    f.receive("s", 1, ok()).await;
+    f.receive("s", 2, serde_json::json!({"append": true})).await;
+    f.receive("s", 3, ok()).await;
+    f.receive("t", 1, ok()).await;
+    let outcome = f
+        .drainer(100)
+        .drain_streams(&streams(&["s", "t"]))
+        .await
+        .unwrap();
+    assert_eq!(outcome.applied, 4);
+    let folded = f.folded().await;
+    assert_eq!(folded["s"], vec![1, 2, 3]);
+    assert_eq!(folded["t"], vec![1]);
+    let txs: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT version, tx FROM drain_probe WHERE stream = 's' ORDER BY version")
+            .fetch_all(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(txs[0].1, txs[1].1, "1 and 2 share a transaction");
+    assert_ne!(txs[1].1, txs[2].1, "the append ended it");
+    let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM log WHERE stream LIKE 'probe-%'")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(appended, 1);
+    f.cleanup().await;
+}

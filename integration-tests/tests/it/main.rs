@@ -29,4 +29,5 @@ mod session_ids;
 mod sessions_api;
 mod supervisor_e2e;
 mod supervisor_faults;
+mod supervisor_recording;
 mod support;

@@ -168,12 +168,11 @@ impl ActiveRunner {
         self.ended_at(size);
     }
 
-    /// One look at the runner directory: record what it shows.
+    /// One look at the runner directory: derive what it shows into
+    /// `pending` (recorded by the watcher), the transcript summary first.
     pub async fn step(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
-        self.flush(recorder).await?;
         if matches!(self.phase, Phase::Launching) {
             self.step_launching(recorder);
-            self.flush(recorder).await?;
         }
         if let Phase::Running {
             deriver,
@@ -242,9 +241,9 @@ impl ActiveRunner {
                 self.phase = Phase::Done;
                 self.end = end;
             }
-            self.flush(recorder).await?;
         }
-        Ok(())
+        // Before the watcher records `pending`, which may hold the exit.
+        self.record_end(recorder).await
     }
 
     fn step_launching(&mut self, recorder: &Recorder) {
@@ -322,19 +321,27 @@ impl ActiveRunner {
         }
     }
 
-    async fn flush(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
-        // The summary goes first: once the exit is in the log the attempt is
-        // ended and a restart would not look at its transcript again.
+    /// Record the transcript's final size and sha256. It goes before the
+    /// events that wait in `pending`: once the exit is in the log the
+    /// attempt is ended and a restart would not look at its transcript
+    /// again.
+    async fn record_end(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
         if let Some(summary) = &self.end {
             transcripts::record_end(&recorder.pool, self.runner_id, self.attempt, summary).await?;
             self.end = None;
         }
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        recorder.record_once(&self.pending).await?;
-        self.pending.clear();
         Ok(())
+    }
+
+    /// The events derived and not yet recorded. The watcher records every
+    /// runner's at once after a scan, in one transaction.
+    pub fn pending(&self) -> &[NewEntry] {
+        &self.pending
+    }
+
+    /// The database took what was pending.
+    pub fn recorded(&mut self) {
+        self.pending.clear();
     }
 }
 

@@ -80,6 +80,27 @@ impl Recorder {
         Ok(new)
     }
 
+    /// Append several groups of entries (each runner's) in one
+    /// transaction. When some were written before (a restart derived them
+    /// again), each group is recorded on its own, skipping those. Returns
+    /// how many were new.
+    pub async fn record_groups(&self, groups: &[&[NewEntry]]) -> Result<usize, RecordError> {
+        let all: Vec<NewEntry> = groups.iter().flat_map(|g| g.iter().cloned()).collect();
+        if all.is_empty() {
+            return Ok(0);
+        }
+        match self.record(&all).await {
+            Ok(()) => return Ok(all.len()),
+            Err(RecordError::Append(e)) if is_already_recorded(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let mut new = 0;
+        for group in groups {
+            new += self.record_once(group).await?;
+        }
+        Ok(new)
+    }
+
     /// The current version of a stream in the log.
     pub async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
         let mut conn = self

@@ -99,9 +99,17 @@ impl Watcher {
                 runner.apply_desired(attempt.desired);
             }
         }
+        for runner in self.active.values_mut() {
+            runner.step(&self.recorder).await?;
+        }
+        // One transaction for what every runner showed: at hundreds of
+        // agents, a commit each would take longer than the scan interval.
+        let groups: Vec<&[stratavore_store::NewEntry]> =
+            self.active.values().map(|r| r.pending()).collect();
+        self.recorder.record_groups(&groups).await?;
         let mut finished = Vec::new();
         for (key, runner) in &mut self.active {
-            runner.step(&self.recorder).await?;
+            runner.recorded();
             if runner.is_finished() {
                 finished.push(*key);
             }

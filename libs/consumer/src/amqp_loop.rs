@@ -101,15 +101,16 @@ impl<S: Decider + Projection> Consumer<S> {
     /// shutdown.
     pub async fn run(self, shutdown: Shutdown) {
         self.readiness.set("consumer", false, "starting");
+        let (touched, to_drain) = mpsc::channel(TOUCHED_QUEUE);
         let sweeper = Sweeper {
             drainer: self.drainer.clone(),
             settings: self.settings.clone(),
+            touched: touched.clone(),
         };
         shutdown.spawn(
             format!("{} sweeper", self.settings.queue),
             sweeper.run(shutdown.clone()),
         );
-        let (touched, to_drain) = mpsc::channel(TOUCHED_QUEUE);
         shutdown.spawn(
             format!("{} drain", self.settings.queue),
             drain_touched(
@@ -304,18 +305,31 @@ async fn drain_touched<S: Decider + Projection>(
     }
 }
 
-/// Drains waiting streams and measures the inbox, periodically.
+/// Hands the streams with waiting rows to the drain task and measures the
+/// inbox, periodically. It does not drain itself: one drainer per process
+/// means a batch never waits for (or deadlocks with) a sibling's batch
+/// over the same projection rows.
 struct Sweeper<S> {
     drainer: Drainer<S>,
     settings: ConsumerSettings,
+    touched: Touched,
 }
 
 impl<S: Decider + Projection> Sweeper<S> {
     async fn run(self, shutdown: Shutdown) {
         let name = self.drainer.name.clone();
         loop {
-            if let Err(e) = self.drainer.drain_waiting().await {
-                tracing::warn!(service = %name, error = %e, "sweeping waiting streams failed");
+            match self.drainer.waiting_streams().await {
+                Ok(streams) => {
+                    for chunk in streams.chunks(self.drainer.batch.max(1)) {
+                        if self.touched.send(chunk.to_vec()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(service = %name, error = %e, "listing waiting streams failed")
+                }
             }
             match self.drainer.pool.acquire().await {
                 Ok(mut conn) => match inbox::health(&mut conn).await {

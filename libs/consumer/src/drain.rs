@@ -38,6 +38,18 @@ pub enum DrainError {
     Append(#[from] AppendError),
 }
 
+impl DrainError {
+    /// Another writer appended the version a decision wanted first: the
+    /// decision is taken again on the new state.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, DrainError::Append(AppendError::VersionConflict { .. }))
+    }
+}
+
+/// Times a drain decides again right away after losing a version race,
+/// before it leaves the rest to the sweeper.
+const CONFLICT_RETRIES: usize = 3;
+
 /// What draining a stream ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DrainOutcome {
@@ -133,9 +145,16 @@ impl<S: Decider + Projection> Drainer<S> {
             .cloned()
             .collect();
         let mut outcome = DrainOutcome::default();
+        let mut conflicts = 0;
         while !pending.is_empty() {
             let pass = match self.apply_batch(&pending, self.batch.max(1)).await {
                 Ok(pass) => pass,
+                Err(e) if e.is_conflict() && conflicts < CONFLICT_RETRIES => {
+                    // Another writer decided first on a stream we append
+                    // to (the last slot of a project): decide anew.
+                    conflicts += 1;
+                    continue;
+                }
                 Err(e) if self.batch > 1 => {
                     tracing::debug!(service = %self.name, error = %e,
                         "a drain batch failed; draining its streams one message at a time");
@@ -163,9 +182,13 @@ impl<S: Decider + Projection> Drainer<S> {
     ) -> Result<DrainOutcome, DrainError> {
         let mut outcome = DrainOutcome::default();
         let mut first_error = None;
+        let mut conflicts = 0;
         for stream in streams {
             loop {
                 match self.apply_batch(std::slice::from_ref(stream), 1).await {
+                    Err(e) if e.is_conflict() && conflicts < CONFLICT_RETRIES => {
+                        conflicts += 1;
+                    }
                     Ok(pass) => {
                         outcome.applied += pass.applied;
                         outcome.blocked |= !pass.failures.is_empty();
@@ -342,21 +365,15 @@ impl<S: Decider + Projection> Drainer<S> {
         }
     }
 
-    /// Drain every stream that has waiting rows (at start, after an outage,
-    /// and periodically, so nothing waits for a delivery that already came).
-    pub async fn drain_waiting(&self) -> Result<usize, DrainError> {
-        let streams = {
-            let mut conn = self
-                .pool
-                .acquire()
-                .await
-                .map_err(StoreError::new("listing waiting streams"))?;
-            inbox::waiting_streams(&mut conn, 1000, &self.owner).await?
-        };
-        let mut applied = 0;
-        for chunk in streams.chunks(self.batch.max(1)) {
-            applied += self.drain_streams(chunk).await?.applied;
-        }
-        Ok(applied)
+    /// Every stream that has rows waiting to be applied (swept at start,
+    /// after an outage, and periodically, so nothing waits for a delivery
+    /// that already came), oldest first, at most 1,000.
+    pub async fn waiting_streams(&self) -> Result<Vec<(String, String)>, DrainError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(StoreError::new("listing waiting streams"))?;
+        Ok(inbox::waiting_streams(&mut conn, 1000, &self.owner).await?)
     }
 }

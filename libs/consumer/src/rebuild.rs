@@ -5,11 +5,12 @@
 //! is replayed in position order and the applied inbox rows in apply order,
 //! and the whole is committed at once. A crashed rebuild rolls back.
 
-use crate::inbox;
 use crate::received::envelope_of_stored;
 use crate::service::Projection;
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use std::time::Instant;
+use stratavore_events::Envelope;
 use stratavore_store::{Log, StoreError};
 
 /// Rows replayed per read.
@@ -38,6 +39,27 @@ pub enum RebuildError {
         /// Why.
         reason: String,
     },
+    /// The task decoding a page of inbox rows ended abnormally.
+    #[error("decoding applied inbox rows failed: {0}")]
+    Decoding(String),
+}
+
+/// The envelopes of a page of applied inbox rows, in order; skipped rows
+/// have none (their stream moves on with no effect).
+fn decode(rows: &[PgRow]) -> Result<Vec<Envelope>, RebuildError> {
+    let mut envelopes = Vec::with_capacity(rows.len());
+    for r in rows {
+        if r.get::<bool, _>(1) {
+            continue;
+        }
+        let message_id: uuid::Uuid = r.get(0);
+        let stored: serde_json::Value = r.get(2);
+        envelopes.push(
+            envelope_of_stored(&stored)
+                .map_err(|reason| RebuildError::Unreadable { message_id, reason })?,
+        );
+    }
+    Ok(envelopes)
 }
 
 /// Rebuild every projection of the service whose log is `log`.
@@ -80,10 +102,14 @@ pub async fn rebuild<P: Projection>(
         report.own += rows.len();
         after = last;
     }
+    // Each page is decoded on a blocking thread while the page before it
+    // is folded: the fold waits on the database, statement by statement,
+    // and the decoding (JSON into envelopes) would otherwise wait for it.
     let mut after_seq = 0_i64;
+    let mut decoding: Option<tokio::task::JoinHandle<Result<Vec<Envelope>, RebuildError>>> = None;
     loop {
         let rows = sqlx::query(
-            "SELECT message_id, source_log, stream, stream_version, status = 'skipped', message, applied_seq
+            "SELECT message_id, status = 'skipped', message, applied_seq
              FROM inbox WHERE status IN ('applied', 'skipped') AND applied_seq > $1
              ORDER BY applied_seq LIMIT $2",
         )
@@ -92,28 +118,25 @@ pub async fn rebuild<P: Projection>(
         .fetch_all(&mut *tx)
         .await
         .map_err(StoreError::new("reading applied inbox rows"))?;
-        let Some(last) = rows.last().map(|r| r.get::<i64, _>(6)) else {
-            break;
-        };
-        for r in &rows {
-            let (message_id, source_log, stream, version, skipped, stored): (
-                uuid::Uuid,
-                String,
-                String,
-                i64,
-                bool,
-                serde_json::Value,
-            ) = (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-            if !skipped {
-                let envelope = envelope_of_stored(&stored)
-                    .map_err(|reason| RebuildError::Unreadable { message_id, reason })?;
-                projection.project_received(&mut tx, &envelope).await?;
-                report.received += 1;
+        let next = rows.last().map(|r| r.get::<i64, _>(3)).map(|last| {
+            after_seq = last;
+            tokio::task::spawn_blocking(move || decode(&rows))
+        });
+        if let Some(page) = decoding.take() {
+            let envelopes = page
+                .await
+                .map_err(|e| RebuildError::Decoding(e.to_string()))??;
+            for envelope in &envelopes {
+                projection.project_received(&mut tx, envelope).await?;
             }
-            inbox::set_stream_version(&mut tx, &source_log, &stream, version).await?;
+            report.received += envelopes.len();
         }
-        after_seq = last;
+        match next {
+            Some(page) => decoding = Some(page),
+            None => break,
+        }
     }
+    set_stream_versions(&mut tx).await?;
     tx.commit()
         .await
         .map_err(StoreError::new("committing the rebuild"))?;
@@ -126,4 +149,19 @@ pub async fn rebuild<P: Projection>(
         "projections rebuilt"
     );
     Ok(report)
+}
+
+/// Each stream's version, as the replay leaves it: that of its last row in
+/// apply order (a skipped row moves its stream on like an applied one).
+async fn set_stream_versions(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO stream_versions (source_log, stream, version)
+         SELECT DISTINCT ON (source_log, stream) source_log, stream, stream_version
+         FROM inbox WHERE status IN ('applied', 'skipped') AND applied_seq IS NOT NULL
+         ORDER BY source_log, stream, applied_seq DESC",
+    )
+    .execute(conn)
+    .await
+    .map_err(StoreError::new("recording the streams' versions"))?;
+    Ok(())
 }

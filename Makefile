@@ -2,6 +2,15 @@
 SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/stratavore-target
 BIN := $(CARGO_TARGET_DIR)/debug
+# The cargo profile `make bench` builds and measures: release by default,
+# since debug figures say more about the compiler than about Stratavore;
+# `make bench BENCH_PROFILE=dev` (or `debug`) measures the debug build.
+# cargo puts the dev profile in debug/ and every other profile in a folder
+# of its name; the bench starts the service binaries from its own folder,
+# so the services it measures are always of its own profile.
+BENCH_PROFILE ?= release
+BENCH_CARGO_PROFILE := $(if $(filter dev debug,$(BENCH_PROFILE)),dev,$(BENCH_PROFILE))
+BENCH_BIN := $(CARGO_TARGET_DIR)/$(if $(filter dev,$(BENCH_CARGO_PROFILE)),debug,$(BENCH_CARGO_PROFILE))
 # Tests whose names start with serial_ kill processes, restart servers or
 # shorten timings: they run after the parallel suite, one at a time, since
 # two shared cores starve processes for seconds at a time.
@@ -40,11 +49,16 @@ test-serial:
 ## Measure Stratavore against this machine's own limits, measured in the
 ## same run: bench/results/latest.json and the table in docs/performance.md.
 ## It reports; only a scenario that cannot run at all fails it.
-bench: provision
-	$(BIN)/stratavore-bench run --out bench/results/latest.json --docs docs/performance.md
+## Provisioned by the bench's own build, so a release run builds no debug.
+bench:
+	cargo build --profile $(BENCH_CARGO_PROFILE) --bins
+	$(BENCH_BIN)/stratavore provision
+	$(BENCH_BIN)/stratavore-bench run --out bench/results/latest.json --docs docs/performance.md
 
 ## Every scenario tiny, its results written to a temporary file and checked
-## against bench/results/schema.json: that each ran, never how fast.
+## against bench/results/schema.json: that each ran, never how fast. On the
+## debug build `make build` made, whatever BENCH_PROFILE says: CI compiles
+## no second profile.
 bench-smoke: build
 	@dir=$$(mktemp -d); \
 	$(BIN)/stratavore-bench run --smoke --out $$dir/results.json \

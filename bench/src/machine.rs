@@ -71,13 +71,21 @@ impl Versions {
             rabbitmq: rabbitmq_version(),
             rustc: command_line("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
             stratavore: env!("CARGO_PKG_VERSION").to_owned(),
-            build_profile: if cfg!(debug_assertions) {
-                "debug"
-            } else {
-                "release"
-            }
-            .to_owned(),
+            build_profile: build_profile().to_owned(),
         })
+    }
+}
+
+/// The profile this very binary was compiled with, read from its own code
+/// rather than from what `make` asked for: cargo's dev profile keeps debug
+/// assertions, release drops them. The services it runs in process are
+/// compiled into it, and the binaries it starts come from its own folder
+/// ([`crate::stack::sibling_binary`]), which cargo fills per profile.
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
     }
 }
 

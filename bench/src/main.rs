@@ -154,7 +154,9 @@ async fn run(
 
 /// With `--only`, the results already in `out` of the scenarios not
 /// selected, so measuring one again keeps the others (each keeps its own
-/// start time and load); nothing when the file is missing or unreadable.
+/// start time and load); nothing when the file is missing or unreadable,
+/// or was written by a build of another profile (the file records one
+/// profile for all its figures, so debug and release are never mixed).
 fn earlier_results(out: &std::path::Path, only: &[String]) -> Vec<report::ScenarioResult> {
     if only.is_empty() {
         return Vec::new();
@@ -165,6 +167,14 @@ fn earlier_results(out: &std::path::Path, only: &[String]) -> Vec<report::Scenar
     else {
         return Vec::new();
     };
+    if report.versions.build_profile != machine::build_profile() {
+        tracing::warn!(
+            earlier = %report.versions.build_profile,
+            now = machine::build_profile(),
+            "the earlier results are of another build profile; not keeping them"
+        );
+        return Vec::new();
+    }
     report
         .scenarios
         .into_iter()

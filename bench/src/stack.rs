@@ -28,8 +28,9 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
         .join(name);
     anyhow::ensure!(
         path.exists(),
-        "{} is not built (run `cargo build --bins` first)",
-        path.display()
+        "{} is not built (run `cargo build --bins` with the {} profile first)",
+        path.display(),
+        crate::machine::build_profile()
     );
     Ok(path)
 }

@@ -42,7 +42,10 @@ impl DrainError {
     /// Another writer appended the version a decision wanted first: the
     /// decision is taken again on the new state.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, DrainError::Append(AppendError::VersionConflict { .. }))
+        matches!(
+            self,
+            DrainError::Append(AppendError::VersionConflict { .. })
+        )
     }
 }
 

@@ -14,8 +14,12 @@ use crate::runner_dir::{
 };
 
 /// The pace of the loop while the agent runs: how late a command, a lease
-/// expiry or an exit can be noticed.
-const TICK: Duration = Duration::from_millis(50);
+/// expiry or an exit can be noticed. Every tick wakes the shim and reads
+/// two files: at 50 ms, a thousand idle shims took most of a core of a
+/// two-core node (`make bench`, supervision scale); at 200 ms a stop or a
+/// pause still lands well within the round trip of the command that asked
+/// for it, and a lease is far longer.
+const TICK: Duration = Duration::from_millis(200);
 /// The pace of the first kill passes, so the last process is reaped soon
 /// after it dies; a process stuck in the kernel (state D) can outlast them,
 /// and is then waited for at the normal pace rather than by scanning /proc

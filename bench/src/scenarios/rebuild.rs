@@ -1,56 +1,106 @@
 //! Scenario 6, rebuild: the gateway's projections rebuilt (the operator's
 //! `rebuild-projections`: one transaction, the shared rebuild of
-//! `libs/consumer`) from a history of a million events, written straight
-//! into the gateway's log and inbox by SQL: going through the bus would
-//! measure the pipeline again, at a thousandth of the speed.
+//! `libs/consumer`) from a history of a million messages, written straight
+//! into the gateway's log and inbox: going through the bus would measure
+//! the pipeline again, at a fraction of the speed.
 //!
-//! The history is what a busy installation's gateway holds for its
-//! projects: per project, the client's `project.create` command in the
-//! gateway's own log, then `project.created` and eight `project.updated`
-//! received from the orchestrator and applied. Messages are built by the
-//! real catalogue (one template per type, serialised as the inbox stores
-//! a delivery) and varied per row in SQL.
+//! The history is what a gateway holds after agents ran ([`history`]):
+//! mostly the nodes' `process.usage_reported` and `process.text_chunked`,
+//! with the runner, project, budget and node events around them. Its
+//! texts were embedded by the gateway's own worker with the real model
+//! before the rebuild, as after a live run ([`texts`]); after the rebuild
+//! the worker runs again over every text the rebuild recorded as pending,
+//! and the figures say how many vectors it computed (none: every chunking
+//! and vector is reused) and how many it reused.
+
+mod history;
+mod texts;
 
 use crate::report::{Figure, ScenarioResult, Size, Target};
-use chrono::Utc;
-use serde_json::Value;
-use sqlx::PgPool;
+use api_gateway::config::SearchSection;
+use api_gateway::search::Search;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stratavore_events::project::{
-    CreateProject, ProjectCommand, ProjectCreated, ProjectEvent, ProjectUpdated,
-};
-use stratavore_store::{Log, NewEntry};
+use stratavore_store::Log;
 use stratavore_testkit::TestEnv;
 
-/// Messages per project: one command, one created, eight updates.
-const PER_PROJECT: i64 = 10;
-/// Projects written per INSERT, so no statement holds the whole history.
-const PROJECTS_PER_INSERT: i64 = 10_000;
+/// How big a run is.
+struct Shape {
+    history: history::Shape,
+    /// Distinct replies and prompts the sessions say.
+    replies: usize,
+    prompts: usize,
+}
+
+impl Shape {
+    fn of(size: Size) -> Self {
+        match size {
+            Size::Full => Self {
+                history: history::Shape {
+                    events: 1_000_000,
+                    projects: 200,
+                    nodes: 4,
+                    concurrent: 16,
+                },
+                replies: 200,
+                prompts: 40,
+            },
+            Size::Smoke => Self {
+                history: history::Shape {
+                    events: 1_000,
+                    projects: 3,
+                    nodes: 2,
+                    concurrent: 4,
+                },
+                replies: 6,
+                prompts: 3,
+            },
+        }
+    }
+}
+
+/// Texts one pass of the worker claims after the rebuild: an operator
+/// catching up on a whole history raises `search.batch_texts` (16).
+const CATCH_UP_BATCH_TEXTS: u32 = 1_000;
 
 /// Run it.
 pub async fn run(size: Size, r: &mut ScenarioResult) -> anyhow::Result<()> {
-    let projects = match size {
-        Size::Full => 100_000,
-        Size::Smoke => 100,
-    };
     let env = TestEnv::new().await?;
-    let outcome = measure(&env, projects, r).await;
+    let outcome = measure(&env, Shape::of(size), r).await;
     env.cleanup().await?;
     outcome
 }
 
-async fn measure(env: &TestEnv, projects: i64, r: &mut ScenarioResult) -> anyhow::Result<()> {
-    let admin = env.db.admin_pool().await?;
-    let written = Instant::now();
-    write_history(&admin, projects).await?;
-    sqlx::query("ANALYZE gateway.log").execute(&admin).await?;
-    sqlx::query("ANALYZE gateway.inbox").execute(&admin).await?;
-    let write_time = written.elapsed();
-    admin.close().await;
+fn search_section() -> SearchSection {
+    SearchSection {
+        model_dir: stratavore_testkit::embedding_model_dir(),
+        ..SearchSection::default()
+    }
+}
 
+async fn measure(env: &TestEnv, shape: Shape, r: &mut ScenarioResult) -> anyhow::Result<()> {
+    let admin = env.db.admin_pool().await?;
     let pool = env.db.service_pool("api-gateway").await?;
     let log = Log::new(api_gateway::SCHEMA, Duration::from_secs(5))
         .ok_or_else(|| anyhow::anyhow!("the gateway's schema is a plain name"))?;
+
+    let texts = texts::Texts::from_docs(shape.replies, shape.prompts)?;
+    let embedded = Instant::now();
+    let live_search = Arc::new(Search::minilm(&search_section()));
+    let live = texts::embed_as_live(&pool, &texts, live_search, search_section()).await?;
+    let embed_time = embedded.elapsed();
+
+    let written = Instant::now();
+    let history = history::write(&admin, &log, shape.history, &texts).await?;
+    // As on a live system, whose autovacuum has visited the tables.
+    for table in ["gateway.log", "gateway.inbox"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {table}")))
+            .execute(&admin)
+            .await?;
+    }
+    let write_time = written.elapsed();
+    admin.close().await;
+
     let started = Instant::now();
     let report = stratavore_consumer::rebuild::rebuild(
         &pool,
@@ -60,161 +110,96 @@ async fn measure(env: &TestEnv, projects: i64, r: &mut ScenarioResult) -> anyhow
     )
     .await?;
     let elapsed = started.elapsed();
-    let rebuilt: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
-        .fetch_one(&pool)
-        .await?;
-    pool.close().await;
     let events = (report.own + report.received) as u64;
     anyhow::ensure!(
-        events == u64::try_from(projects * PER_PROJECT)?,
+        events == history.own + history.received,
         "the rebuild replayed {events} messages of {}",
-        projects * PER_PROJECT
+        history.own + history.received
     );
+    let (runners, pending): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM runners),
+                (SELECT count(*) FROM session_texts WHERE embedded_at IS NULL)",
+    )
+    .fetch_one(&pool)
+    .await?;
     anyhow::ensure!(
-        rebuilt == projects,
-        "the rebuild left {rebuilt} of {projects} projects"
+        u64::try_from(runners)? == history.runners,
+        "the rebuild left {runners} of {} runners",
+        history.runners
     );
+
+    // A gateway that never loaded its model, catching up on what the
+    // rebuild recorded as pending.
+    let catch_up_search = Arc::new(Search::minilm(&search_section()));
+    let caught_up = Instant::now();
+    let again = texts::embed_pending(
+        &pool,
+        Arc::clone(&catch_up_search),
+        SearchSection {
+            batch_texts: CATCH_UP_BATCH_TEXTS,
+            ..search_section()
+        },
+    )
+    .await?;
+    let catch_up_time = caught_up.elapsed();
+    let model_loaded = catch_up_search.provider().is_loaded();
+    pool.close().await;
+
     let rate = crate::stats::rate(events, elapsed)
         .ok_or_else(|| anyhow::anyhow!("the rebuild took no time"))?;
     r.param("events", events)
         .param("own_log_commands", report.own as u64)
         .param("received_events", report.received as u64)
-        .param("projects", u64::try_from(projects)?)
-        .param("history", "per project: project.create (own log), project.created + 8 project.updated (inbox, applied)")
-        .param("history_written_in_s", write_time.as_secs_f64());
+        .param("received_by_type", serde_json::to_value(&history.by_type)?)
+        .param("runners", history.runners)
+        .param("projects", shape.history.projects as u64)
+        .param("nodes", shape.history.nodes as u64)
+        .param("runners_at_once", shape.history.concurrent as u64)
+        .param(
+            "history",
+            "per runner (one attempt, 4-36 turns): runner.launch (own log); \
+             project.runner_admitted; runner launch_approved, offered, placed, started, \
+             session_bound, exited; process claimed, spawning, started, session_started, \
+             per turn text_chunked (assistant) + usage_reported, session_bound, text_chunked \
+             (result), cost_reconciled, exited (with its transcript file); every 8th runner \
+             resumes a session, every 20th is a Codex run naming its own session, every 16th \
+             ends on a reply cut into 8 KiB pieces; per project project.create/created and a \
+             budget (one threshold alert); a global budget; node registrations",
+        )
+        .param("history_written_in_s", write_time.as_secs_f64())
+        .param("distinct_texts", texts.distinct().len() as u64)
+        .param("embedded_before_rebuild_in_s", embed_time.as_secs_f64())
+        .param("vectors_computed_before_rebuild", live.computed as u64)
+        .param("texts_pending_after_rebuild", u64::try_from(pending)?)
+        .param("catch_up_batch_texts", u64::from(CATCH_UP_BATCH_TEXTS))
+        .param("model_loaded_by_catch_up", model_loaded);
     r.push(Figure::plain("rebuild", rate, "events/s").target(Target::AtLeast(20_000.0)));
     r.push(Figure::plain(
         "rebuild wall time",
         elapsed.as_secs_f64(),
         "s",
     ));
-    r.note("the history holds no session text, so the embedding worker has nothing to redo; its cache tables are outside the rebuilt set either way");
-    Ok(())
-}
-
-/// The history of `projects` projects, written in slices.
-async fn write_history(admin: &PgPool, projects: i64) -> anyhow::Result<()> {
-    let templates = Templates::new()?;
-    let mut from = 0;
-    while from < projects {
-        let to = (from + PROJECTS_PER_INSERT).min(projects);
-        insert_commands(admin, &templates, from, to).await?;
-        insert_received(admin, &templates, from, to).await?;
-        from = to;
+    r.push(Figure::plain(
+        "vectors computed after the rebuild",
+        again.computed as f64,
+        "vectors",
+    ));
+    r.push(Figure::plain(
+        "vectors reused after the rebuild",
+        again.reused as f64,
+        "vectors",
+    ));
+    r.push(Figure::plain(
+        "re-embedding after the rebuild",
+        again.texts as f64 / catch_up_time.as_secs_f64().max(1e-9),
+        "texts/s",
+    ));
+    if again.computed > 0 || model_loaded {
+        r.note(format!(
+            "the worker computed {} vectors after the rebuild (model loaded: {model_loaded}): \
+             the reuse of text_chunking and embedding_cache failed",
+            again.computed
+        ));
     }
-    Ok(())
-}
-
-/// One stored form per message type, as the real catalogue writes it.
-struct Templates {
-    command_extensions: Value,
-    created: Value,
-    updated: Value,
-}
-
-impl Templates {
-    fn new() -> anyhow::Result<Self> {
-        let now = Utc::now();
-        let command = NewEntry::of(
-            &ProjectCommand::Create(CreateProject {
-                name: "p".into(),
-                path: "/srv/projects/p".into(),
-                description: None,
-                tags: vec![],
-                max_concurrent_runners: None,
-            }),
-            "/stratavore/api-gateway",
-            "command-x",
-            1,
-            "p",
-            now,
-        );
-        let created = ProjectEvent::Created(ProjectCreated {
-            command_id: uuid::Uuid::now_v7(),
-            name: "p".into(),
-            path: "/srv/projects/p".into(),
-            description: None,
-            tags: vec![],
-            max_concurrent_runners: 5,
-        });
-        let updated = ProjectEvent::Updated(ProjectUpdated {
-            command_id: uuid::Uuid::now_v7(),
-            name: "p".into(),
-            description: None,
-            tags: vec![],
-            max_concurrent_runners: 5,
-        });
-        let stored = |event: &ProjectEvent| -> anyhow::Result<Value> {
-            let entry = NewEntry::of(
-                event,
-                "/stratavore/session-orchestrator",
-                "project-p",
-                1,
-                "p",
-                now,
-            );
-            Ok(serde_json::to_value(entry.envelope.to_cloudevent()?)?)
-        };
-        Ok(Self {
-            command_extensions: command.envelope.extensions_json(),
-            created: stored(&created)?,
-            updated: stored(&updated)?,
-        })
-    }
-}
-
-/// Each project's `project.create` in the gateway's log.
-async fn insert_commands(admin: &PgPool, t: &Templates, from: i64, to: i64) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO gateway.log (position, message_id, kind, stream, stream_version, type, subject,
-                                  source, routing_key, time, data, extensions)
-         SELECT nextval('gateway.log_position'), id, 'command', 'command-' || id, 1,
-                'io.stratavore.command.project.create.v1', 'p' || i, '/stratavore/api-gateway',
-                'session-orchestrator.project.create', now(),
-                jsonb_build_object('name', 'p' || i, 'path', '/srv/projects/p' || i,
-                                   'description', 'project number ' || i, 'tags', '[]'::jsonb),
-                $1::jsonb || jsonb_build_object('correlationid', id)
-         FROM (SELECT i, md5('command-' || i)::uuid AS id FROM generate_series($2 + 1, $3) AS i) s
-         ORDER BY i",
-    )
-    .bind(&t.command_extensions)
-    .bind(from)
-    .bind(to)
-    .execute(admin)
-    .await?;
-    Ok(())
-}
-
-/// Each project's created and updates, applied in the gateway's inbox.
-async fn insert_received(admin: &PgPool, t: &Templates, from: i64, to: i64) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO gateway.inbox (message_id, source_log, stream, stream_version, type, status,
-                                    applied_seq, message)
-         SELECT id, 'orchestrator', 'project-p' || i, v, type, 'applied',
-                nextval('gateway.inbox_applied_seq'),
-                (CASE WHEN v = 1 THEN $1::jsonb ELSE $2::jsonb END) || jsonb_build_object(
-                    'id', id, 'subject', 'p' || i, 'stream', 'project-p' || i,
-                    'sequence', lpad(v::text, 20, '0'),
-                    'data', jsonb_build_object(
-                        'command_id', CASE WHEN v = 1 THEN md5('command-' || i)::uuid
-                                           ELSE md5('command-' || i || '-' || v)::uuid END,
-                        'name', 'p' || i,
-                        'description', 'revision ' || v || ' of project ' || i,
-                        'tags', '[]'::jsonb, 'max_concurrent_runners', 5)
-                        || CASE WHEN v = 1 THEN jsonb_build_object('path', '/srv/projects/p' || i)
-                                ELSE '{}'::jsonb END)
-         FROM (SELECT i, v, md5('event-' || i || '-' || v)::uuid AS id,
-                      CASE WHEN v = 1 THEN 'io.stratavore.project.created.v1'
-                           ELSE 'io.stratavore.project.updated.v1' END AS type
-               FROM generate_series($3 + 1, $4) AS i, generate_series(1, $5) AS v) s
-         ORDER BY i, v",
-    )
-    .bind(&t.created)
-    .bind(&t.updated)
-    .bind(from)
-    .bind(to)
-    .bind(PER_PROJECT - 1)
-    .execute(admin)
-    .await?;
     Ok(())
 }

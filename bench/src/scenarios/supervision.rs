@@ -199,9 +199,9 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
     } = outcome?;
     if launches.late > 0 {
         r.note(format!(
-            "{} of {} launches were not approved within the request's 30 s wait (202): the \
-             stack was behind; they ran once it caught up",
-            launches.late, shape.runners
+            "launching stopped after {} of {} runners: {} launches of the last wave were not \
+             approved within the request's 30 s wait (the stack had fallen behind)",
+            sent_total(&launches), shape.runners, launches.late
         ));
     }
     if launches.failed > 0 {
@@ -276,6 +276,10 @@ async fn post(
     Ok(serde_json::from_str(&text)?)
 }
 
+fn sent_total(l: &Launches) -> usize {
+    l.approved + l.late + l.failed
+}
+
 /// What the launches were answered.
 struct Launches {
     /// Approved within the request's 30 s wait (201).
@@ -287,11 +291,12 @@ struct Launches {
     failed: usize,
 }
 
-/// Launch every runner, in waves of `shape.launchers` requests, each
-/// request waiting up to 30 s for its approval. A launch not approved in
-/// that time is still accepted and runs later (the stack is behind, which
-/// the figures then show): the scenario measures the runners asked for,
-/// not as many as happened to be approved quickly.
+/// Launch the runners in waves of `shape.launchers` requests, each
+/// request waiting up to 30 s for its approval, until a wave has a launch
+/// not approved in that time (202) or refused: the stack has fallen
+/// behind (its queues hold more than it applies), and more runners would
+/// only grow that backlog, and the run, without end. A late launch still
+/// runs; it is measured and killed with the rest.
 async fn launch_all(
     http: &reqwest::Client,
     stack: &InProcess,
@@ -308,7 +313,7 @@ async fn launch_all(
         failed: 0,
     };
     let mut sent = 0;
-    while sent < shape.runners {
+    while sent < shape.runners && launches.late == 0 && launches.failed == 0 {
         let wave = shape.launchers.min(shape.runners - sent);
         let answers = futures::future::join_all((0..wave).map(|_| {
             let (http, url, body) = (http.clone(), url.clone(), body.clone());

@@ -4,6 +4,10 @@
 //! not TRUNCATE: readers keep seeing the old rows until the commit), the log
 //! is replayed in position order and the applied inbox rows in apply order,
 //! and the whole is committed at once. A crashed rebuild rolls back.
+//!
+//! The streams' versions are written once, at the end, from the inbox (no
+//! fold reads them, so the replay needs none in between): one statement
+//! instead of one per message.
 
 use crate::received::envelope_of_stored;
 use crate::service::Projection;

@@ -190,6 +190,11 @@ fn project_resource(name: &str) -> Option<String> {
     Some(format!("/api/v1/projects/{name}"))
 }
 
+/// Whether `type_name` is one of `M`'s types.
+fn of_family<M: Message>(type_name: &str) -> bool {
+    M::types().iter().any(|t| t.type_name == type_name)
+}
+
 /// Fold one received message. Types the gateway has no read model for yet
 /// change nothing.
 pub async fn project_received(
@@ -197,13 +202,19 @@ pub async fn project_received(
     message: &Envelope,
 ) -> Result<(), StoreError> {
     // Runner and process events feed several models: each is parsed once
-    // here and handed to every fold that reads it.
-    if let Ok(event) = RunnerEvent::from_data(&message.type_name, message.data.clone()) {
+    // here (by its own family only: parsing takes a copy of the payload)
+    // and handed to every fold that reads it.
+    let type_name = message.type_name.as_str();
+    if let Some(Ok(event)) = of_family::<RunnerEvent>(type_name)
+        .then(|| RunnerEvent::from_data(type_name, message.data.clone()))
+    {
         crate::session_models::project_runner_event(conn, message, &event).await?;
         crate::search::texts::project_runner_event(conn, message, &event).await?;
         return crate::runner_models::project_runner_event(conn, message, &event).await;
     }
-    if let Ok(event) = ProcessEvent::from_data(&message.type_name, message.data.clone()) {
+    if let Some(Ok(event)) = of_family::<ProcessEvent>(type_name)
+        .then(|| ProcessEvent::from_data(type_name, message.data.clone()))
+    {
         crate::session_models::project_process_event(conn, message, &event).await?;
         crate::search::texts::project_process_event(conn, message, &event).await?;
         crate::budget_models::project_spend(conn, message, &event).await?;

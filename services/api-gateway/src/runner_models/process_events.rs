@@ -97,10 +97,15 @@ pub(crate) async fn project_process_event(
             .map_err(store("projecting a stall"))?;
         }
         ProcessEvent::UsageReported(u) => {
+            // A turn is progress: it ends its attempt's stall, as in
+            // `clear_stall`, in the same statement.
             sqlx::query(
                 "UPDATE runners SET input_tokens = input_tokens + $2, output_tokens = output_tokens + $3,
                      cache_creation_tokens = cache_creation_tokens + $4,
-                     cache_read_tokens = cache_read_tokens + $5, cost_usd = cost_usd + $6, updated_at = $7
+                     cache_read_tokens = cache_read_tokens + $5, cost_usd = cost_usd + $6, updated_at = $7,
+                     stalled_at = CASE WHEN stalled_attempt = $8 THEN NULL ELSE stalled_at END,
+                     stalled_idle_ms = CASE WHEN stalled_attempt = $8 THEN NULL ELSE stalled_idle_ms END,
+                     stalled_attempt = CASE WHEN stalled_attempt = $8 THEN NULL ELSE stalled_attempt END
                  WHERE runner_id = $1",
             )
             .bind(u.runner_id)
@@ -110,10 +115,10 @@ pub(crate) async fn project_process_event(
             .bind(count(u.cache_read_input_tokens))
             .bind(u.cost_usd)
             .bind(message.time)
+            .bind(attempt_of(u.attempt))
             .execute(&mut *conn)
             .await
             .map_err(store("projecting usage"))?;
-            clear_stall(conn, u.runner_id, u.attempt, message).await?;
         }
         ProcessEvent::TextChunked(t) => {
             clear_stall(conn, t.runner_id, t.attempt, message).await?;

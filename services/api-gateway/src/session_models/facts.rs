@@ -9,9 +9,11 @@
 //! keeps the process's own time over the runner's. The session row is then
 //! a function of its attempts' facts, whatever order they came in.
 
+use super::refresh::{ATTEMPT_COLUMNS, UPSERT, computed};
 use super::text_pieces::{LastPiece, piece_effect};
 use crate::runner_models::store;
 use sqlx::{PgConnection, Row};
+use std::sync::LazyLock;
 use stratavore_events::Envelope;
 use stratavore_events::process::ProcessEvent;
 use stratavore_events::runner::RunnerEvent;
@@ -26,73 +28,97 @@ fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// An attempt's row as it stood before the event.
-struct Before {
-    session_id: Option<String>,
-    last_piece: Option<LastPiece>,
-}
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Make sure the attempt's row exists and mark the event's time as its
-/// latest activity; the row as it was.
-async fn touch(
+/// The statement of [`change_attempt`], before and after its `SET` items.
+/// `before` is the attempt's row, locked (so a change of the same row by
+/// another stream's drain is seen whole: the lock waits for it and reads
+/// the row as it committed), as it was before the change. The session's
+/// other attempts are read as they were before the statement, so the
+/// changed one is taken from the change itself.
+static CHANGE: LazyLock<(String, String)> = LazyLock::new(|| {
+    let head = "WITH before AS (
+             SELECT session_id AS before_session, last_text_role AS before_role,
+                    last_text_full AS before_full
+             FROM session_attempts WHERE runner_id = $1 AND attempt = $2 FOR UPDATE),
+         changed AS (
+             UPDATE session_attempts a
+             SET last_active_at = greatest(a.last_active_at, $3), "
+        .to_owned();
+    let changed_columns: Vec<String> = ATTEMPT_COLUMNS
+        .split(',')
+        .map(|c| format!("a.{}", c.trim()))
+        .collect();
+    let tail = format!(
+        "
+             FROM before b WHERE a.runner_id = $1 AND a.attempt = $2
+             RETURNING b.before_session, {changed}),
+         attempts AS (
+             SELECT {ATTEMPT_COLUMNS} FROM session_attempts
+             WHERE session_id = (SELECT session_id FROM changed)
+               AND (runner_id, attempt) <> ($1, $2)
+             UNION ALL SELECT {ATTEMPT_COLUMNS} FROM changed),
+         computed AS ({computed}),
+         upserted AS ({UPSERT})
+         SELECT before_session, session_id FROM changed",
+        changed = changed_columns.join(", "),
+        computed = computed("(SELECT session_id FROM changed)", "attempts"),
+    );
+    (head, tail)
+});
+
+/// Apply a change to the attempt's row (made first when it is the
+/// attempt's first fact) and recompute the session it is in, in one
+/// statement; the session it was in before, when that was another,
+/// is recomputed after.
+///
+/// `set` holds the change's `SET` items, beside marking the event's time as
+/// the attempt's latest activity. Their right-hand sides read the row as it
+/// was (`a.`) and the `before` row (`b.before_session`, `b.before_role`,
+/// `b.before_full`); `$1`, `$2` and `$3` are the runner, the attempt and
+/// the event's time, and `bind` binds the change's own values, `$4` on.
+async fn change_attempt<'q>(
     conn: &mut PgConnection,
     runner: Uuid,
     attempt: u32,
     at: &Envelope,
-) -> Result<Before, StoreError> {
-    let row = sqlx::query(
-        "INSERT INTO session_attempts (runner_id, attempt, last_active_at) VALUES ($1, $2, $3)
-         ON CONFLICT (runner_id, attempt) DO UPDATE
-         SET last_active_at = greatest(session_attempts.last_active_at, excluded.last_active_at)
-         RETURNING session_id, last_text_role, last_text_full",
-    )
-    .bind(runner)
-    .bind(attempt_of(attempt))
-    .bind(at.time)
-    .fetch_one(conn)
-    .await
-    .map_err(store("recording a session attempt"))?;
-    let role: Option<String> = row.get(1);
-    Ok(Before {
-        session_id: row.get(0),
-        last_piece: role.map(|role| LastPiece {
-            role,
-            full: row.get(2),
-        }),
-    })
-}
-
-/// Run `update` (whose `$1` and `$2` are the attempt, returning its
-/// `session_id`) on the attempt's row, then recompute the sessions it
-/// belonged to before and after.
-async fn update_attempt<'q>(
-    conn: &mut PgConnection,
-    runner: Uuid,
-    attempt: u32,
-    at: &Envelope,
-    update: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    set: &str,
+    bind: impl Fn(Query<'q>) -> Query<'q>,
 ) -> Result<(), StoreError> {
-    let before = touch(conn, runner, attempt, at).await?;
-    let after: Option<String> = update
-        .fetch_one(&mut *conn)
+    let (head, tail) = &*CHANGE;
+    let sql = format!("{head}{set}{tail}");
+    for _ in 0..2 {
+        let changed = bind(
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(runner)
+                .bind(attempt_of(attempt))
+                .bind(at.time),
+        )
+        .fetch_optional(&mut *conn)
         .await
-        .map_err(store("updating a session attempt"))?
-        .get(0);
-    refresh_pair(conn, before.session_id, after).await
-}
-
-async fn refresh_pair(
-    conn: &mut PgConnection,
-    before: Option<String>,
-    after: Option<String>,
-) -> Result<(), StoreError> {
-    if let Some(id) = &before {
-        super::refresh::refresh_session(conn, id).await?;
+        .map_err(store("updating a session attempt"))?;
+        if let Some(row) = changed {
+            let (before, after): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+            if let Some(left) = before.filter(|b| after.as_ref() != Some(b)) {
+                super::refresh::refresh_session(conn, &left).await?;
+            }
+            return Ok(());
+        }
+        // The attempt's first fact: make its row, then change it.
+        sqlx::query(
+            "INSERT INTO session_attempts (runner_id, attempt, last_active_at) VALUES ($1, $2, $3)
+             ON CONFLICT (runner_id, attempt) DO NOTHING",
+        )
+        .bind(runner)
+        .bind(attempt_of(attempt))
+        .bind(at.time)
+        .execute(&mut *conn)
+        .await
+        .map_err(store("recording a session attempt"))?;
     }
-    if let Some(id) = after.filter(|a| Some(a) != before.as_ref()) {
-        super::refresh::refresh_session(conn, &id).await?;
-    }
-    Ok(())
+    Err(StoreError::new("updating a session attempt")(
+        sqlx::Error::RowNotFound,
+    ))
 }
 
 /// The attempt `attempt` of `runner` ended (the runner's word for it): the
@@ -107,14 +133,15 @@ async fn attempt_ended(
     if attempt == 0 {
         return Ok(());
     }
-    let update = sqlx::query(
-        "UPDATE session_attempts SET ended_at = coalesce(ended_at, $3)
-         WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+    change_attempt(
+        conn,
+        runner,
+        attempt,
+        at,
+        "ended_at = coalesce(a.ended_at, $3)",
+        |q| q,
     )
-    .bind(runner)
-    .bind(attempt_of(attempt))
-    .bind(at.time);
-    update_attempt(conn, runner, attempt, at, update).await
+    .await
 }
 
 /// Fold a runner event.
@@ -154,15 +181,15 @@ pub(super) async fn runner_event(
             Ok(())
         }
         E::Offered(o) => {
-            let update = sqlx::query(
-                "UPDATE session_attempts SET offered_session = $3, resume = $4
-                 WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+            change_attempt(
+                conn,
+                o.runner_id,
+                o.attempt,
+                message,
+                "offered_session = $4, resume = $5",
+                |q| q.bind(&o.session_id).bind(o.resume),
             )
-            .bind(o.runner_id)
-            .bind(attempt_of(o.attempt))
-            .bind(&o.session_id)
-            .bind(o.resume);
-            update_attempt(conn, o.runner_id, o.attempt, message, update).await
+            .await
         }
         E::Placed(p) => set_node(conn, p.runner_id, p.attempt, &p.node, message).await,
         E::RestartScheduled(r) => attempt_ended(conn, r.runner_id, r.attempt, message).await,
@@ -189,14 +216,7 @@ async fn set_node(
     node: &str,
     at: &Envelope,
 ) -> Result<(), StoreError> {
-    let update = sqlx::query(
-        "UPDATE session_attempts SET node = $3
-         WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
-    )
-    .bind(runner)
-    .bind(attempt_of(attempt))
-    .bind(node.to_owned());
-    update_attempt(conn, runner, attempt, at, update).await
+    change_attempt(conn, runner, attempt, at, "node = $4", |q| q.bind(node)).await
 }
 
 /// Fold a process event.
@@ -205,132 +225,143 @@ pub(super) async fn process_event(
     message: &Envelope,
     event: &ProcessEvent,
 ) -> Result<(), StoreError> {
-    let at = message.time;
     match event {
         ProcessEvent::Started(s) => {
-            let update = sqlx::query(
-                "UPDATE session_attempts SET node = $3, started_at = coalesce(started_at, $4)
-                 WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+            change_attempt(
+                conn,
+                s.runner_id,
+                s.attempt,
+                message,
+                "node = $4, started_at = coalesce(a.started_at, $3)",
+                |q| q.bind(&s.node),
             )
-            .bind(s.runner_id)
-            .bind(attempt_of(s.attempt))
-            .bind(s.node.clone())
-            .bind(at);
-            update_attempt(conn, s.runner_id, s.attempt, message, update).await
+            .await
         }
         ProcessEvent::SessionStarted(s) => {
-            let update = sqlx::query(
-                "UPDATE session_attempts SET agent_session = $3
-                 WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+            change_attempt(
+                conn,
+                s.runner_id,
+                s.attempt,
+                message,
+                "agent_session = $4",
+                |q| q.bind(&s.session_id),
             )
-            .bind(s.runner_id)
-            .bind(attempt_of(s.attempt))
-            .bind(s.session_id.clone());
-            update_attempt(conn, s.runner_id, s.attempt, message, update).await
+            .await
         }
         ProcessEvent::SessionBound(b) => {
-            let update = sqlx::query(
-                "UPDATE session_attempts SET agent_session = $3, bound = true
-                 WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+            change_attempt(
+                conn,
+                b.runner_id,
+                b.attempt,
+                message,
+                "agent_session = $4, bound = true",
+                |q| q.bind(&b.session_id),
             )
-            .bind(b.runner_id)
-            .bind(attempt_of(b.attempt))
-            .bind(b.session_id.clone());
-            update_attempt(conn, b.runner_id, b.attempt, message, update).await
+            .await
         }
         ProcessEvent::UsageReported(u) => {
             // Usage names the session it was spent in (the launch's until the
             // agent names its own, which comes first in the stream).
-            let update = sqlx::query(
-                "UPDATE session_attempts
-                 SET agent_session = coalesce(agent_session, nullif($3, '')), turns = turns + 1,
-                     input_tokens = input_tokens + $4, output_tokens = output_tokens + $5,
-                     cache_creation_tokens = cache_creation_tokens + $6,
-                     cache_read_tokens = cache_read_tokens + $7, cost_usd = cost_usd + $8
-                 WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+            change_attempt(
+                conn,
+                u.runner_id,
+                u.attempt,
+                message,
+                "agent_session = coalesce(a.agent_session, nullif($4, '')), turns = a.turns + 1,
+                 input_tokens = a.input_tokens + $5, output_tokens = a.output_tokens + $6,
+                 cache_creation_tokens = a.cache_creation_tokens + $7,
+                 cache_read_tokens = a.cache_read_tokens + $8, cost_usd = a.cost_usd + $9",
+                |q| {
+                    q.bind(&u.session_id)
+                        .bind(count(u.input_tokens))
+                        .bind(count(u.output_tokens))
+                        .bind(count(u.cache_creation_input_tokens))
+                        .bind(count(u.cache_read_input_tokens))
+                        .bind(u.cost_usd)
+                },
             )
-            .bind(u.runner_id)
-            .bind(attempt_of(u.attempt))
-            .bind(u.session_id.clone())
-            .bind(count(u.input_tokens))
-            .bind(count(u.output_tokens))
-            .bind(count(u.cache_creation_input_tokens))
-            .bind(count(u.cache_read_input_tokens))
-            .bind(u.cost_usd);
-            update_attempt(conn, u.runner_id, u.attempt, message, update).await
+            .await
         }
         ProcessEvent::CostReconciled(c) => {
             // Applied once (the inbox), so adding the difference replaces
             // the attempt's priced cost by the agent's own exactly once.
-            let update = sqlx::query(
-                "UPDATE session_attempts SET cost_usd = cost_usd + ($3 - $4)
-                 WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+            change_attempt(
+                conn,
+                c.runner_id,
+                c.attempt,
+                message,
+                "cost_usd = a.cost_usd + ($4 - $5)",
+                |q| q.bind(c.reported_cost_usd).bind(c.priced_cost_usd),
             )
-            .bind(c.runner_id)
-            .bind(attempt_of(c.attempt))
-            .bind(c.reported_cost_usd)
-            .bind(c.priced_cost_usd);
-            update_attempt(conn, c.runner_id, c.attempt, message, update).await
+            .await
         }
         ProcessEvent::TextChunked(t) => {
-            let before = touch(conn, t.runner_id, t.attempt, message).await?;
-            let effect = piece_effect(before.last_piece.as_ref(), &t.role, &t.text);
+            // What the piece does depends on the piece before it, which the
+            // statement reads: it continues that piece's message when that
+            // one filled the cap and had its role (`piece_effect`'s rule),
+            // so both effects are handed in and the row picks one.
+            let after_full = LastPiece {
+                role: t.role.clone(),
+                full: true,
+            };
+            let continuing = piece_effect(Some(&after_full), &t.role, &t.text);
+            let fresh = piece_effect(None, &t.role, &t.text);
             // The latest result is the final one; a piece that continues a
             // result is the rest of it.
-            let result = match (t.role.as_str(), effect.continues) {
-                ("result", true) => Some(("append", t.text.clone())),
-                ("result", false) => Some(("replace", t.text.clone())),
-                _ => None,
-            };
-            let row = sqlx::query(
-                "UPDATE session_attempts
-                 SET agent_session = coalesce(agent_session, nullif($3, '')),
-                     messages = messages + $4, last_text_role = $5, last_text_full = $6,
-                     result_text = CASE $7 WHEN 'append' THEN coalesce(result_text, '') || $8
-                                           WHEN 'replace' THEN $8 ELSE result_text END
-                 WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+            let result = (t.role == "result").then_some(t.text.as_str());
+            change_attempt(
+                conn,
+                t.runner_id,
+                t.attempt,
+                message,
+                "agent_session = coalesce(a.agent_session, nullif($4, '')),
+                 messages = a.messages + CASE WHEN coalesce(b.before_full AND b.before_role = $7, false)
+                                              THEN $5 ELSE $6 END,
+                 last_text_role = $7, last_text_full = $8,
+                 result_text = CASE WHEN $9::text IS NULL THEN a.result_text
+                                    WHEN coalesce(b.before_full AND b.before_role = $7, false)
+                                    THEN coalesce(a.result_text, '') || $9 ELSE $9 END",
+                |q| {
+                    q.bind(&t.session_id)
+                        .bind(i32::from(continuing.new_message))
+                        .bind(i32::from(fresh.new_message))
+                        .bind(&fresh.last.role)
+                        .bind(fresh.last.full)
+                        .bind(result)
+                },
             )
-            .bind(t.runner_id)
-            .bind(attempt_of(t.attempt))
-            .bind(&t.session_id)
-            .bind(i32::from(effect.new_message))
-            .bind(&effect.last.role)
-            .bind(effect.last.full)
-            .bind(result.as_ref().map(|(how, _)| *how))
-            .bind(result.map(|(_, text)| text))
-            .fetch_one(&mut *conn)
             .await
-            .map_err(store("recording session text"))?;
-            refresh_pair(conn, before.session_id, row.get(0)).await
         }
         ProcessEvent::Exited(e) => {
             let transcript = e.transcript.as_ref();
-            let update = sqlx::query(
-                "UPDATE session_attempts SET node = $3, ended_at = $4,
-                     transcript_path = coalesce($5, transcript_path),
-                     transcript_bytes = coalesce($6, transcript_bytes),
-                     transcript_sha256 = coalesce($7, transcript_sha256)
-                 WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+            change_attempt(
+                conn,
+                e.runner_id,
+                e.attempt,
+                message,
+                "node = $4, ended_at = $3,
+                 transcript_path = coalesce($5, a.transcript_path),
+                 transcript_bytes = coalesce($6, a.transcript_bytes),
+                 transcript_sha256 = coalesce($7, a.transcript_sha256)",
+                |q| {
+                    q.bind(&e.node)
+                        .bind(transcript.map(|t| t.path.as_str()))
+                        .bind(transcript.map(|t| count(t.bytes)))
+                        .bind(transcript.map(|t| t.sha256.as_str()))
+                },
             )
-            .bind(e.runner_id)
-            .bind(attempt_of(e.attempt))
-            .bind(e.node.clone())
-            .bind(at)
-            .bind(transcript.map(|t| t.path.clone()))
-            .bind(transcript.map(|t| count(t.bytes)))
-            .bind(transcript.map(|t| t.sha256.clone()));
-            update_attempt(conn, e.runner_id, e.attempt, message, update).await
+            .await
         }
         ProcessEvent::Failed(f) => {
-            let update = sqlx::query(
-                "UPDATE session_attempts SET node = $3, ended_at = $4
-                 WHERE runner_id = $1 AND attempt = $2 RETURNING session_id",
+            change_attempt(
+                conn,
+                f.runner_id,
+                f.attempt,
+                message,
+                "node = $4, ended_at = $3",
+                |q| q.bind(&f.node),
             )
-            .bind(f.runner_id)
-            .bind(attempt_of(f.attempt))
-            .bind(f.node.clone())
-            .bind(at);
-            update_attempt(conn, f.runner_id, f.attempt, message, update).await
+            .await
         }
         // A claim is not a placement; errors and stalls change nothing a
         // session shows.

@@ -6,26 +6,23 @@
 
 use crate::runner_models::store;
 use sqlx::PgConnection;
+use std::sync::LazyLock;
 use stratavore_store::StoreError;
 
-/// Recompute the row of `session_id` from its attempts.
-pub(super) async fn refresh_session(
-    conn: &mut PgConnection,
-    session_id: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM sessions WHERE session_id = $1")
-        .bind(session_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(store("clearing a session"))?;
+/// The columns of `session_attempts` a session's row is computed from.
+pub(super) const ATTEMPT_COLUMNS: &str = "runner_id, attempt, session_id, offered_session, resume,
+    agent_session, node, bound, started_at, ended_at, last_active_at, messages, turns,
+    input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, result_text,
+    transcript_path, transcript_bytes, transcript_sha256";
+
+/// The row of session `session` (an SQL expression), computed from the
+/// attempts in `attempts` (a relation with [`ATTEMPT_COLUMNS`]); no row
+/// when it has none.
+pub(super) fn computed(session: &str, attempts: &str) -> String {
     // first(x) / last(x): of the attempts that have an x, the earliest or
     // latest one's.
-    sqlx::query(
-        "INSERT INTO sessions (session_id, project, path, profile, node, bound, resumed_from,
-             first_prompt, final_result, started_at, last_active_at, ended_at, message_count,
-             turn_count, input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens,
-             cost_usd, transcript_path, transcript_bytes, transcript_sha256)
-         SELECT $1,
+    format!(
+        "SELECT {session}::text AS session_id,
              (array_agg(r.project ORDER BY a.runner_id, a.attempt) FILTER (WHERE r.project IS NOT NULL))[1],
              (array_agg(r.path ORDER BY a.runner_id, a.attempt) FILTER (WHERE r.path IS NOT NULL))[1],
              (array_agg(r.profile ORDER BY a.runner_id DESC, a.attempt DESC)
@@ -51,13 +48,51 @@ pub(super) async fn refresh_session(
                  FILTER (WHERE a.transcript_path IS NOT NULL))[1],
              (array_agg(a.transcript_sha256 ORDER BY a.runner_id DESC, a.attempt DESC)
                  FILTER (WHERE a.transcript_path IS NOT NULL))[1]
-         FROM session_attempts a LEFT JOIN session_runners r USING (runner_id)
-         WHERE a.session_id = $1
-         HAVING count(*) > 0",
+         FROM {attempts} a LEFT JOIN session_runners r USING (runner_id)
+         WHERE a.session_id = {session}
+         HAVING count(*) > 0"
     )
-    .bind(session_id)
-    .execute(conn)
-    .await
-    .map_err(store("recomputing a session"))?;
+}
+
+/// Write the row of CTE `computed` (from [`computed`]) over the session's.
+pub(super) const UPSERT: &str = "INSERT INTO sessions (session_id, project, path, profile, node,
+        bound, resumed_from, first_prompt, final_result, started_at, last_active_at, ended_at,
+        message_count, turn_count, input_tokens, output_tokens, cache_creation_tokens,
+        cache_read_tokens, cost_usd, transcript_path, transcript_bytes, transcript_sha256)
+    SELECT * FROM computed
+    ON CONFLICT (session_id) DO UPDATE SET project = excluded.project, path = excluded.path,
+        profile = excluded.profile, node = excluded.node, bound = excluded.bound,
+        resumed_from = excluded.resumed_from, first_prompt = excluded.first_prompt,
+        final_result = excluded.final_result, started_at = excluded.started_at,
+        last_active_at = excluded.last_active_at, ended_at = excluded.ended_at,
+        message_count = excluded.message_count, turn_count = excluded.turn_count,
+        input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens,
+        cache_creation_tokens = excluded.cache_creation_tokens,
+        cache_read_tokens = excluded.cache_read_tokens, cost_usd = excluded.cost_usd,
+        transcript_path = excluded.transcript_path, transcript_bytes = excluded.transcript_bytes,
+        transcript_sha256 = excluded.transcript_sha256";
+
+/// The row of `$1` upserted when it has attempts, deleted when it has none
+/// (never both, so the two never meet on the row).
+static REFRESH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH computed AS ({}),
+              gone AS (DELETE FROM sessions
+                       WHERE session_id = $1 AND NOT EXISTS (SELECT 1 FROM computed))
+         {UPSERT}",
+        computed("$1", "session_attempts")
+    )
+});
+
+/// Recompute the row of `session_id` from its attempts.
+pub(super) async fn refresh_session(
+    conn: &mut PgConnection,
+    session_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(sqlx::AssertSqlSafe(REFRESH.as_str()))
+        .bind(session_id)
+        .execute(conn)
+        .await
+        .map_err(store("recomputing a session"))?;
     Ok(())
 }

@@ -201,7 +201,9 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
         r.note(format!(
             "launching stopped after {} of {} runners: {} launches of the last wave were not \
              approved within the request's 30 s wait (the stack had fallen behind)",
-            sent_total(&launches), shape.runners, launches.late
+            sent_total(&launches),
+            shape.runners,
+            launches.late
         ));
     }
     if launches.failed > 0 {

@@ -13,6 +13,7 @@ mod multi_node;
 mod node_faults;
 mod node_liveness;
 mod nodes_api;
+mod progress_batches;
 mod projects_api;
 mod provisioning;
 mod quota_waits;

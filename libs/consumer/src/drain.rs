@@ -260,6 +260,11 @@ impl<S: Decider + Projection> Drainer<S> {
         let mut applied_ids = Vec::new();
         let mut versions: Vec<(usize, i64)> = Vec::new();
         let mut appended = false;
+        // Messages decided but not folded yet: a decider that reads the
+        // projection sees each message folded before it decides the next;
+        // otherwise the batch is folded at once, at its end.
+        let fold_each = self.service.reads_projection();
+        let mut unfolded = Vec::new();
         for c in runs {
             if appended {
                 break;
@@ -296,18 +301,29 @@ impl<S: Decider + Projection> Drainer<S> {
                     continue;
                 }
             };
-            self.service.project_received(&mut tx, &envelope).await?;
+            unfolded.push(envelope);
             applied_ids.push(row.message_id);
             versions.push((c.stream, row.stream_version));
             done[c.stream] += 1;
             pass.applied += 1;
             pass.folded += 1;
+            if fold_each || !entries.is_empty() {
+                self.service
+                    .project_received_batch(&mut tx, &unfolded)
+                    .await?;
+                unfolded.clear();
+            }
             if !entries.is_empty() {
                 self.record_progress(&mut tx, streams, &applied_ids, &versions)
                     .await?;
                 record_own(&mut tx, &self.log, self.service.as_ref(), &entries).await?;
                 appended = true;
             }
+        }
+        if !unfolded.is_empty() {
+            self.service
+                .project_received_batch(&mut tx, &unfolded)
+                .await?;
         }
         if !appended {
             self.record_progress(&mut tx, streams, &applied_ids, &versions)

@@ -130,9 +130,9 @@ pub async fn rebuild<P: Projection>(
             let envelopes = page
                 .await
                 .map_err(|e| RebuildError::Decoding(e.to_string()))??;
-            for envelope in &envelopes {
-                projection.project_received(&mut tx, envelope).await?;
-            }
+            projection
+                .project_received_batch(&mut tx, &envelopes)
+                .await?;
             report.received += envelopes.len();
         }
         match next {

@@ -36,6 +36,15 @@ pub trait Decider: Send + Sync + 'static {
     /// The terminal answer to a message an operator skipped (a command
     /// gets its `rejected`, so it still has an outcome).
     fn on_skipped(&self, message: &Envelope) -> Vec<NewEntry>;
+
+    /// Whether `decide` reads what the projection writes. When it does, a
+    /// drain folds each message before deciding the next (a decision must
+    /// see the messages before it); when it does not, the drain decides a
+    /// whole batch first and folds it in one
+    /// [`Projection::project_received_batch`].
+    fn reads_projection(&self) -> bool {
+        true
+    }
 }
 
 /// Folds messages into a service's read tables. Both folds must be
@@ -59,4 +68,22 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut PgConnection,
         message: &Envelope,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Fold applied received messages in their order: the same rows as
+    /// folding each with [`Projection::project_received`], whatever the
+    /// slices a history is cut into (a drain batch live, a page in a
+    /// rebuild), but a projection may fold a run of them with a statement
+    /// per table instead of statements per message.
+    fn project_received_batch(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[Envelope],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            for message in messages {
+                self.project_received(conn, message).await?;
+            }
+            Ok(())
+        }
+    }
 }

@@ -40,36 +40,61 @@ pub async fn project_received(
     Ok(true)
 }
 
-/// Record what a process event spent, if it is usage or a reconciliation
-/// (it feeds the runner and session models too).
+/// Record what a reconciliation spent (usage, progress, comes in runs:
+/// [`record_progress`]).
 pub async fn project_spend(
     conn: &mut PgConnection,
     message: &Envelope,
     event: &ProcessEvent,
 ) -> Result<(), StoreError> {
-    let spend = match event {
-        ProcessEvent::UsageReported(u) => {
-            Some((u.runner_id, stratavore_budgets::spend_of_usage(u)))
-        }
-        ProcessEvent::CostReconciled(c) => {
-            Some((c.runner_id, stratavore_budgets::spend_of_reconciliation(c)))
-        }
-        _ => None,
-    };
-    if let Some((runner_id, spend)) = spend {
-        sqlx::query(
-            "INSERT INTO budget_spend (message_id, runner_id, time, tokens, cost_usd)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING",
-        )
-        .bind(message.id)
-        .bind(runner_id)
-        .bind(message.time)
-        .bind(db(spend.tokens))
-        .bind(spend.usd)
-        .execute(&mut *conn)
-        .await
-        .map_err(store("recording spending"))?;
+    if let ProcessEvent::CostReconciled(c) = event {
+        let spend = stratavore_budgets::spend_of_reconciliation(c);
+        record_spending(conn, &[(message.id, c.runner_id, message.time, spend)]).await?;
     }
+    Ok(())
+}
+
+/// Record what the usage reports of a run of progress events spent.
+pub(crate) async fn record_progress(
+    conn: &mut PgConnection,
+    run: &[crate::progress::Progress],
+) -> Result<(), StoreError> {
+    let spending: Vec<_> = run
+        .iter()
+        .filter_map(|p| match &p.step {
+            crate::progress::Step::Usage(u) => Some((
+                p.id,
+                u.runner_id,
+                p.time,
+                stratavore_budgets::spend_of_usage(u),
+            )),
+            crate::progress::Step::Text(_) => None,
+        })
+        .collect();
+    record_spending(conn, &spending).await
+}
+
+/// One row per spending event: its id, runner, time and what it spent.
+async fn record_spending(
+    conn: &mut PgConnection,
+    spending: &[(Uuid, Uuid, DateTime<Utc>, Spend)],
+) -> Result<(), StoreError> {
+    if spending.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO budget_spend (message_id, runner_id, time, tokens, cost_usd)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bigint[], $5::float8[])
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(spending.iter().map(|s| s.0).collect::<Vec<_>>())
+    .bind(spending.iter().map(|s| s.1).collect::<Vec<_>>())
+    .bind(spending.iter().map(|s| s.2).collect::<Vec<_>>())
+    .bind(spending.iter().map(|s| db(s.3.tokens)).collect::<Vec<_>>())
+    .bind(spending.iter().map(|s| s.3.usd).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .map_err(store("recording spending"))?;
     Ok(())
 }
 

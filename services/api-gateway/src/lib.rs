@@ -10,6 +10,7 @@ pub mod heartbeats;
 pub mod http;
 pub mod live_consumer;
 pub mod node_models;
+mod progress;
 pub mod read_models;
 pub mod runner_logs;
 pub mod runner_models;

@@ -3,6 +3,7 @@
 //! their idempotency keys). Every fold is an upsert, so it gives the same
 //! rows whichever of the two histories a rebuild replays first.
 
+use crate::progress::Progress;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
@@ -212,13 +213,8 @@ pub async fn project_received(
         crate::search::texts::project_runner_event(conn, message, &event).await?;
         return crate::runner_models::project_runner_event(conn, message, &event).await;
     }
-    if let Some(Ok(event)) = of_family::<ProcessEvent>(type_name)
-        .then(|| ProcessEvent::from_data(type_name, message.data.clone()))
-    {
-        crate::session_models::project_process_event(conn, message, &event).await?;
-        crate::search::texts::project_process_event(conn, message, &event).await?;
-        crate::budget_models::project_spend(conn, message, &event).await?;
-        return crate::runner_models::project_process_event(conn, message, &event).await;
+    if let Some(event) = process_event(message) {
+        return project_process_event(conn, message, &event).await;
     }
     if crate::budget_models::project_received(conn, message).await?
         || crate::node_models::project_received(conn, message).await?
@@ -282,6 +278,54 @@ pub async fn project_received(
             command_outcome(conn, e.command_id, message, Some(rejection), None).await
         }
     }
+}
+
+/// Fold applied received messages in their order (see
+/// [`stratavore_consumer::Projection::project_received_batch`]): runs of
+/// agents' progress are folded a run at a time ([`crate::progress`]), the
+/// rest one message at a time, in their place.
+pub async fn project_received_batch(
+    conn: &mut PgConnection,
+    messages: &[Envelope],
+) -> Result<(), StoreError> {
+    let mut run = Vec::new();
+    for message in messages {
+        let event = process_event(message);
+        if let Some(progress) = event.as_ref().and_then(|e| Progress::of(message, e)) {
+            run.push(progress);
+            continue;
+        }
+        crate::progress::fold_run(conn, &run).await?;
+        run.clear();
+        match &event {
+            Some(event) => project_process_event(conn, message, event).await?,
+            None => project_received(conn, message).await?,
+        }
+    }
+    crate::progress::fold_run(conn, &run).await
+}
+
+/// The process event a message carries, if it is one that parses.
+fn process_event(message: &Envelope) -> Option<ProcessEvent> {
+    let type_name = message.type_name.as_str();
+    of_family::<ProcessEvent>(type_name)
+        .then(|| ProcessEvent::from_data(type_name, message.data.clone()).ok())
+        .flatten()
+}
+
+/// Fold a process event into every model it feeds.
+async fn project_process_event(
+    conn: &mut PgConnection,
+    message: &Envelope,
+    event: &ProcessEvent,
+) -> Result<(), StoreError> {
+    if let Some(progress) = Progress::of(message, event) {
+        return crate::progress::fold_run(conn, std::slice::from_ref(&progress)).await;
+    }
+    crate::session_models::project_process_event(conn, message, event).await?;
+    crate::search::texts::project_process_event(conn, message, event).await?;
+    crate::budget_models::project_spend(conn, message, event).await?;
+    crate::runner_models::project_process_event(conn, message, event).await
 }
 
 fn project_view(r: &sqlx::postgres::PgRow) -> ProjectView {

@@ -3,9 +3,12 @@
 //! runner commands.
 
 mod process_events;
+mod progress;
+mod totals;
 
 use crate::read_models::{command_outcome, project_resource_of_runner};
 pub(crate) use process_events::project_process_event;
+pub(crate) use progress::fold_progress;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;

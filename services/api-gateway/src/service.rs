@@ -24,6 +24,10 @@ impl Decider for GatewayService {
     fn on_skipped(&self, _message: &Envelope) -> Vec<NewEntry> {
         Vec::new()
     }
+
+    fn reads_projection(&self) -> bool {
+        false
+    }
 }
 
 impl Projection for GatewayService {
@@ -45,5 +49,13 @@ impl Projection for GatewayService {
         message: &Envelope,
     ) -> Result<(), StoreError> {
         read_models::project_received(conn, message).await
+    }
+
+    async fn project_received_batch(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[Envelope],
+    ) -> Result<(), StoreError> {
+        read_models::project_received_batch(conn, messages).await
     }
 }

@@ -17,9 +17,13 @@
 //! - resumable: bound (the agent saved a first turn), not in use, and the
 //!   node holding its files is not lost.
 
+mod attempt_progress;
 mod facts;
+mod progress;
 mod refresh;
 mod text_pieces;
+
+pub(crate) use progress::fold_progress;
 
 use crate::runner_models::{Tokens, store};
 use chrono::{DateTime, Utc};

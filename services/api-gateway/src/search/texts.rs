@@ -7,6 +7,8 @@
 //! whatever the node derived from the agent's output
 //! (`process.text_chunked`: its messages and final result, size-capped).
 
+use crate::progress::{Progress, Step};
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use stratavore_events::Envelope;
 use stratavore_events::process::ProcessEvent;
@@ -44,37 +46,50 @@ pub async fn project_runner_event(
             attempt: 0,
             role: PROMPT_ROLE,
             body: &e.prompt,
+            at: message.time,
         };
-        record(conn, &text, message).await?;
+        record(conn, std::slice::from_ref(&text)).await?;
         return fill_project(conn, e.runner_id, &e.project).await;
     }
     Ok(())
 }
 
-/// Fold what a process event says about sessions' text: the agent's text,
-/// or the session it named.
+/// Fold what a process event says about sessions' text: the session the
+/// agent named (its text, progress, comes in runs: [`record_progress`]).
 pub async fn project_process_event(
     conn: &mut PgConnection,
-    message: &Envelope,
+    _message: &Envelope,
     event: &ProcessEvent,
 ) -> Result<(), StoreError> {
     match event {
-        ProcessEvent::TextChunked(t) => {
-            let text = Pending {
-                text_id: message.id,
-                session_id: &t.session_id,
-                runner_id: t.runner_id,
-                attempt: i32::try_from(t.attempt).unwrap_or(i32::MAX),
-                role: &t.role,
-                body: &t.text,
-            };
-            record(conn, &text, message).await
-        }
         // The agent named its own session (a Codex thread, a fork on
         // resume): the prompt that started it belongs to that session.
         ProcessEvent::SessionStarted(s) => move_prompt(conn, s.runner_id, &s.session_id).await,
         _ => Ok(()),
     }
+}
+
+/// Record the text pieces of a run of progress events.
+pub(crate) async fn record_progress(
+    conn: &mut PgConnection,
+    run: &[Progress],
+) -> Result<(), StoreError> {
+    let texts: Vec<Pending<'_>> = run
+        .iter()
+        .filter_map(|p| match &p.step {
+            Step::Text(t) => Some(Pending {
+                text_id: p.id,
+                session_id: &t.session_id,
+                runner_id: t.runner_id,
+                attempt: p.attempt(),
+                role: &t.role,
+                body: &t.text,
+                at: p.time,
+            }),
+            Step::Usage(_) => None,
+        })
+        .collect();
+    record(conn, &texts).await
 }
 
 /// A text to record.
@@ -85,30 +100,33 @@ struct Pending<'a> {
     attempt: i32,
     role: &'a str,
     body: &'a str,
+    at: DateTime<Utc>,
 }
 
-async fn record(
-    conn: &mut PgConnection,
-    text: &Pending<'_>,
-    message: &Envelope,
-) -> Result<(), StoreError> {
+async fn record(conn: &mut PgConnection, texts: &[Pending<'_>]) -> Result<(), StoreError> {
+    if texts.is_empty() {
+        return Ok(());
+    }
     // The project comes from the runner's row when the approval was folded
     // first; otherwise the approval fills it in when it comes.
     sqlx::query(
         "INSERT INTO session_texts (text_id, session_id, runner_id, attempt, project, role, body, at)
-         VALUES ($1, $2, $3, $4, (SELECT project FROM runners WHERE runner_id = $3), $5, $6, $7)
+         SELECT t.text_id, t.session_id, t.runner_id, t.attempt,
+                (SELECT project FROM runners WHERE runner_id = t.runner_id), t.role, t.body, t.at
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::int[], $5::text[], $6::text[],
+                     $7::timestamptz[]) AS t(text_id, session_id, runner_id, attempt, role, body, at)
          ON CONFLICT (text_id) DO NOTHING",
     )
-    .bind(text.text_id)
-    .bind(text.session_id)
-    .bind(text.runner_id)
-    .bind(text.attempt)
-    .bind(text.role)
-    .bind(text.body)
-    .bind(message.time)
+    .bind(texts.iter().map(|t| t.text_id).collect::<Vec<_>>())
+    .bind(texts.iter().map(|t| t.session_id).collect::<Vec<_>>())
+    .bind(texts.iter().map(|t| t.runner_id).collect::<Vec<_>>())
+    .bind(texts.iter().map(|t| t.attempt).collect::<Vec<_>>())
+    .bind(texts.iter().map(|t| t.role).collect::<Vec<_>>())
+    .bind(texts.iter().map(|t| t.body).collect::<Vec<_>>())
+    .bind(texts.iter().map(|t| t.at).collect::<Vec<_>>())
     .execute(conn)
     .await
-    .map_err(store("recording a session's text"))?;
+    .map_err(store("recording sessions' texts"))?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 //! a function of its attempts' facts, whatever order they came in.
 
 use super::refresh::{ATTEMPT_COLUMNS, UPSERT, computed};
-use super::text_pieces::{LastPiece, piece_effect};
+use crate::progress::count;
 use crate::runner_models::store;
 use sqlx::{PgConnection, Row};
 use std::sync::LazyLock;
@@ -22,10 +22,6 @@ use uuid::Uuid;
 
 fn attempt_of(attempt: u32) -> i32 {
     i32::try_from(attempt).unwrap_or(i32::MAX)
-}
-
-fn count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
@@ -62,7 +58,7 @@ static CHANGE: LazyLock<(String, String)> = LazyLock::new(|| {
          upserted AS ({UPSERT})
          SELECT before_session, session_id FROM changed",
         changed = changed_columns.join(", "),
-        computed = computed("(SELECT session_id FROM changed)", "attempts"),
+        computed = computed("= (SELECT session_id FROM changed)", "attempts"),
     );
     (head, tail)
 });
@@ -100,7 +96,7 @@ async fn change_attempt<'q>(
         if let Some(row) = changed {
             let (before, after): (Option<String>, Option<String>) = (row.get(0), row.get(1));
             if let Some(left) = before.filter(|b| after.as_ref() != Some(b)) {
-                super::refresh::refresh_session(conn, &left).await?;
+                super::refresh::refresh_sessions(conn, &[left.as_str()]).await?;
             }
             return Ok(());
         }
@@ -175,10 +171,8 @@ pub(super) async fn runner_event(
             .fetch_all(&mut *conn)
             .await
             .map_err(store("reading a runner's sessions"))?;
-            for id in sessions {
-                super::refresh::refresh_session(conn, &id).await?;
-            }
-            Ok(())
+            let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
+            super::refresh::refresh_sessions(conn, &sessions).await
         }
         E::Offered(o) => {
             change_attempt(
@@ -259,29 +253,6 @@ pub(super) async fn process_event(
             )
             .await
         }
-        ProcessEvent::UsageReported(u) => {
-            // Usage names the session it was spent in (the launch's until the
-            // agent names its own, which comes first in the stream).
-            change_attempt(
-                conn,
-                u.runner_id,
-                u.attempt,
-                message,
-                "agent_session = coalesce(a.agent_session, nullif($4, '')), turns = a.turns + 1,
-                 input_tokens = a.input_tokens + $5, output_tokens = a.output_tokens + $6,
-                 cache_creation_tokens = a.cache_creation_tokens + $7,
-                 cache_read_tokens = a.cache_read_tokens + $8, cost_usd = a.cost_usd + $9",
-                |q| {
-                    q.bind(&u.session_id)
-                        .bind(count(u.input_tokens))
-                        .bind(count(u.output_tokens))
-                        .bind(count(u.cache_creation_input_tokens))
-                        .bind(count(u.cache_read_input_tokens))
-                        .bind(u.cost_usd)
-                },
-            )
-            .await
-        }
         ProcessEvent::CostReconciled(c) => {
             // Applied once (the inbox), so adding the difference replaces
             // the attempt's priced cost by the agent's own exactly once.
@@ -292,43 +263,6 @@ pub(super) async fn process_event(
                 message,
                 "cost_usd = a.cost_usd + ($4 - $5)",
                 |q| q.bind(c.reported_cost_usd).bind(c.priced_cost_usd),
-            )
-            .await
-        }
-        ProcessEvent::TextChunked(t) => {
-            // What the piece does depends on the piece before it, which the
-            // statement reads: it continues that piece's message when that
-            // one filled the cap and had its role (`piece_effect`'s rule),
-            // so both effects are handed in and the row picks one.
-            let after_full = LastPiece {
-                role: t.role.clone(),
-                full: true,
-            };
-            let continuing = piece_effect(Some(&after_full), &t.role, &t.text);
-            let fresh = piece_effect(None, &t.role, &t.text);
-            // The latest result is the final one; a piece that continues a
-            // result is the rest of it.
-            let result = (t.role == "result").then_some(t.text.as_str());
-            change_attempt(
-                conn,
-                t.runner_id,
-                t.attempt,
-                message,
-                "agent_session = coalesce(a.agent_session, nullif($4, '')),
-                 messages = a.messages + CASE WHEN coalesce(b.before_full AND b.before_role = $7, false)
-                                              THEN $5 ELSE $6 END,
-                 last_text_role = $7, last_text_full = $8,
-                 result_text = CASE WHEN $9::text IS NULL THEN a.result_text
-                                    WHEN coalesce(b.before_full AND b.before_role = $7, false)
-                                    THEN coalesce(a.result_text, '') || $9 ELSE $9 END",
-                |q| {
-                    q.bind(&t.session_id)
-                        .bind(i32::from(continuing.new_message))
-                        .bind(i32::from(fresh.new_message))
-                        .bind(&fresh.last.role)
-                        .bind(fresh.last.full)
-                        .bind(result)
-                },
             )
             .await
         }
@@ -363,6 +297,8 @@ pub(super) async fn process_event(
             )
             .await
         }
+        // Folded a run at a time, in `super::progress`.
+        ProcessEvent::UsageReported(_) | ProcessEvent::TextChunked(_) => Ok(()),
         // A claim is not a placement; errors and stalls change nothing a
         // session shows.
         ProcessEvent::Claimed(_)

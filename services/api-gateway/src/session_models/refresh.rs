@@ -15,14 +15,14 @@ pub(super) const ATTEMPT_COLUMNS: &str = "runner_id, attempt, session_id, offere
     input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, result_text,
     transcript_path, transcript_bytes, transcript_sha256";
 
-/// The row of session `session` (an SQL expression), computed from the
-/// attempts in `attempts` (a relation with [`ATTEMPT_COLUMNS`]); no row
-/// when it has none.
-pub(super) fn computed(session: &str, attempts: &str) -> String {
+/// The rows of the sessions whose id matches `which` (an SQL condition on
+/// an id, such as `= ANY($1)`), computed from the attempts in `attempts` (a
+/// relation with [`ATTEMPT_COLUMNS`]); no row for a session with none.
+pub(super) fn computed(which: &str, attempts: &str) -> String {
     // first(x) / last(x): of the attempts that have an x, the earliest or
     // latest one's.
     format!(
-        "SELECT {session}::text AS session_id,
+        "SELECT a.session_id,
              (array_agg(r.project ORDER BY a.runner_id, a.attempt) FILTER (WHERE r.project IS NOT NULL))[1],
              (array_agg(r.path ORDER BY a.runner_id, a.attempt) FILTER (WHERE r.path IS NOT NULL))[1],
              (array_agg(r.profile ORDER BY a.runner_id DESC, a.attempt DESC)
@@ -49,8 +49,8 @@ pub(super) fn computed(session: &str, attempts: &str) -> String {
              (array_agg(a.transcript_sha256 ORDER BY a.runner_id DESC, a.attempt DESC)
                  FILTER (WHERE a.transcript_path IS NOT NULL))[1]
          FROM {attempts} a LEFT JOIN session_runners r USING (runner_id)
-         WHERE a.session_id = {session}
-         HAVING count(*) > 0"
+         WHERE a.session_id {which}
+         GROUP BY a.session_id"
     )
 }
 
@@ -72,27 +72,32 @@ pub(super) const UPSERT: &str = "INSERT INTO sessions (session_id, project, path
         transcript_path = excluded.transcript_path, transcript_bytes = excluded.transcript_bytes,
         transcript_sha256 = excluded.transcript_sha256";
 
-/// The row of `$1` upserted when it has attempts, deleted when it has none
-/// (never both, so the two never meet on the row).
+/// The rows of the sessions in `$1` upserted when they have attempts,
+/// deleted when they have none (never both, so the two never meet on a
+/// row).
 static REFRESH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH computed AS ({}),
-              gone AS (DELETE FROM sessions
-                       WHERE session_id = $1 AND NOT EXISTS (SELECT 1 FROM computed))
+              gone AS (DELETE FROM sessions s
+                       WHERE s.session_id = ANY($1)
+                         AND NOT EXISTS (SELECT 1 FROM computed c WHERE c.session_id = s.session_id))
          {UPSERT}",
-        computed("$1", "session_attempts")
+        computed("= ANY($1)", "session_attempts")
     )
 });
 
-/// Recompute the row of `session_id` from its attempts.
-pub(super) async fn refresh_session(
+/// Recompute the rows of `sessions` from their attempts.
+pub(super) async fn refresh_sessions(
     conn: &mut PgConnection,
-    session_id: &str,
+    sessions: &[&str],
 ) -> Result<(), StoreError> {
+    if sessions.is_empty() {
+        return Ok(());
+    }
     sqlx::query(sqlx::AssertSqlSafe(REFRESH.as_str()))
-        .bind(session_id)
+        .bind(sessions)
         .execute(conn)
         .await
-        .map_err(store("recomputing a session"))?;
+        .map_err(store("recomputing sessions"))?;
     Ok(())
 }

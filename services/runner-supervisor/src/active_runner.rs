@@ -3,6 +3,11 @@
 //! transcript and its exit record into process events. Derived events wait
 //! in `pending` (and the transcript's final size and sha256 in `end`) until
 //! the database took them, so an outage delays them and loses none.
+//!
+//! A look at the directory ([`ActiveRunner::observe`]) is blocking file
+//! I/O and touches no database; recording what it kept
+//! ([`ActiveRunner::record_end`], then the watcher's batch of `pending`) is
+//! async. The watcher runs the first off the runtime's workers.
 
 use crate::attempt_setup::append_stall;
 use crate::domain::desired_state::{shim_want, supersedes};
@@ -10,7 +15,9 @@ use crate::domain::stall::{StallPolicy, StallWatch};
 use crate::domain::transcript_events::{
     AttemptIdentity, AttemptSetup, DerivedEvent, STARTED_VERSION, TranscriptDeriver,
 };
+use crate::handlers::Supervisor;
 use crate::launch::Launched;
+use crate::live_output::LinesRead;
 use crate::recording::{RecordError, Recorder};
 use crate::transcript_reader::TranscriptReader;
 use crate::transcripts::{self, TranscriptStart, TranscriptSummary, current_size, summarize};
@@ -140,17 +147,14 @@ impl ActiveRunner {
         }
     }
 
-    fn derived(&mut self, recorder: &Recorder, events: Vec<DerivedEvent>) {
+    fn derived(&mut self, service: &Supervisor, events: Vec<DerivedEvent>) {
         for d in events {
-            let entry =
-                recorder
-                    .service
-                    .process_entry(&d.event, self.runner_id, self.attempt, d.version);
+            let entry = service.process_entry(&d.event, self.runner_id, self.attempt, d.version);
             self.pending.push(entry);
         }
     }
 
-    fn failed(&mut self, recorder: &Recorder, reason: String) {
+    fn failed(&mut self, service: &Supervisor, reason: String) {
         // Version 2: `started` never came, and the stream must stay gapless.
         let event = ProcessEvent::Failed(ProcessFailed {
             runner_id: self.runner_id,
@@ -158,10 +162,7 @@ impl ActiveRunner {
             node: self.node.clone(),
             reason,
         });
-        let entry =
-            recorder
-                .service
-                .process_entry(&event, self.runner_id, self.attempt, STARTED_VERSION);
+        let entry = service.process_entry(&event, self.runner_id, self.attempt, STARTED_VERSION);
         self.pending.push(entry);
         self.phase = Phase::Done;
         let size = current_size(&self.transcript.path).unwrap_or(self.transcript.offset);
@@ -169,11 +170,14 @@ impl ActiveRunner {
     }
 
     /// One look at the runner directory: derive what it shows into
-    /// `pending` (recorded by the watcher), the transcript summary first.
-    pub async fn step(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
+    /// `pending` and keep the transcript's summary once it ended (both
+    /// recorded by the watcher, the summary first). Blocking file I/O, no
+    /// database. Returns the transcript lines it read, for live output.
+    pub fn observe(&mut self, service: &Supervisor) -> Option<LinesRead> {
         if matches!(self.phase, Phase::Launching) {
-            self.step_launching(recorder);
+            self.step_launching(service);
         }
+        let mut read = None;
         if let Phase::Running {
             deriver,
             reader,
@@ -195,13 +199,8 @@ impl ActiveRunner {
                 tracing::warn!(error = %e, "cannot read the transcript");
                 Vec::new()
             });
-            crate::live_output::offer_lines(
-                self.runner_id,
-                self.attempt,
-                from.saturating_sub(self.transcript.offset),
-                &lines,
-                reader.offset().saturating_sub(from),
-            );
+            let first = from.saturating_sub(self.transcript.offset);
+            let bytes_read = reader.offset().saturating_sub(from);
             let mut events: Vec<DerivedEvent> =
                 lines.iter().flat_map(|l| deriver.feed_line(l)).collect();
             if exit.is_none()
@@ -233,7 +232,16 @@ impl ActiveRunner {
             let stop_for_stall = events
                 .iter()
                 .any(|d| matches!(&d.event, ProcessEvent::Stalled(s) if s.policy == StallPolicy::Stop.name()));
-            self.derived(recorder, events);
+            if !lines.is_empty() {
+                read = Some(LinesRead {
+                    runner_id: self.runner_id,
+                    attempt: self.attempt,
+                    first,
+                    lines,
+                    bytes_read,
+                });
+            }
+            self.derived(service, events);
             if stop_for_stall {
                 self.stop_stalled();
             }
@@ -242,11 +250,10 @@ impl ActiveRunner {
                 self.end = end;
             }
         }
-        // Before the watcher records `pending`, which may hold the exit.
-        self.record_end(recorder).await
+        read
     }
 
-    fn step_launching(&mut self, recorder: &Recorder) {
+    fn step_launching(&mut self, service: &Supervisor) {
         if let Ok(Some(pid)) = read_agent_pid(&self.dir) {
             self.agent_pid = u32::try_from(pid).ok();
             let event = ProcessEvent::Started(ProcessStarted {
@@ -255,12 +262,8 @@ impl ActiveRunner {
                 node: self.node.clone(),
                 pid: u32::try_from(pid).unwrap_or(0),
             });
-            let entry = recorder.service.process_entry(
-                &event,
-                self.runner_id,
-                self.attempt,
-                STARTED_VERSION,
-            );
+            let entry =
+                service.process_entry(&event, self.runner_id, self.attempt, STARTED_VERSION);
             self.pending.push(entry);
             crate::metrics::spawned(self.launched_at.elapsed());
             let identity = AttemptIdentity {
@@ -286,7 +289,7 @@ impl ActiveRunner {
             let reason = exit
                 .detail
                 .unwrap_or_else(|| "the agent could not be spawned".to_owned());
-            self.failed(recorder, reason);
+            self.failed(service, reason);
             return;
         }
         let shim_gone = self
@@ -297,7 +300,7 @@ impl ActiveRunner {
         // before it exits.
         if shim_gone && !matches!(ExitRecord::read(&self.dir), Ok(Some(_))) {
             self.failed(
-                recorder,
+                service,
                 "the shim ended without recording an outcome".to_owned(),
             );
         }
@@ -324,8 +327,8 @@ impl ActiveRunner {
     /// Record the transcript's final size and sha256. It goes before the
     /// events that wait in `pending`: once the exit is in the log the
     /// attempt is ended and a restart would not look at its transcript
-    /// again.
-    async fn record_end(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
+    /// again, so the watcher calls this before it records `pending`.
+    pub async fn record_end(&mut self, recorder: &Recorder) -> Result<(), RecordError> {
         if let Some(summary) = &self.end {
             transcripts::record_end(&recorder.pool, self.runner_id, self.attempt, summary).await?;
             self.end = None;

@@ -58,6 +58,36 @@ pub async fn with_sink<F: Future>(sink: OutputSink, task: F) -> F::Output {
     SINK.scope(sink, task).await
 }
 
+/// The lines one look read of an attempt's transcript. The look runs off
+/// the runtime, where the watcher's sink is out of reach, so it hands these
+/// back and the watcher offers them ([`LinesRead::offer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinesRead {
+    /// The runner.
+    pub runner_id: Uuid,
+    /// The attempt.
+    pub attempt: u32,
+    /// The first line's offset in the attempt's part.
+    pub first: u64,
+    /// The lines, without their newlines.
+    pub lines: Vec<String>,
+    /// How far the read moved.
+    pub bytes_read: u64,
+}
+
+impl LinesRead {
+    /// Offer the lines; does nothing outside [`with_sink`].
+    pub fn offer(&self) {
+        offer_lines(
+            self.runner_id,
+            self.attempt,
+            self.first,
+            &self.lines,
+            self.bytes_read,
+        );
+    }
+}
+
 /// Offer the lines the watcher just read of an attempt: `first` is the
 /// first line's offset in the attempt's part and `bytes_read` how far the
 /// read moved. Does nothing outside [`with_sink`].

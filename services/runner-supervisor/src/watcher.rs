@@ -13,31 +13,43 @@ use crate::domain::transcript_events::{AttemptIdentity, STARTED_VERSION};
 use crate::launch::Launcher;
 use crate::liveness::Liveness;
 use crate::node_store;
+use crate::off_runtime::{Cancelled, off_runtime};
 use crate::offer_gate::OfferGate;
-use crate::recording::Recorder;
+use crate::recording::{RecordError, Recorder};
+use crate::runner_set::{Desired, RunnerSet};
 use crate::transcripts;
-use std::collections::BTreeMap;
-use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
-use stratavore_agent_shim::runner_dir::write_lease;
 use stratavore_events::process::{ProcessEvent, ProcessFailed};
 use stratavore_runtime::{BootInstant, Shutdown};
-use uuid::Uuid;
+use stratavore_store::StoreError;
+
+/// Why a scan stopped short; the next one starts over.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// Reading the node's tables failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Recording what the runners showed failed; it stays pending.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The file work could not run: the runtime is going away.
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+}
 
 /// The loop's state.
 pub struct Watcher {
     /// Records what it learns.
     pub recorder: Recorder,
-    /// Starts attempts.
-    pub launcher: Launcher,
+    /// Starts attempts (shared with the launches run off the runtime).
+    pub launcher: Arc<Launcher>,
     /// The offer consumers.
     pub gate: OfferGate,
-    active: BTreeMap<(Uuid, u32), ActiveRunner>,
-    /// Shims whose attempt is over, until they are reaped.
-    exited_shims: Vec<Child>,
-    /// The lease deadline written last to every active runner.
-    last_lease: Option<u64>,
+    /// What it follows. A scan moves it off the runtime for its file work
+    /// and back; it is empty only while that work runs (or for good if the
+    /// runtime shut down under it, when the watcher ends too).
+    runners: RunnerSet,
     /// The node's liveness: lease deadlines, samples, drain.
     liveness: Arc<Liveness>,
 }
@@ -52,11 +64,9 @@ impl Watcher {
     ) -> Self {
         Self {
             recorder,
-            launcher,
+            launcher: Arc::new(launcher),
             gate,
-            active: BTreeMap::new(),
-            exited_shims: Vec::new(),
-            last_lease: None,
+            runners: RunnerSet::default(),
             liveness,
         }
     }
@@ -79,10 +89,14 @@ impl Watcher {
         }
         // The shims outlive this process on purpose: their leases end them
         // if no supervisor renews. Reap the ones already gone.
-        self.reap();
+        self.runners.reap();
     }
 
-    async fn scan(&mut self) -> Result<(), crate::recording::RecordError> {
+    /// One pass: launch what was started, read every runner's directory
+    /// off the runtime, record what it showed, then renew leases and sample
+    /// off the runtime again. The file work of hundreds of runners would
+    /// otherwise hold a runtime worker and starve the heartbeat.
+    async fn scan(&mut self) -> Result<(), ScanError> {
         let me = self.recorder.service.me.clone();
         let live =
             node_store::live_attempts(&self.recorder.pool, &me.node, Some(me.incarnation)).await?;
@@ -92,41 +106,38 @@ impl Watcher {
         }
         for attempt in &live {
             let key = (attempt.runner_id, attempt.attempt);
-            if !self.active.contains_key(&key) && attempt.state == "spawning" {
+            if !self.runners.contains(&key) && attempt.state == "spawning" {
                 self.launch(attempt).await?;
             }
-            if let Some(runner) = self.active.get_mut(&key) {
-                runner.apply_desired(attempt.desired);
-            }
         }
-        for runner in self.active.values_mut() {
-            runner.step(&self.recorder).await?;
+        // Control files are written off the runtime too, all of them
+        // before the first look, as they always were.
+        let desired: Vec<Desired> = live
+            .iter()
+            .map(|a| ((a.runner_id, a.attempt), a.desired))
+            .collect();
+        let (runners, lines) = std::mem::take(&mut self.runners)
+            .read(self.recorder.service.clone(), desired)
+            .await?;
+        self.runners = runners;
+        for read in &lines {
+            read.offer();
+        }
+        // Each transcript's summary before the batch that may hold its exit.
+        for runner in self.runners.runners_mut() {
+            runner.record_end(&self.recorder).await?;
         }
         // One transaction for what every runner showed: at hundreds of
         // agents, a commit each would take longer than the scan interval.
-        let groups: Vec<&[stratavore_store::NewEntry]> =
-            self.active.values().map(|r| r.pending()).collect();
-        self.recorder.record_groups(&groups).await?;
-        let mut finished = Vec::new();
-        for (key, runner) in &mut self.active {
-            runner.recorded();
-            if runner.is_finished() {
-                finished.push(*key);
-            }
-        }
-        for key in finished {
-            if let Some(mut runner) = self.active.remove(&key) {
-                self.exited_shims.extend(runner.shim.take());
-            }
-        }
-        self.renew_leases();
-        self.reap();
-        self.sample();
+        self.recorder.record_groups(&self.runners.pending()).await?;
+        self.runners.recorded();
+        self.runners = std::mem::take(&mut self.runners)
+            .upkeep(self.liveness.clone())
+            .await?;
         let draining = node_store::draining(&self.recorder.pool, &me.node).await?;
         self.liveness.set_draining(draining);
         let used = node_store::used_slots(&self.recorder.pool, &me.node, me.incarnation).await?;
-        let running = self.active.values().filter(|r| r.is_running()).count() as u64;
-        let starting = self.active.len() as u64 - running;
+        let (starting, running) = self.runners.starting_and_running();
         crate::metrics::runners(used.saturating_sub(starting + running), starting, running);
         // A draining node takes no offers and lets its runners finish.
         let capacity = if draining { 0 } else { self.node().capacity };
@@ -134,10 +145,7 @@ impl Watcher {
         Ok(())
     }
 
-    async fn launch(
-        &mut self,
-        attempt: &node_store::LiveAttempt,
-    ) -> Result<(), crate::recording::RecordError> {
+    async fn launch(&mut self, attempt: &node_store::LiveAttempt) -> Result<(), ScanError> {
         // A spawn needs a lease, and a lease needs a confirmed heartbeat:
         // without one yet, the attempt waits for the next scan.
         let Some(deadline) = self.liveness.lease_deadline_nanos() else {
@@ -145,7 +153,16 @@ impl Watcher {
         };
         let lease_span = self.liveness.lease_span();
         let started_at = BootInstant::now();
-        let launched = match self.launcher.transcript(attempt) {
+        // The launch's file work and the spawn run off the runtime: a wave
+        // of starts is hundreds of them in one scan.
+        let owned = Arc::new(attempt.clone());
+        let launcher = self.launcher.clone();
+        let prepared = off_runtime({
+            let owned = owned.clone();
+            move || launcher.transcript(&owned)
+        })
+        .await?;
+        let launched = match prepared {
             Ok((paths, start)) => {
                 // Recorded before the spawn: a restart must know where this
                 // attempt's lines begin even if it dies right after.
@@ -156,14 +173,23 @@ impl Watcher {
                     &start,
                 )
                 .await?;
-                self.launcher
-                    .launch(attempt, &paths, deadline, lease_span)
-                    .map(|launched| (launched, start))
+                let launcher = self.launcher.clone();
+                off_runtime(move || {
+                    let launched = launcher.launch(&owned, &paths, deadline, lease_span)?;
+                    let setup = attempt_setup(
+                        &launcher.profiles,
+                        &launcher.pricing,
+                        &owned.offer,
+                        &launched.dir,
+                    );
+                    Ok((launched, setup, start))
+                })
+                .await?
             }
             Err(e) => Err(e),
         };
         match launched {
-            Ok((launched, transcript)) => {
+            Ok((launched, setup, transcript)) => {
                 tracing::info!(runner = %attempt.runner_id, attempt = attempt.attempt,
                     dir = %launched.dir.display(), transcript = %transcript.path.display(),
                     offset = transcript.offset, "started a shim");
@@ -172,12 +198,6 @@ impl Watcher {
                     attempt: attempt.attempt,
                     node: self.node().id.clone(),
                 };
-                let setup = attempt_setup(
-                    &self.launcher.profiles,
-                    &self.launcher.pricing,
-                    &attempt.offer,
-                    &launched.dir,
-                );
                 let stall = self
                     .launcher
                     .profiles
@@ -186,7 +206,7 @@ impl Watcher {
                 let runner = ActiveRunner::launched(
                     identity, setup, stall, launched, transcript, started_at,
                 );
-                self.active
+                self.runners
                     .insert((attempt.runner_id, attempt.attempt), runner);
                 Ok(())
             }
@@ -205,54 +225,10 @@ impl Watcher {
                     attempt.attempt,
                     STARTED_VERSION,
                 );
-                self.recorder.record_once(&[entry]).await.map(|_| ())
+                self.recorder.record_once(&[entry]).await?;
+                Ok(())
             }
         }
-    }
-
-    /// Move every active runner's lease to half the TTL past the last
-    /// confirmed heartbeat, whenever a new confirm moved it: leases are
-    /// renewed from confirmed heartbeats and from nothing else.
-    fn renew_leases(&mut self) {
-        let Some(deadline) = self.liveness.lease_deadline_nanos() else {
-            return;
-        };
-        if self.last_lease == Some(deadline) || self.liveness.is_fenced() {
-            return;
-        }
-        for runner in self.active.values() {
-            if let Err(e) = write_lease(&runner.dir, deadline) {
-                tracing::warn!(runner = %runner.runner_id, error = %e, "cannot renew a lease");
-            }
-        }
-        self.last_lease = Some(deadline);
-    }
-
-    /// CPU and memory of each running agent's tree, for the heartbeat.
-    fn sample(&mut self) {
-        let procs = crate::proc_sample::snapshot();
-        let samples = self
-            .active
-            .values_mut()
-            .filter_map(|runner| {
-                let pid = runner.agent_pid()?;
-                let shim = i32::try_from(runner.shim.as_ref()?.id()).ok()?;
-                let (cpu_seconds, rss_bytes) = crate::proc_sample::tree_usage(&procs, shim);
-                Some(stratavore_events::process::RunnerSample {
-                    runner_id: runner.runner_id,
-                    attempt: runner.attempt,
-                    pid,
-                    cpu_seconds,
-                    rss_bytes,
-                })
-            })
-            .collect();
-        self.liveness.set_samples(samples);
-    }
-
-    fn reap(&mut self) {
-        self.exited_shims
-            .retain_mut(|shim| matches!(shim.try_wait(), Ok(None)));
     }
 }
 

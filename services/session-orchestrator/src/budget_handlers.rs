@@ -16,6 +16,7 @@ use stratavore_budgets::{AlertKind, Spend, period_in_zone};
 use stratavore_consumer::HandleError;
 use stratavore_events::Envelope;
 use stratavore_events::budget::{BudgetCommand, BudgetDefinition, BudgetEvent, BudgetScope};
+use stratavore_events::process::ProcessEvent;
 use stratavore_events::runner::Want;
 use stratavore_store::NewEntry;
 use uuid::Uuid;
@@ -136,16 +137,19 @@ impl Orchestrator {
         &self,
         conn: &mut PgConnection,
         message: &Envelope,
+        event: &ProcessEvent,
+        (runner_id, spend): (Uuid, Spend),
     ) -> Result<Vec<NewEntry>, HandleError> {
-        let Some((runner_id, spend)) = budget_store::spend_of(message) else {
-            return Ok(Vec::new());
-        };
-        let (project, profile) = match runner_store::load_runner(conn, runner_id).await? {
-            Some((r, _)) => (r.launch.project, r.launch.profile),
-            // A runner this orchestrator never launched counts only
-            // against global budgets.
-            None => (String::new(), String::new()),
-        };
+        // The runner's row, not its stream: usage comes every turn of
+        // every agent, and folding the stream each time cost more than
+        // everything else the orchestrator does with it.
+        let launch = runner_store::launch_of(conn, runner_id).await?;
+        if let (ProcessEvent::UsageReported(u), Some((project, profile))) = (event, &launch) {
+            crate::metrics::usage(project, profile, u);
+        }
+        // A runner this orchestrator never launched counts only against
+        // global budgets.
+        let (project, profile) = launch.unwrap_or_default();
         let mut entries = Vec::new();
         // Two budgets running out at once must not stop one runner twice
         // (the second stop would append at the same version).

@@ -111,9 +111,14 @@ pub async fn project_budget_event(
 /// What a received message adds to spending, and for which runner: usage
 /// and reconciliations only.
 pub fn spend_of(message: &Envelope) -> Option<(Uuid, Spend)> {
-    match ProcessEvent::from_data(&message.type_name, message.data.clone()).ok()? {
-        ProcessEvent::UsageReported(u) => Some((u.runner_id, spend_of_usage(&u))),
-        ProcessEvent::CostReconciled(c) => Some((c.runner_id, spend_of_reconciliation(&c))),
+    spend_of_event(&ProcessEvent::from_data(&message.type_name, message.data.clone()).ok()?)
+}
+
+/// What a process event adds to spending, and for which runner.
+pub fn spend_of_event(event: &ProcessEvent) -> Option<(Uuid, Spend)> {
+    match event {
+        ProcessEvent::UsageReported(u) => Some((u.runner_id, spend_of_usage(u))),
+        ProcessEvent::CostReconciled(c) => Some((c.runner_id, spend_of_reconciliation(c))),
         _ => None,
     }
 }

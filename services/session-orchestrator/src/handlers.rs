@@ -131,10 +131,12 @@ impl Decider for Orchestrator {
         }
         if is_of::<ProcessEvent>(t) {
             let event = ProcessEvent::from_data(t, message.data.clone()).map_err(poison)?;
-            let mut entries = self.decide_process_event(conn, message, event).await?;
-            // Usage and reconciliations count against budgets too.
-            entries.extend(self.decide_budget_spend(conn, message).await?);
-            return Ok(entries);
+            // Usage and reconciliations change no lifecycle: they are
+            // spending, counted against budgets.
+            return match crate::budget_store::spend_of_event(&event) {
+                Some(spend) => self.decide_budget_spend(conn, message, &event, spend).await,
+                None => self.decide_process_event(conn, message, event).await,
+            };
         }
         match ProjectCommand::from_data(t, message.data.clone()) {
             Ok(command) => self.decide_project(conn, message, command).await,

@@ -32,6 +32,26 @@ pub const NODE_HEARTBEAT_AGE_SECONDS: &str = "stratavore_node_heartbeat_age_seco
 /// recorded first is not counted here).
 pub const NODE_LOSSES_TOTAL: &str = "stratavore_node_losses_total";
 
+/// Count a turn's tokens and cost for dashboards, by the runner's project
+/// and profile.
+pub fn usage(project: &str, profile: &str, u: &stratavore_events::process::UsageReported) {
+    let labels = [
+        ("project", project.to_owned()),
+        ("profile", profile.to_owned()),
+    ];
+    for (kind, n) in [
+        ("input", u.input_tokens),
+        ("output", u.output_tokens),
+        ("cache_creation", u.cache_creation_input_tokens),
+        ("cache_read", u.cache_read_input_tokens),
+    ] {
+        let mut with_kind = labels.to_vec();
+        with_kind.push(("kind", kind.to_owned()));
+        metrics::counter!(TOKENS_TOTAL, &with_kind).increment(n);
+    }
+    metrics::counter!(COST_MICRO_USD_TOTAL, &labels).increment((u.cost_usd * 1e6).round() as u64);
+}
+
 /// The states the gauge always reports (0 when none is in it), so a
 /// dashboard's series do not vanish.
 const STATES: &[&str] = stratavore_events::runner::RUNNER_STATES;

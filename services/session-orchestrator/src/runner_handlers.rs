@@ -401,29 +401,9 @@ impl Orchestrator {
                     outcome: ExitOutcome::Error(f.reason),
                 },
             ),
-            ProcessEvent::UsageReported(u) => {
-                // Usage changes no lifecycle; it is counted for dashboards
-                // (budgets accrue it in their own projection).
-                if let Some((runner, _)) = runner_store::load_runner(conn, u.runner_id).await? {
-                    let labels = [
-                        ("project", runner.launch.project.clone()),
-                        ("profile", runner.launch.profile.clone()),
-                    ];
-                    for (kind, n) in [
-                        ("input", u.input_tokens),
-                        ("output", u.output_tokens),
-                        ("cache_creation", u.cache_creation_input_tokens),
-                        ("cache_read", u.cache_read_input_tokens),
-                    ] {
-                        let mut with_kind = labels.to_vec();
-                        with_kind.push(("kind", kind.to_owned()));
-                        metrics::counter!(m::TOKENS_TOTAL, &with_kind).increment(n);
-                    }
-                    metrics::counter!(m::COST_MICRO_USD_TOTAL, &labels)
-                        .increment((u.cost_usd * 1e6).round() as u64);
-                }
-                return Ok(Vec::new());
-            }
+            // Usage changes no lifecycle: it is spending (see
+            // `decide_budget_spend`, which also counts it for dashboards).
+            ProcessEvent::UsageReported(_) => return Ok(Vec::new()),
             // Spawning, text, the agent's own session id and errors, cost
             // reconciliation and stalls change no lifecycle (a stall the
             // node acts on ends the attempt, which arrives as an exit).

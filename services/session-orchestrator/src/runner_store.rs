@@ -42,6 +42,20 @@ pub async fn load_runner(
     Ok(state.map(|r| (r, version)))
 }
 
+/// The project and profile a runner was launched with (none for a launch
+/// never approved here), from its projected row.
+pub async fn launch_of(
+    conn: &mut PgConnection,
+    runner_id: Uuid,
+) -> Result<Option<(String, String)>, StoreError> {
+    let row = sqlx::query("SELECT project, profile FROM runners WHERE runner_id = $1")
+        .bind(runner_id)
+        .fetch_optional(conn)
+        .await
+        .map_err(StoreError::new("reading a runner's launch"))?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 fn state_name(state: RunnerState) -> String {
     serde_json::to_value(state)
         .ok()

@@ -281,28 +281,52 @@ pub async fn project_received(
 }
 
 /// Fold applied received messages in their order (see
-/// [`stratavore_consumer::Projection::project_received_batch`]): runs of
-/// agents' progress are folded a run at a time ([`crate::progress`]), the
-/// rest one message at a time, in their place.
+/// [`stratavore_consumer::Projection::project_received_batch`]): agents'
+/// progress is gathered into runs folded a run at a time
+/// ([`crate::progress`]), the rest is folded one message at a time.
+///
+/// A run ends at a message it does not commute with. A runner or process
+/// event about a runner with no progress in the run commutes with it: it
+/// changes only its own runner's rows (runner, attempts, texts), and a
+/// session's row is recomputed from its attempts' facts, whatever order
+/// they changed in. So it is folded at once and the run goes on, which
+/// keeps runs long where many agents' lifecycles interleave (a rebuild's
+/// pages). Anything else, or an event about a runner in the run, folds the
+/// run first.
 pub async fn project_received_batch(
     conn: &mut PgConnection,
     messages: &[Envelope],
 ) -> Result<(), StoreError> {
     let mut run = Vec::new();
+    let mut runners_in_run = std::collections::HashSet::new();
     for message in messages {
         let event = process_event(message);
         if let Some(progress) = event.as_ref().and_then(|e| Progress::of(message, e)) {
+            runners_in_run.insert(progress.runner_id());
             run.push(progress);
             continue;
         }
-        crate::progress::fold_run(conn, &run).await?;
-        run.clear();
+        let commutes = runner_named(message).is_some_and(|r| !runners_in_run.contains(&r));
+        if !commutes {
+            crate::progress::fold_run(conn, &run).await?;
+            run.clear();
+            runners_in_run.clear();
+        }
         match &event {
             Some(event) => project_process_event(conn, message, event).await?,
             None => project_received(conn, message).await?,
         }
     }
     crate::progress::fold_run(conn, &run).await
+}
+
+/// The one runner a runner or process event is about.
+fn runner_named(message: &Envelope) -> Option<Uuid> {
+    let type_name = message.type_name.as_str();
+    if !(of_family::<RunnerEvent>(type_name) || of_family::<ProcessEvent>(type_name)) {
+        return None;
+    }
+    message.data.get("runner_id")?.as_str()?.parse().ok()
 }
 
 /// The process event a message carries, if it is one that parses.

@@ -48,7 +48,12 @@ pub(super) fn computed(which: &str, attempts: &str) -> String {
                  FILTER (WHERE a.transcript_path IS NOT NULL))[1],
              (array_agg(a.transcript_sha256 ORDER BY a.runner_id DESC, a.attempt DESC)
                  FILTER (WHERE a.transcript_path IS NOT NULL))[1]
-         FROM {attempts} a LEFT JOIN session_runners r USING (runner_id)
+         FROM {attempts} a
+         -- Each attempt's launch by its key: `OFFSET 0` keeps the planner
+         -- from turning this into a hash join over every runner ever
+         -- launched, which a generic plan for many sessions chose.
+         LEFT JOIN LATERAL (SELECT project, path, profile, prompt FROM session_runners s
+                            WHERE s.runner_id = a.runner_id OFFSET 0) r ON true
          WHERE a.session_id {which}
          GROUP BY a.session_id"
     )

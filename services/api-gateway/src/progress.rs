@@ -27,6 +27,15 @@ pub(crate) enum Step {
     Text(TextChunked),
 }
 
+/// A process event sorted: progress, or another kind.
+#[derive(Debug)]
+pub(crate) enum Sorted {
+    /// A usage report or a text piece.
+    Progress(Progress),
+    /// Any other process event.
+    Other(ProcessEvent),
+}
+
 /// A progress event, with the message that carried it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Progress {
@@ -39,14 +48,15 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    /// The progress a process event is, if it is one.
-    pub(crate) fn of(message: &Envelope, event: &ProcessEvent) -> Option<Self> {
+    /// The progress a process event is (taken, not copied: a text piece
+    /// may be 8 KiB), or the event back when it is not progress.
+    pub(crate) fn of(message: &Envelope, event: ProcessEvent) -> Sorted {
         let step = match event {
-            ProcessEvent::UsageReported(u) => Step::Usage(u.clone()),
-            ProcessEvent::TextChunked(t) => Step::Text(t.clone()),
-            _ => return None,
+            ProcessEvent::UsageReported(u) => Step::Usage(u),
+            ProcessEvent::TextChunked(t) => Step::Text(t),
+            other => return Sorted::Other(other),
         };
-        Some(Self {
+        Sorted::Progress(Self {
             id: message.id,
             time: message.time,
             step,
@@ -82,6 +92,50 @@ impl Progress {
 /// A token count as the read models store it.
 pub(crate) fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Tokens and cost summed over usage reports: a runner's, an attempt's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct UsageSums {
+    /// Input tokens.
+    pub input_tokens: i64,
+    /// Output tokens.
+    pub output_tokens: i64,
+    /// Tokens written to the prompt cache.
+    pub cache_creation_tokens: i64,
+    /// Tokens read from the prompt cache.
+    pub cache_read_tokens: i64,
+    /// Cost in USD.
+    pub cost_usd: f64,
+}
+
+impl UsageSums {
+    /// The five columns from `first` on, in this struct's order.
+    pub(crate) fn from_row(row: &sqlx::postgres::PgRow, first: usize) -> Self {
+        use sqlx::Row;
+        Self {
+            input_tokens: row.get(first),
+            output_tokens: row.get(first + 1),
+            cache_creation_tokens: row.get(first + 2),
+            cache_read_tokens: row.get(first + 3),
+            cost_usd: row.get(first + 4),
+        }
+    }
+
+    /// Add a turn. Counts saturate rather than wrap (a node reporting
+    /// absurd figures must not stop the fold); the cost is added in event
+    /// order, so a sum is the same bits however the events were batched.
+    pub(crate) fn add(&mut self, u: &UsageReported) {
+        self.input_tokens = self.input_tokens.saturating_add(count(u.input_tokens));
+        self.output_tokens = self.output_tokens.saturating_add(count(u.output_tokens));
+        self.cache_creation_tokens = self
+            .cache_creation_tokens
+            .saturating_add(count(u.cache_creation_input_tokens));
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(count(u.cache_read_input_tokens));
+        self.cost_usd += u.cost_usd;
+    }
 }
 
 /// Fold a run of progress events, in their order, into every model they

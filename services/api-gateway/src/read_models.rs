@@ -3,7 +3,7 @@
 //! their idempotency keys). Every fold is an upsert, so it gives the same
 //! rows whichever of the two histories a rebuild replays first.
 
-use crate::progress::Progress;
+use crate::progress::{Progress, Sorted};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
@@ -214,7 +214,12 @@ pub async fn project_received(
         return crate::runner_models::project_runner_event(conn, message, &event).await;
     }
     if let Some(event) = process_event(message) {
-        return project_process_event(conn, message, &event).await;
+        return match Progress::of(message, event) {
+            Sorted::Progress(progress) => {
+                crate::progress::fold_run(conn, std::slice::from_ref(&progress)).await
+            }
+            Sorted::Other(event) => project_process_event(conn, message, &event).await,
+        };
     }
     if crate::budget_models::project_received(conn, message).await?
         || crate::node_models::project_received(conn, message).await?
@@ -300,12 +305,15 @@ pub async fn project_received_batch(
     let mut run = Vec::new();
     let mut runners_in_run = std::collections::HashSet::new();
     for message in messages {
-        let event = process_event(message);
-        if let Some(progress) = event.as_ref().and_then(|e| Progress::of(message, e)) {
-            runners_in_run.insert(progress.runner_id());
-            run.push(progress);
-            continue;
-        }
+        let event = match process_event(message).map(|e| Progress::of(message, e)) {
+            Some(Sorted::Progress(progress)) => {
+                runners_in_run.insert(progress.runner_id());
+                run.push(progress);
+                continue;
+            }
+            Some(Sorted::Other(other)) => Some(other),
+            None => None,
+        };
         let commutes = runner_named(message).is_some_and(|r| !runners_in_run.contains(&r));
         if !commutes {
             crate::progress::fold_run(conn, &run).await?;
@@ -337,17 +345,14 @@ fn process_event(message: &Envelope) -> Option<ProcessEvent> {
         .flatten()
 }
 
-/// Fold a process event into every model it feeds.
+/// Fold a process event other than progress into every model it feeds.
 async fn project_process_event(
     conn: &mut PgConnection,
     message: &Envelope,
     event: &ProcessEvent,
 ) -> Result<(), StoreError> {
-    if let Some(progress) = Progress::of(message, event) {
-        return crate::progress::fold_run(conn, std::slice::from_ref(&progress)).await;
-    }
     crate::session_models::project_process_event(conn, message, event).await?;
-    crate::search::texts::project_process_event(conn, message, event).await?;
+    crate::search::texts::project_process_event(conn, event).await?;
     crate::budget_models::project_spend(conn, message, event).await?;
     crate::runner_models::project_process_event(conn, message, event).await
 }

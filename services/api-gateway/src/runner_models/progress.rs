@@ -4,7 +4,7 @@
 
 use super::store;
 use super::totals::Totals;
-use crate::progress::Progress;
+use crate::progress::{Progress, UsageSums};
 use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
 use stratavore_store::StoreError;
@@ -37,11 +37,7 @@ pub(crate) async fn fold_progress(
         .iter()
         .map(|r| {
             let t = Totals {
-                input_tokens: r.get(1),
-                output_tokens: r.get(2),
-                cache_creation_tokens: r.get(3),
-                cache_read_tokens: r.get(4),
-                cost_usd: r.get(5),
+                usage: UsageSums::from_row(r, 1),
                 updated_at: r.get(6),
                 stalled_at: r.get(7),
                 stalled_idle_ms: r.get(8),
@@ -75,11 +71,11 @@ pub(crate) async fn fold_progress(
          WHERE r.runner_id = t.runner_id",
     )
     .bind(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(_, t)| t.input_tokens).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(_, t)| t.output_tokens).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(_, t)| t.cache_creation_tokens).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(_, t)| t.cache_read_tokens).collect::<Vec<_>>())
-    .bind(changed.iter().map(|(_, t)| t.cost_usd).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, t)| t.usage.input_tokens).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, t)| t.usage.output_tokens).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, t)| t.usage.cache_creation_tokens).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, t)| t.usage.cache_read_tokens).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, t)| t.usage.cost_usd).collect::<Vec<_>>())
     .bind(changed.iter().map(|(_, t)| t.updated_at).collect::<Vec<_>>())
     .bind(changed.iter().map(|(_, t)| t.stalled_at).collect::<Vec<_>>())
     .bind(changed.iter().map(|(_, t)| t.stalled_idle_ms).collect::<Vec<_>>())

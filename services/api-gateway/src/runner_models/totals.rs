@@ -2,22 +2,14 @@
 //! tokens and cost add up, a usage report marks the row changed, and
 //! progress by the attempt found stalled ends the stall.
 
-use crate::progress::{Progress, Step, count};
+use crate::progress::{Progress, Step, UsageSums};
 use chrono::{DateTime, Utc};
 
 /// The columns of a runner's row that progress changes.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Totals {
-    /// Input tokens.
-    pub input_tokens: i64,
-    /// Output tokens.
-    pub output_tokens: i64,
-    /// Tokens written to the prompt cache.
-    pub cache_creation_tokens: i64,
-    /// Tokens read from the prompt cache.
-    pub cache_read_tokens: i64,
-    /// Cost in USD.
-    pub cost_usd: f64,
+    /// Tokens and cost.
+    pub usage: UsageSums,
     /// When the row last changed.
     pub updated_at: DateTime<Utc>,
     /// When the stalled attempt was found stalled.
@@ -29,8 +21,7 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
-    /// Fold one progress event. Counts saturate rather than wrap (a node
-    /// reporting absurd figures must not stop the fold).
+    /// Fold one progress event.
     pub(crate) fn apply(&mut self, progress: &Progress) {
         let ends_stall = self.stalled_attempt == Some(progress.attempt());
         if ends_stall {
@@ -40,15 +31,7 @@ impl Totals {
         }
         match &progress.step {
             Step::Usage(u) => {
-                self.input_tokens = self.input_tokens.saturating_add(count(u.input_tokens));
-                self.output_tokens = self.output_tokens.saturating_add(count(u.output_tokens));
-                self.cache_creation_tokens = self
-                    .cache_creation_tokens
-                    .saturating_add(count(u.cache_creation_input_tokens));
-                self.cache_read_tokens = self
-                    .cache_read_tokens
-                    .saturating_add(count(u.cache_read_input_tokens));
-                self.cost_usd += u.cost_usd;
+                self.usage.add(u);
                 self.updated_at = progress.time;
             }
             // Text changes the row only when it ends a stall.
@@ -103,11 +86,13 @@ mod tests {
 
     fn stalled(attempt: i32) -> Totals {
         Totals {
-            input_tokens: 10,
-            output_tokens: 20,
-            cache_creation_tokens: 0,
-            cache_read_tokens: 0,
-            cost_usd: 0.5,
+            usage: UsageSums {
+                input_tokens: 10,
+                output_tokens: 20,
+                cache_creation_tokens: 0,
+                cache_read_tokens: 0,
+                cost_usd: 0.5,
+            },
             updated_at: at(0),
             stalled_at: Some(at(0)),
             stalled_idle_ms: Some(60_000),
@@ -122,14 +107,14 @@ mod tests {
         t.apply(&usage(1, 7, 1, 0.125));
         assert_eq!(
             (
-                t.input_tokens,
-                t.output_tokens,
-                t.cache_creation_tokens,
-                t.cache_read_tokens
+                t.usage.input_tokens,
+                t.usage.output_tokens,
+                t.usage.cache_creation_tokens,
+                t.usage.cache_read_tokens
             ),
             (111, 222, 6, 8)
         );
-        assert!((t.cost_usd - 0.875).abs() < 1e-12);
+        assert!((t.usage.cost_usd - 0.875).abs() < 1e-12);
         assert_eq!(t.updated_at, at(7));
         assert_eq!(t.stalled_attempt, Some(9), "another attempt's stall stays");
     }
@@ -152,9 +137,9 @@ mod tests {
     #[test]
     fn usage_ends_its_attempts_stall_and_counts_saturate() {
         let mut t = stalled(1);
-        t.input_tokens = i64::MAX - 1;
+        t.usage.input_tokens = i64::MAX - 1;
         t.apply(&usage(1, 2, u64::MAX, 0.0));
-        assert_eq!(t.input_tokens, i64::MAX);
+        assert_eq!(t.usage.input_tokens, i64::MAX);
         assert_eq!(t.stalled_attempt, None);
     }
 }

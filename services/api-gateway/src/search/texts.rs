@@ -58,7 +58,6 @@ pub async fn project_runner_event(
 /// agent named (its text, progress, comes in runs: [`record_progress`]).
 pub async fn project_process_event(
     conn: &mut PgConnection,
-    _message: &Envelope,
     event: &ProcessEvent,
 ) -> Result<(), StoreError> {
     match event {

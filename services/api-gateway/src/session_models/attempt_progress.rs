@@ -4,7 +4,7 @@
 //! name the session they were in when the agent had not named one yet.
 
 use super::text_pieces::{LastPiece, piece_effect};
-use crate::progress::{Progress, Step, count};
+use crate::progress::{Progress, Step, UsageSums};
 use chrono::{DateTime, Utc};
 
 /// The role of the pieces that carry the agent's final result.
@@ -28,16 +28,8 @@ pub(crate) struct AttemptFacts {
     pub last_text_role: Option<String>,
     /// Whether that piece filled the cap.
     pub last_text_full: bool,
-    /// Input tokens.
-    pub input_tokens: i64,
-    /// Output tokens.
-    pub output_tokens: i64,
-    /// Tokens written to the prompt cache.
-    pub cache_creation_tokens: i64,
-    /// Tokens read from the prompt cache.
-    pub cache_read_tokens: i64,
-    /// Cost in USD.
-    pub cost_usd: f64,
+    /// Tokens and cost.
+    pub usage: UsageSums,
     /// The latest result, whole.
     pub result_text: Option<String>,
 }
@@ -61,15 +53,7 @@ impl AttemptFacts {
         match &progress.step {
             Step::Usage(u) => {
                 self.turns = self.turns.saturating_add(1);
-                self.input_tokens = self.input_tokens.saturating_add(count(u.input_tokens));
-                self.output_tokens = self.output_tokens.saturating_add(count(u.output_tokens));
-                self.cache_creation_tokens = self
-                    .cache_creation_tokens
-                    .saturating_add(count(u.cache_creation_input_tokens));
-                self.cache_read_tokens = self
-                    .cache_read_tokens
-                    .saturating_add(count(u.cache_read_input_tokens));
-                self.cost_usd += u.cost_usd;
+                self.usage.add(u);
             }
             Step::Text(t) => {
                 let previous = self.last_text_role.as_ref().map(|role| LastPiece {
@@ -113,11 +97,7 @@ mod tests {
             messages: 0,
             last_text_role: None,
             last_text_full: false,
-            input_tokens: 0,
-            output_tokens: 0,
-            cache_creation_tokens: 0,
-            cache_read_tokens: 0,
-            cost_usd: 0.0,
+            usage: UsageSums::default(),
             result_text: None,
         }
     }
@@ -164,9 +144,15 @@ mod tests {
         f.apply(&usage(9, "agent-1"));
         f.apply(&usage(7, "agent-2"));
         assert_eq!(f.session_id(), Some("agent-1"));
-        assert_eq!((f.turns, f.input_tokens, f.output_tokens), (3, 30, 60));
-        assert_eq!((f.cache_creation_tokens, f.cache_read_tokens), (3, 6));
-        assert!((f.cost_usd - 0.75).abs() < 1e-12);
+        assert_eq!(
+            (f.turns, f.usage.input_tokens, f.usage.output_tokens),
+            (3, 30, 60)
+        );
+        assert_eq!(
+            (f.usage.cache_creation_tokens, f.usage.cache_read_tokens),
+            (3, 6)
+        );
+        assert!((f.usage.cost_usd - 0.75).abs() < 1e-12);
         assert_eq!(
             f.last_active_at,
             at(9),

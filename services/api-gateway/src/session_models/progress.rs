@@ -4,7 +4,7 @@
 //! the sessions they were and are in recomputed in one more.
 
 use super::attempt_progress::AttemptFacts;
-use crate::progress::Progress;
+use crate::progress::{Progress, UsageSums};
 use crate::runner_models::store;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
@@ -42,17 +42,17 @@ pub(crate) async fn fold_progress(
             after.apply(p);
         }
     }
-    let changed: Vec<(Key, AttemptFacts)> = facts
+    let changed: Vec<(&Key, &AttemptFacts, &AttemptFacts)> = facts
         .iter()
         .filter(|(_, (before, after))| before != after)
-        .map(|(key, (_, after))| (*key, after.clone()))
+        .map(|(key, (before, after))| (key, before, after))
         .collect();
-    write(conn, &changed).await?;
+    let rows: Vec<(&Key, &AttemptFacts)> = changed.iter().map(|(k, _, a)| (*k, *a)).collect();
+    write(conn, &rows).await?;
     // The sessions the changed attempts are in, and those they left.
-    let sessions: BTreeSet<&str> = facts
-        .values()
-        .filter(|(before, after)| before != after)
-        .flat_map(|(before, after)| [before.session_id(), after.session_id()])
+    let sessions: BTreeSet<&str> = changed
+        .iter()
+        .flat_map(|(_, before, after)| [before.session_id(), after.session_id()])
         .flatten()
         .collect();
     let sessions: Vec<&str> = sessions.into_iter().collect();
@@ -89,11 +89,7 @@ async fn read_locked(
                 messages: r.get(6),
                 last_text_role: r.get(7),
                 last_text_full: r.get(8),
-                input_tokens: r.get(9),
-                output_tokens: r.get(10),
-                cache_creation_tokens: r.get(11),
-                cache_read_tokens: r.get(12),
-                cost_usd: r.get(13),
+                usage: UsageSums::from_row(r, 9),
                 result_text: r.get(14),
             };
             ((r.get(0), r.get(1)), (facts.clone(), facts))
@@ -102,7 +98,10 @@ async fn read_locked(
 }
 
 /// Write the changed attempts' facts back.
-async fn write(conn: &mut PgConnection, changed: &[(Key, AttemptFacts)]) -> Result<(), StoreError> {
+async fn write(
+    conn: &mut PgConnection,
+    changed: &[(&Key, &AttemptFacts)],
+) -> Result<(), StoreError> {
     if changed.is_empty() {
         return Ok(());
     }
@@ -152,11 +151,16 @@ async fn write(conn: &mut PgConnection, changed: &[(Key, AttemptFacts)]) -> Resu
             .map(|(_, a)| a.last_text_full)
             .collect::<Vec<_>>(),
     )
-    .bind(column(|a| a.input_tokens))
-    .bind(column(|a| a.output_tokens))
-    .bind(column(|a| a.cache_creation_tokens))
-    .bind(column(|a| a.cache_read_tokens))
-    .bind(changed.iter().map(|(_, a)| a.cost_usd).collect::<Vec<_>>())
+    .bind(column(|a| a.usage.input_tokens))
+    .bind(column(|a| a.usage.output_tokens))
+    .bind(column(|a| a.usage.cache_creation_tokens))
+    .bind(column(|a| a.usage.cache_read_tokens))
+    .bind(
+        changed
+            .iter()
+            .map(|(_, a)| a.usage.cost_usd)
+            .collect::<Vec<_>>(),
+    )
     .bind(
         changed
             .iter()

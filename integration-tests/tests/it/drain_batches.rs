@@ -3,11 +3,13 @@
 //! message's own failure stops only its stream; an infrastructure failure
 //! is confined to its stream by draining one message at a time; and a
 //! message that appends ends its transaction, so the log's append lock is
-//! still taken last. A probe service records, for each message it folds,
-//! the transaction that folded it.
+//! still taken last; a service's quiet runs are applied without a decision
+//! each, up to the first message it does not count quiet, which is decided
+//! alone. A probe service records, for each message it folds, the
+//! transaction that folded it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use stratavore_consumer::{Decider, Drainer, HandleError, Projection};
 use stratavore_events::Envelope;
@@ -18,15 +20,41 @@ use uuid::Uuid;
 const SCHEMA: &str = "gateway";
 
 /// Folds each message into `drain_probe` with its transaction id; refuses,
-/// breaks on, or appends for messages whose data asks it to.
-struct Probe;
+/// breaks on, or appends for messages whose data asks it to. With `quiet`,
+/// every type may be quiet and the leading messages whose data says
+/// `quiet` are counted so; it records what it decided, the runs it was
+/// asked about and the size of each fold.
+#[derive(Default)]
+struct Probe {
+    quiet: bool,
+    decided: Mutex<Vec<Uuid>>,
+    quiet_runs: Mutex<Vec<usize>>,
+    folds: Mutex<Vec<usize>>,
+}
 
 impl Decider for Probe {
+    fn may_be_quiet(&self, _type_name: &str) -> bool {
+        self.quiet
+    }
+
+    async fn quiet_prefix(
+        &self,
+        _conn: &mut sqlx::PgConnection,
+        messages: &[Envelope],
+    ) -> Result<usize, StoreError> {
+        self.quiet_runs.lock().unwrap().push(messages.len());
+        Ok(messages
+            .iter()
+            .take_while(|m| m.data["quiet"] == true)
+            .count())
+    }
+
     async fn decide(
         &self,
         _conn: &mut sqlx::PgConnection,
         message: &Envelope,
     ) -> Result<Vec<NewEntry>, HandleError> {
+        self.decided.lock().unwrap().push(message.id);
         if message.data["refuse"] == true {
             return Err(HandleError::Message("refused by the probe".into()));
         }
@@ -65,6 +93,18 @@ impl Projection for Probe {
         _conn: &mut sqlx::PgConnection,
         _entry: &Envelope,
     ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn project_received_batch(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        messages: &[Envelope],
+    ) -> Result<(), StoreError> {
+        self.folds.lock().unwrap().push(messages.len());
+        for message in messages {
+            self.project_received(conn, message).await?;
+        }
         Ok(())
     }
 
@@ -113,10 +153,14 @@ impl Fixture {
     }
 
     fn drainer(&self, batch: usize) -> Drainer<Probe> {
+        self.drainer_of(batch, Arc::new(Probe::default()))
+    }
+
+    fn drainer_of(&self, batch: usize, probe: Arc<Probe>) -> Drainer<Probe> {
         Drainer {
             pool: self.pool.clone(),
             log: Log::new(SCHEMA, Duration::from_secs(5)).unwrap(),
-            service: Arc::new(Probe),
+            service: probe,
             max_attempts: 3,
             batch,
             name: "probe".into(),
@@ -365,5 +409,88 @@ async fn a_message_that_appends_commits_its_batch_with_the_append_last() {
         .await
         .unwrap();
     assert_eq!(appended, 1);
+    f.cleanup().await;
+}
+
+fn quiet() -> serde_json::Value {
+    serde_json::json!({"quiet": true})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_run_is_applied_without_decisions_up_to_the_first_loud_message_which_is_decided_alone()
+ {
+    let f = Fixture::new().await;
+    f.receive("a", 1, quiet()).await;
+    f.receive("a", 2, quiet()).await;
+    let loud = f.receive("a", 3, serde_json::json!({"append": true})).await;
+    f.receive("a", 4, quiet()).await;
+    f.receive("b", 1, quiet()).await;
+    f.receive("b", 2, quiet()).await;
+    let probe = Arc::new(Probe {
+        quiet: true,
+        ..Probe::default()
+    });
+    let outcome = f
+        .drainer_of(100, probe.clone())
+        .drain_streams(&streams(&["a", "b"]))
+        .await
+        .unwrap();
+    assert_eq!((outcome.applied, outcome.blocked), (6, false));
+    let folded = f.folded().await;
+    assert_eq!(folded["a"], vec![1, 2, 3, 4]);
+    assert_eq!(folded["b"], vec![1, 2]);
+    assert_eq!(
+        *probe.decided.lock().unwrap(),
+        vec![loud],
+        "only the loud one"
+    );
+    // The whole batch was offered as one run; a1 and a2 were quiet. The
+    // loud a3 appended, which ends a transaction; the next took the rest
+    // as one run.
+    assert_eq!(*probe.quiet_runs.lock().unwrap(), vec![6, 3]);
+    // Folds: the quiet two together, then a3 before its append, then the
+    // last run together.
+    assert_eq!(*probe.folds.lock().unwrap(), vec![2, 1, 3]);
+    assert_eq!(f.transactions().await, 2);
+    assert_eq!(f.stream_version("a").await, Some(4));
+    assert_eq!(f.stream_version("b").await, Some(2));
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_a_quiet_run_stops_before_that_fails_stops_only_its_stream() {
+    let f = Fixture::new().await;
+    f.receive("bad", 1, quiet()).await;
+    let refused = f
+        .receive("bad", 2, serde_json::json!({"refuse": true}))
+        .await;
+    f.receive("bad", 3, quiet()).await;
+    f.receive("good", 1, quiet()).await;
+    f.receive("good", 2, ok()).await;
+    f.receive("good", 3, quiet()).await;
+    let probe = Arc::new(Probe {
+        quiet: true,
+        ..Probe::default()
+    });
+    let outcome = f
+        .drainer_of(100, probe.clone())
+        .drain_streams(&streams(&["bad", "good"]))
+        .await
+        .unwrap();
+    assert!(outcome.blocked);
+    let folded = f.folded().await;
+    assert_eq!(folded["bad"], vec![1], "stopped at the refused one");
+    assert_eq!(
+        folded["good"],
+        vec![1, 2, 3],
+        "decided alone, then quiet again"
+    );
+    assert_eq!(f.status(refused).await, ("received".to_owned(), 1));
+    assert_eq!(f.stream_version("bad").await, Some(1));
+    assert_eq!(f.stream_version("good").await, Some(3));
+    // bad2 and good2 were each decided alone (neither is quiet); bad3
+    // never was.
+    assert_eq!(probe.decided.lock().unwrap().len(), 2);
+    assert_eq!(f.transactions().await, 1);
     f.cleanup().await;
 }

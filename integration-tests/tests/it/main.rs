@@ -28,6 +28,7 @@ mod search_api;
 mod search_index;
 mod session_ids;
 mod sessions_api;
+mod spending_runs;
 mod supervisor_e2e;
 mod supervisor_faults;
 mod supervisor_recording;

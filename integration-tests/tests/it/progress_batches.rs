@@ -17,18 +17,7 @@ use stratavore_store::NewEntry;
 use stratavore_testkit::TestEnv;
 use uuid::Uuid;
 
-/// A small deterministic generator (the history must be the same each run).
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
+use crate::support::Lcg;
 
 fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_800_000_000_000 + ms).unwrap()

@@ -303,3 +303,18 @@ pub async fn assert_applied_in_order(pool: &sqlx::PgPool, schema: &str) {
         );
     }
 }
+
+/// A small deterministic generator, for histories that must be the same
+/// each run.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}

@@ -16,14 +16,19 @@
 //! then drained again one message per transaction, so a message that keeps
 //! failing that way holds up its own stream and no other.
 
+mod quiet_run;
+mod tally;
+
 use crate::batch::{Candidate, contiguous, window};
-use crate::inbox;
+use crate::inbox::{self, NextRow};
 use crate::metrics as m;
 use crate::received::envelope_of_stored;
 use crate::service::{Decider, HandleError, Projection};
 use sqlx::{PgConnection, PgPool};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use stratavore_store::{AppendError, Log, NewEntry, StoreError};
+use tally::{Pass, Tally};
 
 /// Draining stopped on the infrastructure (the stream is drained again
 /// later, no attempt counted).
@@ -109,19 +114,6 @@ impl<S> Clone for Drainer<S> {
             owner: self.owner.clone(),
         }
     }
-}
-
-/// What one drain transaction did.
-#[derive(Debug, Default)]
-struct Pass {
-    /// Rows applied or passed over (skipped by an operator).
-    applied: usize,
-    /// Received messages applied (what the metrics count).
-    folded: u64,
-    /// Per stream asked for: whether it may have more rows to apply now.
-    more: Vec<bool>,
-    /// Rows that failed, with their error and whether they are dead now.
-    failures: Vec<(uuid::Uuid, usize, String, bool)>,
 }
 
 impl<S: Decider + Projection> Drainer<S> {
@@ -251,87 +243,80 @@ impl<S: Decider + Projection> Drainer<S> {
         for c in &runs {
             run_len[c.stream] += 1;
         }
-        let mut pass = Pass {
-            more: vec![false; streams.len()],
-            ..Pass::default()
-        };
-        let mut blocked = vec![false; streams.len()];
-        let mut done = vec![0_usize; streams.len()];
-        let mut applied_ids = Vec::new();
-        let mut versions: Vec<(usize, i64)> = Vec::new();
+        let mut tally = Tally::new(streams.len());
         let mut appended = false;
-        // Messages decided but not folded yet: a decider that reads the
-        // projection sees each message folded before it decides the next;
-        // otherwise the batch is folded at once, at its end.
+        // Messages decided but not folded yet wait in `tally.unfolded`: a
+        // decider that reads the projection sees each message folded
+        // before it decides the next; otherwise the batch is folded at
+        // once, at its end.
         let fold_each = self.service.reads_projection();
-        let mut unfolded = Vec::new();
-        for c in runs {
+        let mut queue: VecDeque<Candidate<NextRow>> = runs.into();
+        // The message a quiet run stopped before: it is decided alone.
+        let mut alone = None;
+        while let Some(c) = queue.pop_front() {
             if appended {
                 break;
             }
-            if blocked[c.stream] {
+            if tally.blocked[c.stream] {
                 continue;
             }
-            let row = c.row;
-            if row.skipped {
+            if c.row.skipped {
                 // An operator passed over this row: move the stream past it.
-                versions.push((c.stream, row.stream_version));
-                done[c.stream] += 1;
-                pass.applied += 1;
+                tally.passed_over(c.stream, &c.row);
                 continue;
             }
-            let decided = match envelope_of_stored(&row.stored) {
-                Ok(envelope) => match self.service.decide(&mut tx, &envelope).await {
-                    Ok(entries) => Ok((envelope, entries)),
-                    Err(HandleError::Message(error)) => Err(error),
-                    Err(HandleError::Store(e)) => return Err(e.into()),
-                },
-                Err(error) => Err(error),
-            };
-            let (envelope, entries) = match decided {
-                Ok(decided) => decided,
+            let envelope = match envelope_of_stored(&c.row.stored) {
+                Ok(envelope) => envelope,
                 Err(error) => {
-                    // Nothing of this message was written: count the
-                    // attempt and stop its stream here.
-                    let dead =
-                        inbox::record_failure(&mut tx, row.message_id, &error, self.max_attempts)
-                            .await?;
-                    pass.failures.push((row.message_id, c.stream, error, dead));
-                    blocked[c.stream] = true;
+                    self.record_failure(&mut tx, &mut tally, &c, error).await?;
                     continue;
                 }
             };
-            unfolded.push(envelope);
-            applied_ids.push(row.message_id);
-            versions.push((c.stream, row.stream_version));
-            done[c.stream] += 1;
-            pass.applied += 1;
-            pass.folded += 1;
-            if fold_each || !entries.is_empty() {
-                self.service
-                    .project_received_batch(&mut tx, &unfolded)
+            if alone != Some(c.row.message_id) && self.service.may_be_quiet(&envelope.type_name) {
+                let stopped_before = self
+                    .apply_quiet_run(&mut tx, &mut tally, &mut queue, (c, envelope))
                     .await?;
-                unfolded.clear();
+                alone = stopped_before;
+                if fold_each && !tally.unfolded.is_empty() {
+                    self.fold(&mut tx, &mut tally).await?;
+                }
+                continue;
+            }
+            let entries = match self.service.decide(&mut tx, &envelope).await {
+                Ok(entries) => entries,
+                Err(HandleError::Message(error)) => {
+                    // Nothing of this message was written: count the
+                    // attempt and stop its stream here.
+                    self.record_failure(&mut tx, &mut tally, &c, error).await?;
+                    continue;
+                }
+                Err(HandleError::Store(e)) => return Err(e.into()),
+            };
+            tally.applied(c.stream, &c.row, envelope);
+            if fold_each || !entries.is_empty() {
+                self.fold(&mut tx, &mut tally).await?;
             }
             if !entries.is_empty() {
-                self.record_progress(&mut tx, streams, &applied_ids, &versions)
-                    .await?;
+                self.record_progress(&mut tx, streams, &tally).await?;
                 record_own(&mut tx, &self.log, self.service.as_ref(), &entries).await?;
                 appended = true;
             }
         }
-        if !unfolded.is_empty() {
-            self.service
-                .project_received_batch(&mut tx, &unfolded)
-                .await?;
+        if !tally.unfolded.is_empty() {
+            self.fold(&mut tx, &mut tally).await?;
         }
         if !appended {
-            self.record_progress(&mut tx, streams, &applied_ids, &versions)
-                .await?;
+            self.record_progress(&mut tx, streams, &tally).await?;
         }
         tx.commit()
             .await
             .map_err(StoreError::new("committing a drain transaction"))?;
+        let Tally {
+            mut pass,
+            blocked,
+            done,
+            ..
+        } = tally;
         for (i, more) in pass.more.iter_mut().enumerate() {
             let whole_run_applied = done[i] == run_len[i];
             let run_may_continue = run_len[i] == fetched_per_stream[i]
@@ -342,19 +327,40 @@ impl<S: Decider + Projection> Drainer<S> {
         Ok(pass)
     }
 
+    /// Record the failure of a row's message and stop its stream.
+    async fn record_failure(
+        &self,
+        conn: &mut PgConnection,
+        tally: &mut Tally,
+        c: &Candidate<NextRow>,
+        error: String,
+    ) -> Result<(), StoreError> {
+        let dead = inbox::record_failure(conn, c.row.message_id, &error, self.max_attempts).await?;
+        tally.failed(c.stream, c.row.message_id, error, dead);
+        Ok(())
+    }
+
+    /// Fold the messages applied and not folded yet.
+    async fn fold(&self, conn: &mut PgConnection, tally: &mut Tally) -> Result<(), StoreError> {
+        self.service
+            .project_received_batch(conn, &tally.unfolded)
+            .await?;
+        tally.unfolded.clear();
+        Ok(())
+    }
+
     /// Mark what this transaction applied, and move its streams on.
     async fn record_progress(
         &self,
         conn: &mut PgConnection,
         streams: &[(String, String)],
-        applied_ids: &[uuid::Uuid],
-        versions: &[(usize, i64)],
+        tally: &Tally,
     ) -> Result<(), StoreError> {
-        inbox::mark_applied_in_order(conn, applied_ids).await?;
+        inbox::mark_applied_in_order(conn, &tally.applied_ids).await?;
         // The last version applied of each stream (rows come in version
         // order, so a later entry of a stream supersedes an earlier one).
         let mut latest: Vec<(&str, &str, i64)> = Vec::new();
-        for &(i, version) in versions {
+        for &(i, version) in &tally.versions {
             let (source, stream) = (&streams[i].0, &streams[i].1);
             match latest
                 .iter_mut()

@@ -45,6 +45,37 @@ pub trait Decider: Send + Sync + 'static {
     fn reads_projection(&self) -> bool {
         true
     }
+
+    /// Whether a message of this type may be applied in a quiet run (see
+    /// [`Decider::quiet_prefix`]). Only types whose decision usually
+    /// appends nothing are worth it: a drain gathers the eligible messages
+    /// that follow each other into one run.
+    fn may_be_quiet(&self, _type_name: &str) -> bool {
+        false
+    }
+
+    /// Of `messages` (consecutive in the drain's order, each of a type
+    /// [`Decider::may_be_quiet`] accepts), how many leading ones `decide`
+    /// would return no entries for without failing, were each decided
+    /// after the ones before it had been folded. The drain applies those
+    /// without calling `decide` and folds them together, then decides the
+    /// next one alone, as usual. So the answer may err only towards
+    /// fewer: a message counted quiet is never decided. It reads through
+    /// `conn` and writes nothing.
+    ///
+    /// What it is for: a service whose decider reads what its projection
+    /// writes (a budget's spending) folds before every decision, so each
+    /// message costs its decision's and its fold's round trips. Most such
+    /// messages decide to nothing (usage that crosses no threshold); a
+    /// run of them can be decided from a few reads, with the run's own
+    /// effects added in memory, and folded with a statement per table.
+    fn quiet_prefix(
+        &self,
+        _conn: &mut PgConnection,
+        _messages: &[Envelope],
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        async { Ok(0) }
+    }
 }
 
 /// Folds messages into a service's read tables. Both folds must be

@@ -6,19 +6,20 @@
 use crate::budget_store::{self, StoredBudget, budget_stream};
 use crate::domain::budgets::{self, CommandFacts, Standing};
 use crate::domain::runners;
+use crate::domain::spending_runs::{self, Before, Spending, covers};
 use crate::handlers::{Orchestrator, SOURCE};
 use crate::metrics as m;
 use crate::runner_store;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use stratavore_budgets::{AlertKind, Spend, period_in_zone};
 use stratavore_consumer::HandleError;
-use stratavore_events::Envelope;
 use stratavore_events::budget::{BudgetCommand, BudgetDefinition, BudgetEvent, BudgetScope};
 use stratavore_events::process::ProcessEvent;
 use stratavore_events::runner::Want;
-use stratavore_store::NewEntry;
+use stratavore_events::{Envelope, Message};
+use stratavore_store::{NewEntry, StoreError};
 use uuid::Uuid;
 
 /// A budget's standing in the period holding `at`, with `extra` (the
@@ -31,8 +32,8 @@ async fn standing_at(
     extra: Option<(Uuid, Spend)>,
 ) -> Result<Standing, HandleError> {
     let period = period_in_zone(budget.period, &budget.time_zone, at);
-    let summed =
-        budget_store::spent(conn, budget, period.start, period.end, extra.map(|e| e.0)).await?;
+    let except: Vec<Uuid> = extra.iter().map(|e| e.0).collect();
+    let summed = budget_store::spent(conn, budget, period.start, period.end, &except).await?;
     Ok(Standing {
         budget: budget.clone(),
         period,
@@ -170,6 +171,89 @@ impl Orchestrator {
             entries.extend(alerts);
         }
         Ok(entries)
+    }
+
+    /// Of consecutive process events, how many leading ones decide to
+    /// nothing: those that change no runner's lifecycle and, for usage
+    /// and reconciliations, take no budget in scope past its threshold or
+    /// limit, with the spending of the events before them in the run
+    /// counted (see `domain::spending_runs`). A few reads serve the run:
+    /// the runners' launches, the live budgets, and each budget's period
+    /// touched. The quiet usage is counted for the dashboards here, as
+    /// `decide_budget_spend` counts the rest.
+    pub(crate) async fn quiet_process_events(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[Envelope],
+    ) -> Result<usize, StoreError> {
+        let mut events = Vec::new();
+        for message in messages {
+            // One that does not parse is decided alone, which records why.
+            let Ok(event) = ProcessEvent::from_data(&message.type_name, message.data.clone())
+            else {
+                break;
+            };
+            let spend = budget_store::spend_of_event(&event);
+            let usage = match event {
+                ProcessEvent::UsageReported(u) => Some(u),
+                _ if spend.is_some() => None,
+                other => match self.lifecycle_fact(other) {
+                    Some(_) => break,
+                    None => None,
+                },
+            };
+            events.push((message, usage, spend));
+        }
+        let spenders: Vec<Uuid> = events
+            .iter()
+            .filter_map(|(_, _, spend)| spend.map(|(runner, _)| runner))
+            .collect();
+        if spenders.is_empty() {
+            return Ok(events.len());
+        }
+        let launches = runner_store::launches_of(conn, &spenders).await?;
+        let budgets = budget_store::live_budgets(conn).await?;
+        let run: Vec<Spending<'_>> = events
+            .iter()
+            .map(|(message, _, spend)| match spend {
+                Some((runner, spend)) => {
+                    // A runner this orchestrator never launched counts only
+                    // against global budgets.
+                    let (project, profile) = launches.get(runner).map_or(("", ""), |(p, f)| (p, f));
+                    Spending {
+                        budgets: budgets
+                            .iter()
+                            .map(|b| &b.definition)
+                            .filter(|b| covers(b, project, profile, Some(*runner)))
+                            .collect(),
+                        spend: *spend,
+                        at: message.time,
+                    }
+                }
+                None => Spending {
+                    budgets: Vec::new(),
+                    spend: Spend::default(),
+                    at: message.time,
+                },
+            })
+            .collect();
+        let in_run: Vec<Uuid> = events.iter().map(|(m, _, _)| m.id).collect();
+        let mut before = HashMap::new();
+        for (budget, period) in spending_runs::periods_touched(&run) {
+            let spent =
+                budget_store::spent(conn, budget, period.start, period.end, &in_run).await?;
+            let fired = budget_store::alerts_fired(conn, budget.budget_id, period.start).await?;
+            before.insert((budget.budget_id, period.start), Before { spent, fired });
+        }
+        let quiet = spending_runs::quiet_prefix(&run, &before, self.clock.now());
+        for (_, usage, spend) in &events[..quiet] {
+            if let (Some(u), Some((runner, _))) = (usage, spend)
+                && let Some((project, profile)) = launches.get(runner)
+            {
+                crate::metrics::usage(project, profile, u);
+            }
+        }
+        Ok(quiet)
     }
 
     /// The alerts a standing raises (after the budget's stream version

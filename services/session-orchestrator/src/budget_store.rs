@@ -4,6 +4,7 @@
 //! budgets whose scope holds a runner or a launch, a period's spend, the
 //! runners in scope).
 
+use crate::domain::spending_runs::covers;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use stratavore_budgets::{AlertKind, Spend, spend_of_reconciliation, spend_of_usage};
@@ -108,12 +109,6 @@ pub async fn project_budget_event(
     Ok(())
 }
 
-/// What a received message adds to spending, and for which runner: usage
-/// and reconciliations only.
-pub fn spend_of(message: &Envelope) -> Option<(Uuid, Spend)> {
-    spend_of_event(&ProcessEvent::from_data(&message.type_name, message.data.clone()).ok()?)
-}
-
 /// What a process event adds to spending, and for which runner.
 pub fn spend_of_event(event: &ProcessEvent) -> Option<(Uuid, Spend)> {
     match event {
@@ -123,20 +118,34 @@ pub fn spend_of_event(event: &ProcessEvent) -> Option<(Uuid, Spend)> {
     }
 }
 
-/// Fold a received message into `budget_spend` (once per message id).
-pub async fn project_spend(conn: &mut PgConnection, message: &Envelope) -> Result<(), StoreError> {
-    let Some((runner_id, spend)) = spend_of(message) else {
+/// One message's spending, as `budget_spend` records it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpendRow {
+    /// The message that reported it (each counts once).
+    pub message_id: Uuid,
+    /// The runner it was spent by.
+    pub runner_id: Uuid,
+    /// The message's own time.
+    pub time: DateTime<Utc>,
+    /// What it adds.
+    pub spend: Spend,
+}
+
+/// Record spending (once per message id) in one statement.
+pub async fn record_spending(conn: &mut PgConnection, rows: &[SpendRow]) -> Result<(), StoreError> {
+    if rows.is_empty() {
         return Ok(());
-    };
+    }
     sqlx::query(
         "INSERT INTO budget_spend (message_id, runner_id, time, tokens, cost_usd)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING",
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::bigint[], $5::float8[])
+         ON CONFLICT (message_id) DO NOTHING",
     )
-    .bind(message.id)
-    .bind(runner_id)
-    .bind(message.time)
-    .bind(db(spend.tokens))
-    .bind(spend.usd)
+    .bind(rows.iter().map(|r| r.message_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.runner_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.time).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| db(r.spend.tokens)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.spend.usd).collect::<Vec<_>>())
     .execute(conn)
     .await
     .map_err(StoreError::new("recording spending"))?;
@@ -211,21 +220,9 @@ pub async fn budgets_in_scope(
     profile: &str,
     runner: Option<Uuid>,
 ) -> Result<Vec<StoredBudget>, StoreError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {BUDGET_COLUMNS} FROM budgets WHERE NOT deleted AND (
-             scope = 'global'
-             OR (scope = 'project' AND target = $1)
-             OR (scope = 'profile' AND target = $2)
-             OR (scope = 'runner' AND target = $3))
-         ORDER BY budget_id"
-    )))
-    .bind(project)
-    .bind(profile)
-    .bind(runner.map(|r| r.to_string()).unwrap_or_default())
-    .fetch_all(conn)
-    .await
-    .map_err(StoreError::new("finding the budgets in scope"))?;
-    Ok(rows.iter().map(budget_row).collect())
+    let mut budgets = live_budgets(conn).await?;
+    budgets.retain(|b| covers(&b.definition, project, profile, runner));
+    Ok(budgets)
 }
 
 /// Every live budget, for the usage gauges.
@@ -250,20 +247,21 @@ fn in_scope(scope: &str, target: &str) -> String {
     )
 }
 
-/// What the budget's scope spent in `[start, end)`, leaving out the message
-/// `except` (the one being decided on, which the caller adds itself).
+/// What the budget's scope spent in `[start, end)`, leaving out the
+/// messages `except` (those being decided on, which the caller adds
+/// itself).
 pub async fn spent(
     conn: &mut PgConnection,
     budget: &BudgetDefinition,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-    except: Option<Uuid>,
+    except: &[Uuid],
 ) -> Result<Spend, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT coalesce(sum(s.tokens), 0)::bigint, coalesce(sum(s.cost_usd), 0)::float8
          FROM budget_spend s LEFT JOIN runners r ON r.runner_id = s.runner_id
          WHERE s.time >= $1 AND s.time < $2 AND {}
-           AND ($5::uuid IS NULL OR s.message_id <> $5)",
+           AND s.message_id <> ALL($5)",
         in_scope("$3", "$4")
     )))
     .bind(start)

@@ -149,6 +149,19 @@ impl Decider for Orchestrator {
         }
     }
 
+    fn may_be_quiet(&self, type_name: &str) -> bool {
+        // Most of what nodes report (usage, text) decides nothing.
+        is_of::<ProcessEvent>(type_name)
+    }
+
+    async fn quiet_prefix(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[Envelope],
+    ) -> Result<usize, StoreError> {
+        self.quiet_process_events(conn, messages).await
+    }
+
     fn on_skipped(&self, message: &Envelope) -> Vec<NewEntry> {
         // A project command gets its terminal `rejected` even when it never
         // parsed (the reason it went dead): the gateway tracks it by id, and
@@ -192,14 +205,14 @@ impl Projection for Orchestrator {
         conn: &mut PgConnection,
         message: &Envelope,
     ) -> Result<(), StoreError> {
-        // Registrations are the nodes' own; the losses and drains heard
-        // back are folded from the log already.
-        if let Ok(NodeEvent::Registered(_)) =
-            NodeEvent::from_data(&message.type_name, message.data.clone())
-        {
-            crate::node_store::project_node_event(conn, message).await?;
-        }
-        crate::budget_store::project_spend(conn, message).await?;
-        crate::session_usage::project_received(conn, message).await
+        crate::received::fold(conn, std::slice::from_ref(message)).await
+    }
+
+    async fn project_received_batch(
+        &self,
+        conn: &mut PgConnection,
+        messages: &[Envelope],
+    ) -> Result<(), StoreError> {
+        crate::received::fold(conn, messages).await
     }
 }

@@ -16,6 +16,7 @@ pub mod metrics;
 mod node_handlers;
 pub mod node_store;
 pub mod projections;
+mod received;
 mod runner_handlers;
 pub mod runner_store;
 pub mod session_usage;

@@ -155,8 +155,7 @@ async fn budget_ratios(
     for stored in crate::budget_store::live_budgets(&mut conn).await? {
         let b = &stored.definition;
         let period = stratavore_budgets::period_in_zone(b.period, &b.time_zone, now);
-        let spent =
-            crate::budget_store::spent(&mut conn, b, period.start, period.end, None).await?;
+        let spent = crate::budget_store::spent(&mut conn, b, period.start, period.end, &[]).await?;
         let id = b.budget_id.to_string();
         if let Some(limit) = b.limit_tokens {
             out.push((

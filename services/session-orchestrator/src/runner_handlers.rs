@@ -337,7 +337,16 @@ impl Orchestrator {
         message: &Envelope,
         event: ProcessEvent,
     ) -> Result<Vec<NewEntry>, HandleError> {
-        let (runner_id, fact) = match event {
+        match self.lifecycle_fact(event) {
+            Some((runner_id, fact)) => self.decide_fact_for(conn, message, runner_id, fact).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The fact a process event tells about its runner's lifecycle, if it
+    /// tells one.
+    pub(crate) fn lifecycle_fact(&self, event: ProcessEvent) -> Option<(Uuid, Fact)> {
+        Some(match event {
             ProcessEvent::Claimed(c) => (
                 c.runner_id,
                 Fact::Claimed {
@@ -403,7 +412,7 @@ impl Orchestrator {
             ),
             // Usage changes no lifecycle: it is spending (see
             // `decide_budget_spend`, which also counts it for dashboards).
-            ProcessEvent::UsageReported(_) => return Ok(Vec::new()),
+            ProcessEvent::UsageReported(_) => return None,
             // Spawning, text, the agent's own session id and errors, cost
             // reconciliation and stalls change no lifecycle (a stall the
             // node acts on ends the attempt, which arrives as an exit).
@@ -412,9 +421,8 @@ impl Orchestrator {
             | ProcessEvent::SessionStarted(_)
             | ProcessEvent::ErrorReported(_)
             | ProcessEvent::CostReconciled(_)
-            | ProcessEvent::Stalled(_) => return Ok(Vec::new()),
-        };
-        self.decide_fact_for(conn, message, runner_id, fact).await
+            | ProcessEvent::Stalled(_) => return None,
+        })
     }
 
     async fn decide_fact_for(

@@ -56,6 +56,24 @@ pub async fn launch_of(
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
+/// The launches (project, profile) of the runners given that this
+/// orchestrator launched, by runner.
+pub async fn launches_of(
+    conn: &mut PgConnection,
+    runner_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, (String, String)>, StoreError> {
+    let rows =
+        sqlx::query("SELECT runner_id, project, profile FROM runners WHERE runner_id = ANY($1)")
+            .bind(runner_ids)
+            .fetch_all(conn)
+            .await
+            .map_err(StoreError::new("reading runners' launches"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect())
+}
+
 fn state_name(state: RunnerState) -> String {
     serde_json::to_value(state)
         .ok()

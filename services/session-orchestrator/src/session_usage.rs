@@ -7,8 +7,8 @@
 //! report count once, and a rebuild replays the applied ones in order.
 
 use sqlx::{PgConnection, Row};
-use stratavore_events::process::{ProcessEvent, TokenTotals};
-use stratavore_events::{Envelope, Message};
+use std::collections::BTreeMap;
+use stratavore_events::process::{TokenTotals, UsageReported};
 use stratavore_store::StoreError;
 
 fn count(n: u64) -> i64 {
@@ -19,24 +19,36 @@ fn total(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// Fold a received message: a usage report adds to its session's totals.
-/// Reports that name no session (written before they did) add nothing.
-pub async fn project_received(
+/// Add usage reports to their sessions' totals, in one statement: the
+/// reports of one session are summed first (a row may be changed only once
+/// per statement), which gives what adding them one by one gives. Reports
+/// that name no session (written before they did) add nothing.
+pub async fn add_usage(
     conn: &mut PgConnection,
-    message: &Envelope,
+    reports: &[&UsageReported],
 ) -> Result<(), StoreError> {
-    let Ok(ProcessEvent::UsageReported(u)) =
-        ProcessEvent::from_data(&message.type_name, message.data.clone())
-    else {
-        return Ok(());
-    };
-    if u.session_id.is_empty() {
+    // Sorted by session, so concurrent drains lock rows in one order.
+    let mut sums: BTreeMap<&str, TokenTotals> = BTreeMap::new();
+    for u in reports.iter().filter(|u| !u.session_id.is_empty()) {
+        let sum = sums.entry(u.session_id.as_str()).or_default();
+        sum.input_tokens = sum.input_tokens.saturating_add(u.input_tokens);
+        sum.output_tokens = sum.output_tokens.saturating_add(u.output_tokens);
+        sum.cache_creation_input_tokens = sum
+            .cache_creation_input_tokens
+            .saturating_add(u.cache_creation_input_tokens);
+        sum.cache_read_input_tokens = sum
+            .cache_read_input_tokens
+            .saturating_add(u.cache_read_input_tokens);
+    }
+    if sums.is_empty() {
         return Ok(());
     }
+    let column =
+        |f: fn(&TokenTotals) -> u64| sums.values().map(|t| count(f(t))).collect::<Vec<_>>();
     sqlx::query(
         "INSERT INTO session_usage (session_id, input_tokens, output_tokens,
              cache_creation_input_tokens, cache_read_input_tokens)
-         VALUES ($1, $2, $3, $4, $5)
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
          ON CONFLICT (session_id) DO UPDATE SET
              input_tokens = session_usage.input_tokens + excluded.input_tokens,
              output_tokens = session_usage.output_tokens + excluded.output_tokens,
@@ -45,14 +57,14 @@ pub async fn project_received(
              cache_read_input_tokens =
                  session_usage.cache_read_input_tokens + excluded.cache_read_input_tokens",
     )
-    .bind(&u.session_id)
-    .bind(count(u.input_tokens))
-    .bind(count(u.output_tokens))
-    .bind(count(u.cache_creation_input_tokens))
-    .bind(count(u.cache_read_input_tokens))
+    .bind(sums.keys().copied().collect::<Vec<_>>())
+    .bind(column(|t| t.input_tokens))
+    .bind(column(|t| t.output_tokens))
+    .bind(column(|t| t.cache_creation_input_tokens))
+    .bind(column(|t| t.cache_read_input_tokens))
     .execute(conn)
     .await
-    .map_err(StoreError::new("adding to a session's usage"))?;
+    .map_err(StoreError::new("adding to sessions' usage"))?;
     Ok(())
 }
 

@@ -7,3 +7,4 @@ pub mod nodes;
 pub mod paths;
 pub mod projects;
 pub mod runners;
+pub mod spending_runs;

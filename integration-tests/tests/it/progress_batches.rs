@@ -12,6 +12,7 @@ use stratavore_consumer::Projection;
 use stratavore_events::Envelope;
 use stratavore_events::Message;
 use stratavore_events::process::*;
+use stratavore_events::project::{ProjectCreated, ProjectEvent, RunnerAdmitted};
 use stratavore_events::runner::{AttemptOffered, LaunchApproved, RunnerEvent};
 use stratavore_store::NewEntry;
 use stratavore_testkit::TestEnv;
@@ -186,11 +187,42 @@ fn runner_history(rng: &mut Lcg, n: usize) -> (Vec<Envelope>, Vec<Envelope>) {
 fn history() -> Vec<Envelope> {
     let mut rng = Lcg(20);
     let mut streams: Vec<std::collections::VecDeque<Envelope>> = Vec::new();
+    // Projects' events change none of progress's tables, so runs go on
+    // past them: they are mixed in among the runners'.
+    let mut projects = std::collections::VecDeque::new();
     for n in 0..8 {
         let (orch, node) = runner_history(&mut rng, n);
         streams.push(orch.into());
         streams.push(node.into());
+        let name = format!("p{n}");
+        let created = ProjectEvent::Created(ProjectCreated {
+            command_id: Uuid::now_v7(),
+            name: name.clone(),
+            path: format!("/tmp/{name}"),
+            description: None,
+            tags: vec![],
+            max_concurrent_runners: 4,
+        });
+        let admitted = ProjectEvent::RunnerAdmitted(RunnerAdmitted {
+            command_id: Uuid::now_v7(),
+            name: name.clone(),
+            runner_id: Uuid::now_v7(),
+        });
+        let stream = format!("project-{name}");
+        projects.push_back(envelope(
+            &created,
+            &stream,
+            1,
+            at(i64::try_from(n).unwrap()),
+        ));
+        projects.push_back(envelope(
+            &admitted,
+            &stream,
+            2,
+            at(i64::try_from(n).unwrap()),
+        ));
     }
+    streams.push(projects);
     let mut out = Vec::new();
     while streams.iter().any(|s| !s.is_empty()) {
         let i = usize::try_from(rng.below(streams.len() as u64)).unwrap();
@@ -211,6 +243,8 @@ const TABLES: &[(&str, &str)] = &[
     ("sessions", "session_id"),
     ("session_texts", "text_id"),
     ("budget_spend", "message_id"),
+    ("projects", "name"),
+    ("commands", "command_id"),
 ];
 
 async fn snapshot(pool: &PgPool) -> serde_json::Value {

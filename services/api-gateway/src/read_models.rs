@@ -8,7 +8,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
 use stratavore_events::Message;
-use stratavore_events::process::{NodeCommand, ProcessEvent};
+use stratavore_events::budget::BudgetEvent;
+use stratavore_events::process::{NodeCommand, NodeEvent, ProcessEvent};
 use stratavore_events::project::{ProjectCommand, ProjectEvent};
 use stratavore_events::runner::{RunnerCommand, RunnerEvent};
 use stratavore_store::StoreError;
@@ -294,10 +295,12 @@ pub async fn project_received(
 /// event about a runner with no progress in the run commutes with it: it
 /// changes only its own runner's rows (runner, attempts, texts), and a
 /// session's row is recomputed from its attempts' facts, whatever order
-/// they changed in. So it is folded at once and the run goes on, which
-/// keeps runs long where many agents' lifecycles interleave (a rebuild's
-/// pages). Anything else, or an event about a runner in the run, folds the
-/// run first.
+/// they changed in. Project, budget and node events change none of the
+/// tables progress feeds (projects, commands, budgets and their alerts,
+/// nodes). So they are folded at once and the run goes on, which keeps
+/// runs long where many agents' lifecycles interleave (a rebuild's pages,
+/// where every launch brings a `project.runner_admitted`). Anything else,
+/// or an event about a runner in the run, folds the run first.
 pub async fn project_received_batch(
     conn: &mut PgConnection,
     messages: &[Envelope],
@@ -314,7 +317,10 @@ pub async fn project_received_batch(
             Some(Sorted::Other(other)) => Some(other),
             None => None,
         };
-        let commutes = runner_named(message).is_some_and(|r| !runners_in_run.contains(&r));
+        let commutes = match runner_named(message) {
+            Some(runner) => !runners_in_run.contains(&runner),
+            None => touches_no_progress(&message.type_name),
+        };
         if !commutes {
             crate::progress::fold_run(conn, &run).await?;
             run.clear();
@@ -335,6 +341,14 @@ fn runner_named(message: &Envelope) -> Option<Uuid> {
         return None;
     }
     message.data.get("runner_id")?.as_str()?.parse().ok()
+}
+
+/// Whether messages of this type change none of the tables agents'
+/// progress feeds.
+fn touches_no_progress(type_name: &str) -> bool {
+    of_family::<ProjectEvent>(type_name)
+        || of_family::<BudgetEvent>(type_name)
+        || of_family::<NodeEvent>(type_name)
 }
 
 /// The process event a message carries, if it is one that parses.

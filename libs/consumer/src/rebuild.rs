@@ -84,6 +84,7 @@ pub async fn rebuild<P: Projection>(
         .execute(&mut *tx)
         .await
         .map_err(StoreError::new("taking the rebuild lock"))?;
+    set_rebuilding(&mut tx, true).await?;
     for table in projection.tables().iter().chain(&["stream_versions"]) {
         sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
             .execute(&mut *tx)
@@ -140,6 +141,8 @@ pub async fn rebuild<P: Projection>(
             None => break,
         }
     }
+    set_rebuilding(&mut tx, false).await?;
+    projection.finish_rebuild(&mut tx).await?;
     set_stream_versions(&mut tx).await?;
     tx.commit()
         .await
@@ -153,6 +156,18 @@ pub async fn rebuild<P: Projection>(
         "projections rebuilt"
     );
     Ok(report)
+}
+
+/// Say to the projection's SQL whether a rebuild is replaying (for the
+/// rest of the transaction).
+async fn set_rebuilding(conn: &mut PgConnection, on: bool) -> Result<(), StoreError> {
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(crate::service::REBUILDING)
+        .bind(if on { "on" } else { "off" })
+        .execute(conn)
+        .await
+        .map_err(StoreError::new("marking the rebuild"))?;
+    Ok(())
 }
 
 /// Each stream's version, as the replay leaves it: that of its last row in

@@ -22,6 +22,10 @@ pub enum HandleError {
     Store(#[from] StoreError),
 }
 
+/// The transaction setting that is `on` while a rebuild replays (see
+/// [`Projection::finish_rebuild`]).
+pub const REBUILDING: &str = "stratavore.rebuilding";
+
 /// Decides what a received message leads to. It reads state through `conn`
 /// (inside the drain transaction), decides with pure domain code, and
 /// returns the messages to append. It writes nothing itself.
@@ -99,6 +103,19 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut PgConnection,
         message: &Envelope,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Called once a rebuild has replayed every message, in its
+    /// transaction. While a rebuild replays, the transaction's setting
+    /// [`REBUILDING`] is `on` (SQL reads it with `current_setting`), so a
+    /// projection may leave rows it derives from other rows (a session's
+    /// from its attempts') to be computed here, once, instead of after
+    /// every message; the setting is `off` again when this runs.
+    fn finish_rebuild(
+        &self,
+        _conn: &mut PgConnection,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
 
     /// Fold applied received messages in their order: the same rows as
     /// folding each with [`Projection::project_received`], whatever the

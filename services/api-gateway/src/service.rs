@@ -58,4 +58,8 @@ impl Projection for GatewayService {
     ) -> Result<(), StoreError> {
         read_models::project_received_batch(conn, messages).await
     }
+
+    async fn finish_rebuild(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        crate::session_models::refresh_all(conn).await
+    }
 }

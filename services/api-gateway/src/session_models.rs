@@ -24,6 +24,7 @@ mod refresh;
 mod text_pieces;
 
 pub(crate) use progress::fold_progress;
+pub(crate) use refresh::refresh_all;
 
 use crate::runner_models::{Tokens, store};
 use chrono::{DateTime, Utc};

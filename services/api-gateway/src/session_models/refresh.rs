@@ -7,6 +7,7 @@
 use crate::runner_models::store;
 use sqlx::PgConnection;
 use std::sync::LazyLock;
+use stratavore_consumer::service::REBUILDING;
 use stratavore_store::StoreError;
 
 /// The columns of `session_attempts` a session's row is computed from.
@@ -55,6 +56,8 @@ pub(super) fn computed(which: &str, attempts: &str) -> String {
          LEFT JOIN LATERAL (SELECT project, path, profile, prompt FROM session_runners s
                             WHERE s.runner_id = a.runner_id OFFSET 0) r ON true
          WHERE a.session_id {which}
+           -- A rebuild computes every session once, at its end.
+           AND current_setting('{REBUILDING}', true) IS DISTINCT FROM 'on'
          GROUP BY a.session_id"
     )
 }
@@ -90,6 +93,22 @@ static REFRESH: LazyLock<String> = LazyLock::new(|| {
         computed("= ANY($1)", "session_attempts")
     )
 });
+
+/// Compute every session's row, at the end of a rebuild (which skips the
+/// recompute after each message: the rows depend only on the attempts,
+/// whatever order their facts came in).
+pub(crate) async fn refresh_all(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let sessions: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT session_id FROM session_attempts")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(store("listing sessions"))?;
+    refresh_sessions(
+        conn,
+        &sessions.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await
+}
 
 /// Recompute the rows of `sessions` from their attempts.
 pub(super) async fn refresh_sessions(

@@ -144,7 +144,9 @@ impl Orchestrator {
         // The runner's row, not its stream: usage comes every turn of
         // every agent, and folding the stream each time cost more than
         // everything else the orchestrator does with it.
-        let launch = runner_store::launch_of(conn, runner_id).await?;
+        let launch = runner_store::launches_of(conn, &[runner_id])
+            .await?
+            .remove(&runner_id);
         if let (ProcessEvent::UsageReported(u), Some((project, profile))) = (event, &launch) {
             crate::metrics::usage(project, profile, u);
         }

@@ -30,7 +30,7 @@ pub fn rejection_stream(command: &Envelope) -> String {
 }
 
 /// Whether a type belongs to a message family.
-fn is_of<M: Message>(type_name: &str) -> bool {
+pub(crate) fn is_of<M: Message>(type_name: &str) -> bool {
     M::types().iter().any(|t| t.type_name == type_name)
 }
 

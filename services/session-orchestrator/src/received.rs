@@ -8,6 +8,7 @@
 //! slice (a drain's quiet run, a rebuild's page, one message).
 
 use crate::budget_store::{self, SpendRow};
+use crate::handlers::is_of;
 use crate::{node_store, session_usage};
 use sqlx::PgConnection;
 use stratavore_events::process::{NodeEvent, ProcessEvent};
@@ -19,15 +20,23 @@ pub async fn fold(conn: &mut PgConnection, messages: &[Envelope]) -> Result<(), 
     let mut spending = Vec::new();
     let mut usage = Vec::new();
     for message in messages {
-        // Registrations are the nodes' own; the losses and drains heard
-        // back are folded from the log already.
-        if let Ok(NodeEvent::Registered(_)) =
-            NodeEvent::from_data(&message.type_name, message.data.clone())
-        {
-            node_store::project_node_event(conn, message).await?;
+        // Only the family's own messages are parsed: parsing copies the
+        // payload, and most of what arrives is process events with text.
+        let type_name = message.type_name.as_str();
+        if is_of::<NodeEvent>(type_name) {
+            // Registrations are the nodes' own; the losses and drains heard
+            // back are folded from the log already.
+            if let Ok(NodeEvent::Registered(_)) =
+                NodeEvent::from_data(type_name, message.data.clone())
+            {
+                node_store::project_node_event(conn, message).await?;
+            }
             continue;
         }
-        let Ok(event) = ProcessEvent::from_data(&message.type_name, message.data.clone()) else {
+        if !is_of::<ProcessEvent>(type_name) {
+            continue;
+        }
+        let Ok(event) = ProcessEvent::from_data(type_name, message.data.clone()) else {
             continue;
         };
         if let Some((runner_id, spend)) = budget_store::spend_of_event(&event) {
@@ -43,5 +52,5 @@ pub async fn fold(conn: &mut PgConnection, messages: &[Envelope]) -> Result<(), 
         }
     }
     budget_store::record_spending(conn, &spending).await?;
-    session_usage::add_usage(conn, &usage.iter().collect::<Vec<_>>()).await
+    session_usage::add_usage(conn, &usage).await
 }

@@ -42,20 +42,6 @@ pub async fn load_runner(
     Ok(state.map(|r| (r, version)))
 }
 
-/// The project and profile a runner was launched with (none for a launch
-/// never approved here), from its projected row.
-pub async fn launch_of(
-    conn: &mut PgConnection,
-    runner_id: Uuid,
-) -> Result<Option<(String, String)>, StoreError> {
-    let row = sqlx::query("SELECT project, profile FROM runners WHERE runner_id = $1")
-        .bind(runner_id)
-        .fetch_optional(conn)
-        .await
-        .map_err(StoreError::new("reading a runner's launch"))?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
-}
-
 /// The launches (project, profile) of the runners given that this
 /// orchestrator launched, by runner.
 pub async fn launches_of(

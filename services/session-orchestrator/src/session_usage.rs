@@ -25,7 +25,7 @@ fn total(n: i64) -> u64 {
 /// that name no session (written before they did) add nothing.
 pub async fn add_usage(
     conn: &mut PgConnection,
-    reports: &[&UsageReported],
+    reports: &[UsageReported],
 ) -> Result<(), StoreError> {
     // Sorted by session, so concurrent drains lock rows in one order.
     let mut sums: BTreeMap<&str, TokenTotals> = BTreeMap::new();

@@ -5,10 +5,15 @@
 //! with the pure rules of `stratavore-budgets` — the same rules and the
 //! same events the orchestrator decides with, so the two agree.
 
+use crate::agent_events::AgentEvent;
+use crate::progress::Step;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
-use stratavore_budgets::{Limits, OVERSHOOT_NOTE, Spend, period_in_zone, state_name};
+use stratavore_budgets::{
+    Limits, OVERSHOOT_NOTE, Spend, period_in_zone, spend_of_reconciliation, spend_of_usage,
+    state_name,
+};
 use stratavore_events::budget::{BudgetEvent, BudgetPeriod};
 use stratavore_events::process::ProcessEvent;
 use stratavore_events::{Envelope, Message};
@@ -40,35 +45,26 @@ pub async fn project_received(
     Ok(true)
 }
 
-/// Record what a reconciliation spent (usage, progress, comes in runs:
-/// [`record_progress`]).
-pub async fn project_spend(
+/// Record what a batch of process events spent: each usage report and
+/// each reconciliation of a cost.
+pub(crate) async fn fold_spending(
     conn: &mut PgConnection,
-    message: &Envelope,
-    event: &ProcessEvent,
+    events: &[AgentEvent],
 ) -> Result<(), StoreError> {
-    if let ProcessEvent::CostReconciled(c) = event {
-        let spend = stratavore_budgets::spend_of_reconciliation(c);
-        record_spending(conn, &[(message.id, c.runner_id, message.time, spend)]).await?;
-    }
-    Ok(())
-}
-
-/// Record what the usage reports of a run of progress events spent.
-pub(crate) async fn record_progress(
-    conn: &mut PgConnection,
-    run: &[crate::progress::Progress],
-) -> Result<(), StoreError> {
-    let spending: Vec<_> = run
+    let spending: Vec<_> = events
         .iter()
-        .filter_map(|p| match &p.step {
-            crate::progress::Step::Usage(u) => Some((
-                p.id,
-                u.runner_id,
-                p.time,
-                stratavore_budgets::spend_of_usage(u),
-            )),
-            crate::progress::Step::Text(_) => None,
+        .filter_map(|e| match e {
+            AgentEvent::Progress(p) => match &p.step {
+                Step::Usage(u) => Some((p.id, u.runner_id, p.time, spend_of_usage(u))),
+                Step::Text(_) => None,
+            },
+            AgentEvent::Process(s) => match &s.event {
+                ProcessEvent::CostReconciled(c) => {
+                    Some((s.id, c.runner_id, s.time, spend_of_reconciliation(c)))
+                }
+                _ => None,
+            },
+            AgentEvent::Runner(_) => None,
         })
         .collect();
     record_spending(conn, &spending).await

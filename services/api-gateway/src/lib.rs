@@ -2,6 +2,7 @@
 //! read models of everything. It accepts clients' commands into its log and
 //! answers from read models it folds from the events it consumes.
 
+mod agent_events;
 pub mod api;
 pub mod budget_models;
 pub mod commands;
@@ -12,6 +13,7 @@ pub mod live_consumer;
 pub mod node_models;
 mod progress;
 pub mod read_models;
+mod rows;
 pub mod runner_logs;
 pub mod runner_models;
 pub mod search;

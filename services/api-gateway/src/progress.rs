@@ -1,21 +1,14 @@
 //! An agent's progress: its usage reports and the pieces of its text. A
 //! running agent reports every turn, so these are most of what the gateway
 //! receives, and each feeds four models (the runner's totals, its session
-//! attempt, its budget spending, its searchable text).
-//!
-//! A run of them (consecutive in apply order) is folded a model at a time
-//! with a few statements for the whole run: each model locks the rows the
-//! run touches, folds the events into them in order with pure code, and
-//! writes them back. That is the same as folding each event alone, whatever
-//! slices a history is cut into, so a rebuild (pages of a thousand) gives
-//! the rows the live drain (batches of its own size) gave. Events of other
-//! kinds end a run and are folded alone, in their place.
+//! attempt, its budget spending, its searchable text). They are folded with
+//! the other runner and process events, a batch at a time
+//! ([`crate::agent_events`]); this is what the models' pure folds read of
+//! them.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 use stratavore_events::Envelope;
 use stratavore_events::process::{ProcessEvent, TextChunked, UsageReported};
-use stratavore_store::StoreError;
 use uuid::Uuid;
 
 /// What an agent did: a turn's usage, or a piece of its text.
@@ -95,7 +88,8 @@ pub(crate) fn count(n: u64) -> i64 {
 }
 
 /// Tokens and cost summed over usage reports: a runner's, an attempt's.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Its fields are named as the tables' columns.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct UsageSums {
     /// Input tokens.
     pub input_tokens: i64,
@@ -110,18 +104,6 @@ pub(crate) struct UsageSums {
 }
 
 impl UsageSums {
-    /// The five columns from `first` on, in this struct's order.
-    pub(crate) fn from_row(row: &sqlx::postgres::PgRow, first: usize) -> Self {
-        use sqlx::Row;
-        Self {
-            input_tokens: row.get(first),
-            output_tokens: row.get(first + 1),
-            cache_creation_tokens: row.get(first + 2),
-            cache_read_tokens: row.get(first + 3),
-            cost_usd: row.get(first + 4),
-        }
-    }
-
     /// Add a turn. Counts saturate rather than wrap (a node reporting
     /// absurd figures must not stop the fold); the cost is added in event
     /// order, so a sum is the same bits however the events were batched.
@@ -136,17 +118,4 @@ impl UsageSums {
             .saturating_add(count(u.cache_read_input_tokens));
         self.cost_usd += u.cost_usd;
     }
-}
-
-/// Fold a run of progress events, in their order, into every model they
-/// feed. The models read nothing another one writes here, so their order
-/// does not matter.
-pub(crate) async fn fold_run(conn: &mut PgConnection, run: &[Progress]) -> Result<(), StoreError> {
-    if run.is_empty() {
-        return Ok(());
-    }
-    crate::session_models::fold_progress(conn, run).await?;
-    crate::search::texts::record_progress(conn, run).await?;
-    crate::budget_models::record_progress(conn, run).await?;
-    crate::runner_models::fold_progress(conn, run).await
 }

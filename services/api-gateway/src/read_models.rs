@@ -3,13 +3,12 @@
 //! their idempotency keys). Every fold is an upsert, so it gives the same
 //! rows whichever of the two histories a rebuild replays first.
 
-use crate::progress::{Progress, Sorted};
+use crate::agent_events::AgentEvent;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
 use stratavore_events::Message;
-use stratavore_events::budget::BudgetEvent;
-use stratavore_events::process::{NodeCommand, NodeEvent, ProcessEvent};
+use stratavore_events::process::NodeCommand;
 use stratavore_events::project::{ProjectCommand, ProjectEvent};
 use stratavore_events::runner::{RunnerCommand, RunnerEvent};
 use stratavore_store::StoreError;
@@ -150,8 +149,75 @@ pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<()
     Ok(())
 }
 
-/// Record a command's outcome (an upsert: either side may come first
-/// during a rebuild).
+/// A command's outcome, its fields named as the columns of `commands`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Outcome {
+    command_id: Uuid,
+    /// `succeeded` or `rejected`.
+    status: &'static str,
+    reason: Option<String>,
+    field: Option<String>,
+    message: Option<String>,
+    resource: Option<String>,
+    decided_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Outcome {
+    /// The outcome of `command_id` an event at `at` says: a rejection
+    /// (its reason, field and sentence) or a success, with where the
+    /// resource it made or changed is.
+    pub(crate) fn new(
+        command_id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+        rejection: Option<(&str, Option<&str>, &str)>,
+        resource: Option<String>,
+    ) -> Self {
+        let (status, reason, field, message) = match rejection {
+            Some((reason, field, message)) => ("rejected", Some(reason), field, Some(message)),
+            None => ("succeeded", None, None, None),
+        };
+        Self {
+            command_id,
+            status,
+            reason: reason.map(str::to_owned),
+            field: field.map(str::to_owned),
+            message: message.map(str::to_owned),
+            resource,
+            decided_at: at,
+        }
+    }
+}
+
+/// Record commands' outcomes, in their order (an upsert: either side may
+/// come first during a rebuild).
+pub(crate) async fn record_outcomes(
+    conn: &mut PgConnection,
+    outcomes: Vec<Outcome>,
+) -> Result<(), StoreError> {
+    // The last word on a command wins; one row each, in key order.
+    let rows: std::collections::BTreeMap<Uuid, Outcome> =
+        outcomes.into_iter().map(|o| (o.command_id, o)).collect();
+    let rows: Vec<Outcome> = rows.into_values().collect();
+    crate::rows::upsert(
+        conn,
+        "commands",
+        &[
+            "command_id",
+            "status",
+            "reason",
+            "field",
+            "message",
+            "resource",
+            "decided_at",
+        ],
+        &["command_id"],
+        &rows,
+        "recording a command outcome",
+    )
+    .await
+}
+
+/// Record a command's outcome.
 pub(crate) async fn command_outcome(
     conn: &mut PgConnection,
     command_id: Uuid,
@@ -159,28 +225,50 @@ pub(crate) async fn command_outcome(
     rejection: Option<(&str, Option<&str>, &str)>,
     resource: Option<String>,
 ) -> Result<(), StoreError> {
-    let (status, reason, field, message) = match rejection {
-        Some((reason, field, message)) => ("rejected", Some(reason), field, Some(message)),
-        None => ("succeeded", None, None, None),
-    };
-    sqlx::query(
-        "INSERT INTO commands (command_id, status, reason, field, message, resource, decided_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (command_id) DO UPDATE
-         SET status = excluded.status, reason = excluded.reason, field = excluded.field,
-             message = excluded.message, resource = excluded.resource, decided_at = excluded.decided_at",
-    )
-    .bind(command_id)
-    .bind(status)
-    .bind(reason)
-    .bind(field)
-    .bind(message)
-    .bind(resource)
-    .bind(event.time)
-    .execute(conn)
-    .await
-    .map_err(store("recording a command outcome"))?;
-    Ok(())
+    let outcome = Outcome::new(command_id, event.time, rejection, resource);
+    record_outcomes(conn, vec![outcome]).await
+}
+
+/// Record the outcomes of runner commands that a batch of runner events
+/// decided.
+pub(crate) async fn fold_runner_outcomes(
+    conn: &mut PgConnection,
+    events: &[AgentEvent],
+) -> Result<(), StoreError> {
+    let outcomes = events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::Runner(s) => Some(s),
+            _ => None,
+        })
+        .filter_map(|s| match &s.event {
+            RunnerEvent::LaunchApproved(a) => Some(Outcome::new(
+                a.command_id,
+                s.time,
+                None,
+                project_resource_of_runner(a.runner_id),
+            )),
+            RunnerEvent::LaunchRejected(r) => Some(Outcome::new(
+                r.command_id,
+                s.time,
+                Some((r.reason.as_str(), r.field.as_deref(), r.message.as_str())),
+                None,
+            )),
+            RunnerEvent::ControlDecided(c) => {
+                let rejection = c
+                    .refused
+                    .as_deref()
+                    .map(|reason| (reason, None, c.message.as_str()));
+                let resource = rejection
+                    .is_none()
+                    .then(|| project_resource_of_runner(c.runner_id))
+                    .flatten();
+                Some(Outcome::new(c.command_id, s.time, rejection, resource))
+            }
+            _ => None,
+        })
+        .collect();
+    record_outcomes(conn, outcomes).await
 }
 
 /// Where a runner is.
@@ -192,36 +280,17 @@ fn project_resource(name: &str) -> Option<String> {
     Some(format!("/api/v1/projects/{name}"))
 }
 
-/// Whether `type_name` is one of `M`'s types.
-fn of_family<M: Message>(type_name: &str) -> bool {
-    M::types().iter().any(|t| t.type_name == type_name)
-}
-
-/// Fold one received message. Types the gateway has no read model for yet
-/// change nothing.
+/// Fold one received message (a batch of one: [`project_received_batch`]).
 pub async fn project_received(
     conn: &mut PgConnection,
     message: &Envelope,
 ) -> Result<(), StoreError> {
-    // Runner and process events feed several models: each is parsed once
-    // here (by its own family only: parsing takes a copy of the payload)
-    // and handed to every fold that reads it.
-    let type_name = message.type_name.as_str();
-    if let Some(Ok(event)) = of_family::<RunnerEvent>(type_name)
-        .then(|| RunnerEvent::from_data(type_name, message.data.clone()))
-    {
-        crate::session_models::project_runner_event(conn, message, &event).await?;
-        crate::search::texts::project_runner_event(conn, message, &event).await?;
-        return crate::runner_models::project_runner_event(conn, message, &event).await;
-    }
-    if let Some(event) = process_event(message) {
-        return match Progress::of(message, event) {
-            Sorted::Progress(progress) => {
-                crate::progress::fold_run(conn, std::slice::from_ref(&progress)).await
-            }
-            Sorted::Other(event) => project_process_event(conn, message, &event).await,
-        };
-    }
+    project_received_batch(conn, std::slice::from_ref(message)).await
+}
+
+/// Fold a received message other than a runner or process event. Types the
+/// gateway has no read model for yet change nothing.
+async fn project_other(conn: &mut PgConnection, message: &Envelope) -> Result<(), StoreError> {
     if crate::budget_models::project_received(conn, message).await?
         || crate::node_models::project_received(conn, message).await?
     {
@@ -287,88 +356,30 @@ pub async fn project_received(
 }
 
 /// Fold applied received messages in their order (see
-/// [`stratavore_consumer::Projection::project_received_batch`]): agents'
-/// progress is gathered into runs folded a run at a time
-/// ([`crate::progress`]), the rest is folded one message at a time.
-///
-/// A run ends at a message it does not commute with. A runner or process
-/// event about a runner with no progress in the run commutes with it: it
-/// changes only its own runner's rows (runner, attempts, texts), and a
-/// session's row is recomputed from its attempts' facts, whatever order
-/// they changed in. Project, budget and node events change none of the
-/// tables progress feeds (projects, commands, budgets and their alerts,
-/// nodes). So they are folded at once and the run goes on, which keeps
-/// runs long where many agents' lifecycles interleave (a rebuild's pages,
-/// where every launch brings a `project.runner_admitted`). Anything else,
-/// or an event about a runner in the run, folds the run first.
+/// [`stratavore_consumer::Projection::project_received_batch`]). The runner
+/// and process events among them are folded together, a model at a time
+/// ([`crate::agent_events`]); the rest (project, budget and node events)
+/// one at a time, in their order. The two kinds commute: project, budget
+/// and node events change none of the tables runner and process events
+/// feed (runners, session attempts and sessions, sessions' texts,
+/// spending), and the commands both record outcomes of are distinct.
 pub async fn project_received_batch(
     conn: &mut PgConnection,
     messages: &[Envelope],
 ) -> Result<(), StoreError> {
-    let mut run = Vec::new();
-    let mut runners_in_run = std::collections::HashSet::new();
+    let mut agents = Vec::new();
+    let mut others = Vec::new();
     for message in messages {
-        let event = match process_event(message).map(|e| Progress::of(message, e)) {
-            Some(Sorted::Progress(progress)) => {
-                runners_in_run.insert(progress.runner_id());
-                run.push(progress);
-                continue;
-            }
-            Some(Sorted::Other(other)) => Some(other),
-            None => None,
-        };
-        let commutes = match runner_named(message) {
-            Some(runner) => !runners_in_run.contains(&runner),
-            None => touches_no_progress(&message.type_name),
-        };
-        if !commutes {
-            crate::progress::fold_run(conn, &run).await?;
-            run.clear();
-            runners_in_run.clear();
-        }
-        match &event {
-            Some(event) => project_process_event(conn, message, event).await?,
-            None => project_received(conn, message).await?,
+        match AgentEvent::of(message) {
+            Some(event) => agents.push(event),
+            None => others.push(message),
         }
     }
-    crate::progress::fold_run(conn, &run).await
-}
-
-/// The one runner a runner or process event is about.
-fn runner_named(message: &Envelope) -> Option<Uuid> {
-    let type_name = message.type_name.as_str();
-    if !(of_family::<RunnerEvent>(type_name) || of_family::<ProcessEvent>(type_name)) {
-        return None;
+    crate::agent_events::fold(conn, &agents).await?;
+    for message in others {
+        project_other(conn, message).await?;
     }
-    message.data.get("runner_id")?.as_str()?.parse().ok()
-}
-
-/// Whether messages of this type change none of the tables agents'
-/// progress feeds.
-fn touches_no_progress(type_name: &str) -> bool {
-    of_family::<ProjectEvent>(type_name)
-        || of_family::<BudgetEvent>(type_name)
-        || of_family::<NodeEvent>(type_name)
-}
-
-/// The process event a message carries, if it is one that parses.
-fn process_event(message: &Envelope) -> Option<ProcessEvent> {
-    let type_name = message.type_name.as_str();
-    of_family::<ProcessEvent>(type_name)
-        .then(|| ProcessEvent::from_data(type_name, message.data.clone()).ok())
-        .flatten()
-}
-
-/// Fold a process event other than progress into every model it feeds.
-async fn project_process_event(
-    conn: &mut PgConnection,
-    message: &Envelope,
-    event: &ProcessEvent,
-) -> Result<(), StoreError> {
-    crate::session_models::project_process_event(conn, message, event).await?;
-    crate::search::texts::project_process_event(conn, event).await?;
-    crate::budget_models::project_spend(conn, message, event).await?;
-    crate::runner_models::project_process_event(conn, message, event).await
+    Ok(())
 }
 
 fn project_view(r: &sqlx::postgres::PgRow) -> ProjectView {

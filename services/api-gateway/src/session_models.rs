@@ -1,7 +1,8 @@
 //! The sessions read model: agent sessions keyed by the id the agent itself
-//! reports, folded (in `facts`) from the orchestrator's runner events and
-//! the nodes' process events, one row per attempt, and summed per session
-//! (in `refresh`). Whether a session is in use or resumable depends on
+//! reports, folded (in `fold`, with the pure fold of an attempt's row in
+//! `attempt_row`) from the orchestrator's runner events and the nodes'
+//! process events, one row per attempt, and summed per session (in
+//! `refresh`). Whether a session is in use or resumable depends on
 //! runners and nodes that change without touching the session, so it is
 //! derived here on read, from the runners and nodes read models.
 //!
@@ -18,43 +19,20 @@
 //!   node holding its files is not lost.
 
 mod attempt_progress;
-mod facts;
-mod progress;
+mod attempt_row;
+mod fold;
 mod refresh;
 mod text_pieces;
 
-pub(crate) use progress::fold_progress;
+pub(crate) use fold::fold;
 pub(crate) use refresh::refresh_all;
 
 use crate::runner_models::{Tokens, store};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
-use stratavore_events::Envelope;
-use stratavore_events::process::ProcessEvent;
-use stratavore_events::runner::RunnerEvent;
+use sqlx::{PgPool, Row};
 use stratavore_store::StoreError;
 use uuid::Uuid;
-
-/// Fold a runner event into the sessions read model (it feeds the runners
-/// read model too).
-pub async fn project_runner_event(
-    conn: &mut PgConnection,
-    message: &Envelope,
-    event: &RunnerEvent,
-) -> Result<(), StoreError> {
-    facts::runner_event(conn, message, event).await
-}
-
-/// Fold a process event into the sessions read model (it feeds the runners
-/// read model too).
-pub async fn project_process_event(
-    conn: &mut PgConnection,
-    message: &Envelope,
-    event: &ProcessEvent,
-) -> Result<(), StoreError> {
-    facts::process_event(conn, message, event).await
-}
 
 /// Tokens and cost.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -5,10 +5,11 @@
 use crate::progress::{Progress, Step, UsageSums};
 use chrono::{DateTime, Utc};
 
-/// The columns of a runner's row that progress changes.
-#[derive(Debug, Clone, PartialEq)]
+/// The columns of a runner's row that progress changes (named as they).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Totals {
     /// Tokens and cost.
+    #[serde(flatten)]
     pub usage: UsageSums,
     /// When the row last changed.
     pub updated_at: DateTime<Utc>,

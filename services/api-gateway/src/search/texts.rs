@@ -7,10 +7,11 @@
 //! whatever the node derived from the agent's output
 //! (`process.text_chunked`: its messages and final result, size-capped).
 
-use crate::progress::{Progress, Step};
+use crate::agent_events::AgentEvent;
+use crate::progress::Step;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use stratavore_events::Envelope;
+use std::collections::{BTreeMap, HashMap};
 use stratavore_events::process::ProcessEvent;
 use stratavore_events::runner::RunnerEvent;
 use stratavore_store::StoreError;
@@ -32,63 +33,71 @@ fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     StoreError::new(context)
 }
 
-/// Fold what a runner event says about sessions' text: a launch's prompt.
-pub async fn project_runner_event(
-    conn: &mut PgConnection,
-    message: &Envelope,
-    event: &RunnerEvent,
-) -> Result<(), StoreError> {
-    if let RunnerEvent::LaunchApproved(e) = event {
-        let text = Pending {
-            text_id: prompt_text_id(e.runner_id),
-            session_id: &e.session_id,
-            runner_id: e.runner_id,
-            attempt: 0,
-            role: PROMPT_ROLE,
-            body: &e.prompt,
-            at: message.time,
-        };
-        record(conn, std::slice::from_ref(&text)).await?;
-        return fill_project(conn, e.runner_id, &e.project).await;
+/// Fold what a batch of runner and process events says about sessions'
+/// text: each launch's prompt, the agent's text pieces, and the session
+/// the agent named (a Codex thread, a fork on resume), to which the prompt
+/// that started it then belongs.
+///
+/// Folded as each event alone would be, in order: a prompt recorded in
+/// this batch is recorded in the session the batch's later events moved it
+/// to; the moves of prompts recorded before it are made first, so they
+/// never reach a prompt that came after them.
+pub(crate) async fn fold(conn: &mut PgConnection, events: &[AgentEvent]) -> Result<(), StoreError> {
+    let mut texts: Vec<Pending<'_>> = Vec::new();
+    // The runners whose prompt is among `texts`, and where.
+    let mut prompts: HashMap<Uuid, usize> = HashMap::new();
+    let mut moves: BTreeMap<Uuid, &str> = BTreeMap::new();
+    let mut approved: BTreeMap<Uuid, &str> = BTreeMap::new();
+    for event in events {
+        match event {
+            AgentEvent::Runner(s) => {
+                let RunnerEvent::LaunchApproved(e) = &s.event else {
+                    continue;
+                };
+                approved.entry(e.runner_id).or_insert(&e.project);
+                if prompts.contains_key(&e.runner_id) {
+                    continue;
+                }
+                prompts.insert(e.runner_id, texts.len());
+                texts.push(Pending {
+                    text_id: prompt_text_id(e.runner_id),
+                    session_id: &e.session_id,
+                    runner_id: e.runner_id,
+                    attempt: 0,
+                    role: PROMPT_ROLE,
+                    body: &e.prompt,
+                    at: s.time,
+                });
+            }
+            AgentEvent::Process(s) => {
+                let ProcessEvent::SessionStarted(e) = &s.event else {
+                    continue;
+                };
+                match prompts.get(&e.runner_id) {
+                    Some(&i) => texts[i].session_id = &e.session_id,
+                    None => {
+                        moves.insert(e.runner_id, &e.session_id);
+                    }
+                }
+            }
+            AgentEvent::Progress(p) => {
+                if let Step::Text(t) = &p.step {
+                    texts.push(Pending {
+                        text_id: p.id,
+                        session_id: &t.session_id,
+                        runner_id: t.runner_id,
+                        attempt: p.attempt(),
+                        role: &t.role,
+                        body: &t.text,
+                        at: p.time,
+                    });
+                }
+            }
+        }
     }
-    Ok(())
-}
-
-/// Fold what a process event says about sessions' text: the session the
-/// agent named (its text, progress, comes in runs: [`record_progress`]).
-pub async fn project_process_event(
-    conn: &mut PgConnection,
-    event: &ProcessEvent,
-) -> Result<(), StoreError> {
-    match event {
-        // The agent named its own session (a Codex thread, a fork on
-        // resume): the prompt that started it belongs to that session.
-        ProcessEvent::SessionStarted(s) => move_prompt(conn, s.runner_id, &s.session_id).await,
-        _ => Ok(()),
-    }
-}
-
-/// Record the text pieces of a run of progress events.
-pub(crate) async fn record_progress(
-    conn: &mut PgConnection,
-    run: &[Progress],
-) -> Result<(), StoreError> {
-    let texts: Vec<Pending<'_>> = run
-        .iter()
-        .filter_map(|p| match &p.step {
-            Step::Text(t) => Some(Pending {
-                text_id: p.id,
-                session_id: &t.session_id,
-                runner_id: t.runner_id,
-                attempt: p.attempt(),
-                role: &t.role,
-                body: &t.text,
-                at: p.time,
-            }),
-            Step::Usage(_) => None,
-        })
-        .collect();
-    record(conn, &texts).await
+    move_prompts(conn, &moves).await?;
+    record(conn, &texts).await?;
+    fill_projects(conn, &approved).await
 }
 
 /// A text to record.
@@ -129,42 +138,59 @@ async fn record(conn: &mut PgConnection, texts: &[Pending<'_>]) -> Result<(), St
     Ok(())
 }
 
-async fn fill_project(
+/// The project of each approved runner's texts recorded before its
+/// approval (and of their chunks).
+async fn fill_projects(
     conn: &mut PgConnection,
-    runner: Uuid,
-    project: &str,
+    approved: &BTreeMap<Uuid, &str>,
 ) -> Result<(), StoreError> {
+    if approved.is_empty() {
+        return Ok(());
+    }
+    let runners: Vec<Uuid> = approved.keys().copied().collect();
+    let projects: Vec<&str> = approved.values().copied().collect();
     for sql in [
-        "UPDATE session_texts SET project = $2 WHERE runner_id = $1 AND project IS NULL",
-        "UPDATE session_chunks SET project = $2
-         WHERE project IS NULL AND text_id IN (SELECT text_id FROM session_texts WHERE runner_id = $1)",
+        "UPDATE session_texts t SET project = a.project
+         FROM unnest($1::uuid[], $2::text[]) AS a(runner_id, project)
+         WHERE t.runner_id = a.runner_id AND t.project IS NULL",
+        "UPDATE session_chunks c SET project = a.project
+         FROM unnest($1::uuid[], $2::text[]) AS a(runner_id, project), session_texts t
+         WHERE c.project IS NULL AND c.text_id = t.text_id AND t.runner_id = a.runner_id",
     ] {
         sqlx::query(sql)
-            .bind(runner)
-            .bind(project)
+            .bind(&runners)
+            .bind(&projects)
             .execute(&mut *conn)
             .await
-            .map_err(store("filling in a text's project"))?;
+            .map_err(store("filling in texts' projects"))?;
     }
     Ok(())
 }
 
-async fn move_prompt(
+/// Move each runner's prompt to the session its agent named.
+async fn move_prompts(
     conn: &mut PgConnection,
-    runner: Uuid,
-    session: &str,
+    moves: &BTreeMap<Uuid, &str>,
 ) -> Result<(), StoreError> {
-    let prompt = prompt_text_id(runner);
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let prompts: Vec<Uuid> = moves.keys().map(|r| prompt_text_id(*r)).collect();
+    let sessions: Vec<&str> = moves.values().copied().collect();
     for sql in [
-        "UPDATE session_texts SET session_id = $2 WHERE text_id = $1 AND session_id <> $2",
-        "UPDATE session_chunks SET session_id = $2 WHERE text_id = $1 AND session_id <> $2",
+        "UPDATE session_texts t SET session_id = m.session_id
+         FROM unnest($1::uuid[], $2::text[]) AS m(text_id, session_id)
+         WHERE t.text_id = m.text_id AND t.session_id <> m.session_id",
+        "UPDATE session_chunks c SET session_id = m.session_id
+         FROM unnest($1::uuid[], $2::text[]) AS m(text_id, session_id)
+         WHERE c.text_id = m.text_id AND c.session_id <> m.session_id",
     ] {
         sqlx::query(sql)
-            .bind(prompt)
-            .bind(session)
+            .bind(&prompts)
+            .bind(&sessions)
             .execute(&mut *conn)
             .await
-            .map_err(store("moving a prompt to the agent's session"))?;
+            .map_err(store("moving prompts to the agents' sessions"))?;
     }
     Ok(())
 }

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 const RESULT_ROLE: &str = "result";
 
 /// The columns of an attempt's row that progress changes, and the offered
-/// session its session falls back to.
-#[derive(Debug, Clone, PartialEq)]
+/// session its session falls back to (named as the columns).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct AttemptFacts {
     /// The session the orchestrator offered the attempt with (unchanged).
     pub offered_session: Option<String>,
@@ -29,6 +29,7 @@ pub(crate) struct AttemptFacts {
     /// Whether that piece filled the cap.
     pub last_text_full: bool,
     /// Tokens and cost.
+    #[serde(flatten)]
     pub usage: UsageSums,
     /// The latest result, whole.
     pub result_text: Option<String>,

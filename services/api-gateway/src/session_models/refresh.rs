@@ -10,16 +10,10 @@ use std::sync::LazyLock;
 use stratavore_consumer::service::REBUILDING;
 use stratavore_store::StoreError;
 
-/// The columns of `session_attempts` a session's row is computed from.
-pub(super) const ATTEMPT_COLUMNS: &str = "runner_id, attempt, session_id, offered_session, resume,
-    agent_session, node, bound, started_at, ended_at, last_active_at, messages, turns,
-    input_tokens, output_tokens, cache_creation_tokens, cache_read_tokens, cost_usd, result_text,
-    transcript_path, transcript_bytes, transcript_sha256";
-
 /// The rows of the sessions whose id matches `which` (an SQL condition on
 /// an id, such as `= ANY($1)`), computed from the attempts in `attempts` (a
-/// relation with [`ATTEMPT_COLUMNS`]); no row for a session with none.
-pub(super) fn computed(which: &str, attempts: &str) -> String {
+/// relation with the columns of `session_attempts`); no row for a session with none.
+fn computed(which: &str, attempts: &str) -> String {
     // first(x) / last(x): of the attempts that have an x, the earliest or
     // latest one's.
     format!(
@@ -63,7 +57,7 @@ pub(super) fn computed(which: &str, attempts: &str) -> String {
 }
 
 /// Write the row of CTE `computed` (from [`computed`]) over the session's.
-pub(super) const UPSERT: &str = "INSERT INTO sessions (session_id, project, path, profile, node,
+const UPSERT: &str = "INSERT INTO sessions (session_id, project, path, profile, node,
         bound, resumed_from, first_prompt, final_result, started_at, last_active_at, ended_at,
         message_count, turn_count, input_tokens, output_tokens, cache_creation_tokens,
         cache_read_tokens, cost_usd, transcript_path, transcript_bytes, transcript_sha256)

@@ -1,0 +1,85 @@
+//! Folding a batch of runner and process events into the runners' rows:
+//! the rows the batch is about are locked and read in one statement,
+//! folded in order by [`RunnerRow::fold`], and the changed ones written
+//! back in one more.
+
+use super::row::RunnerRow;
+use super::store;
+use crate::agent_events::AgentEvent;
+use crate::rows;
+use sqlx::PgConnection;
+use std::collections::{BTreeMap, BTreeSet};
+use stratavore_store::StoreError;
+use uuid::Uuid;
+
+/// The columns of `runners`, as [`RunnerRow`] names them.
+pub(super) const COLUMNS: &[&str] = &[
+    "runner_id",
+    "project",
+    "profile",
+    "state",
+    "attempt",
+    "node",
+    "pid",
+    "session_id",
+    "last_error",
+    "exit_code",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_tokens",
+    "cache_read_tokens",
+    "cost_usd",
+    "created_at",
+    "updated_at",
+    "model",
+    "permission",
+    "allowed_tools",
+    "stalled_at",
+    "stalled_idle_ms",
+    "stalled_attempt",
+    "resume_at",
+];
+
+/// Fold `events` into the rows of the runners they are about.
+pub(crate) async fn fold(conn: &mut PgConnection, events: &[AgentEvent]) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = events
+        .iter()
+        .map(AgentEvent::runner_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Locked in id order, so two folds over the same runners cannot
+    // deadlock.
+    let found = sqlx::query(
+        "SELECT to_jsonb(r) FROM runners r WHERE runner_id = ANY($1) ORDER BY runner_id FOR UPDATE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(store("reading runners"))?;
+    let found: Vec<RunnerRow> = rows::decode(&found, "reading runners")?;
+    let mut runners: BTreeMap<Uuid, (Option<RunnerRow>, Option<RunnerRow>)> =
+        ids.iter().map(|id| (*id, (None, None))).collect();
+    for row in found {
+        runners.insert(row.runner_id, (Some(row.clone()), Some(row)));
+    }
+    for event in events {
+        if let Some((_, after)) = runners.get_mut(&event.runner_id()) {
+            RunnerRow::fold(after, event);
+        }
+    }
+    let changed: Vec<RunnerRow> = runners
+        .into_values()
+        .filter(|(before, after)| before != after)
+        .filter_map(|(_, after)| after)
+        .collect();
+    rows::upsert(
+        conn,
+        "runners",
+        COLUMNS,
+        &["runner_id"],
+        &changed,
+        "writing runners",
+    )
+    .await
+}

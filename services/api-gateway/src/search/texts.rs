@@ -149,13 +149,17 @@ async fn fill_projects(
     }
     let runners: Vec<Uuid> = approved.keys().copied().collect();
     let projects: Vec<&str> = approved.values().copied().collect();
+    // Each table is filtered by `= ANY` of the keys as well as joined: a
+    // rebuild's tables have no statistics of what it wrote, and a generic
+    // plan of the join alone may scan them whole.
     for sql in [
         "UPDATE session_texts t SET project = a.project
          FROM unnest($1::uuid[], $2::text[]) AS a(runner_id, project)
-         WHERE t.runner_id = a.runner_id AND t.project IS NULL",
+         WHERE t.runner_id = ANY($1) AND t.runner_id = a.runner_id AND t.project IS NULL",
         "UPDATE session_chunks c SET project = a.project
          FROM unnest($1::uuid[], $2::text[]) AS a(runner_id, project), session_texts t
-         WHERE c.project IS NULL AND c.text_id = t.text_id AND t.runner_id = a.runner_id",
+         WHERE c.project IS NULL AND c.text_id = t.text_id
+           AND t.runner_id = ANY($1) AND t.runner_id = a.runner_id",
     ] {
         sqlx::query(sql)
             .bind(&runners)
@@ -180,10 +184,10 @@ async fn move_prompts(
     for sql in [
         "UPDATE session_texts t SET session_id = m.session_id
          FROM unnest($1::uuid[], $2::text[]) AS m(text_id, session_id)
-         WHERE t.text_id = m.text_id AND t.session_id <> m.session_id",
+         WHERE t.text_id = ANY($1) AND t.text_id = m.text_id AND t.session_id <> m.session_id",
         "UPDATE session_chunks c SET session_id = m.session_id
          FROM unnest($1::uuid[], $2::text[]) AS m(text_id, session_id)
-         WHERE c.text_id = m.text_id AND c.session_id <> m.session_id",
+         WHERE c.text_id = ANY($1) AND c.text_id = m.text_id AND c.session_id <> m.session_id",
     ] {
         sqlx::query(sql)
             .bind(&prompts)

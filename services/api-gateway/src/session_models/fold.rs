@@ -130,6 +130,7 @@ async fn read_locked(
     let found = sqlx::query(
         "SELECT to_jsonb(a) FROM session_attempts a
          JOIN unnest($1::uuid[], $2::int[]) AS k(runner_id, attempt) USING (runner_id, attempt)
+         WHERE a.runner_id = ANY($1)
          ORDER BY a.runner_id, a.attempt FOR UPDATE OF a",
     )
     .bind(&runners)

@@ -12,6 +12,7 @@ pub mod http;
 pub mod live_consumer;
 pub mod node_models;
 mod progress;
+mod project_models;
 pub mod read_models;
 mod rows;
 pub mod runner_logs;

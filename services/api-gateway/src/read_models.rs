@@ -4,12 +4,13 @@
 //! rows whichever of the two histories a rebuild replays first.
 
 use crate::agent_events::AgentEvent;
+use crate::project_models::ProjectFact;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use stratavore_events::Envelope;
 use stratavore_events::Message;
 use stratavore_events::process::NodeCommand;
-use stratavore_events::project::{ProjectCommand, ProjectEvent};
+use stratavore_events::project::ProjectCommand;
 use stratavore_events::runner::{RunnerCommand, RunnerEvent};
 use stratavore_store::StoreError;
 use uuid::Uuid;
@@ -276,7 +277,8 @@ pub(crate) fn project_resource_of_runner(id: Uuid) -> Option<String> {
     Some(format!("/api/v1/runners/{id}"))
 }
 
-fn project_resource(name: &str) -> Option<String> {
+/// Where a project is.
+pub(crate) fn project_resource(name: &str) -> Option<String> {
     Some(format!("/api/v1/projects/{name}"))
 }
 
@@ -288,94 +290,42 @@ pub async fn project_received(
     project_received_batch(conn, std::slice::from_ref(message)).await
 }
 
-/// Fold a received message other than a runner or process event. Types the
-/// gateway has no read model for yet change nothing.
+/// Fold a received budget or node event. Types the gateway has no read
+/// model for yet change nothing.
 async fn project_other(conn: &mut PgConnection, message: &Envelope) -> Result<(), StoreError> {
-    if crate::budget_models::project_received(conn, message).await?
-        || crate::node_models::project_received(conn, message).await?
-    {
-        return Ok(());
+    if !crate::budget_models::project_received(conn, message).await? {
+        crate::node_models::project_received(conn, message).await?;
     }
-    let Ok(event) = ProjectEvent::from_data(&message.type_name, message.data.clone()) else {
-        return Ok(());
-    };
-    match &event {
-        ProjectEvent::Created(e) => {
-            sqlx::query(
-                "INSERT INTO projects (name, path, description, tags, archived, created_at, updated_at,
-                                       max_concurrent_runners)
-                 VALUES ($1, $2, $3, $4, false, $5, $5, $6)
-                 ON CONFLICT (name) DO UPDATE SET path = excluded.path, description = excluded.description,
-                     tags = excluded.tags, archived = false, created_at = excluded.created_at,
-                     updated_at = excluded.updated_at, max_concurrent_runners = excluded.max_concurrent_runners",
-            )
-            .bind(&e.name)
-            .bind(&e.path)
-            .bind(&e.description)
-            .bind(&e.tags)
-            .bind(message.time)
-            .bind(i32::try_from(e.max_concurrent_runners).unwrap_or(i32::MAX))
-            .execute(&mut *conn)
-            .await
-            .map_err(store("projecting a created project"))?;
-            command_outcome(conn, e.command_id, message, None, project_resource(&e.name)).await
-        }
-        ProjectEvent::Updated(e) => {
-            sqlx::query(
-                "UPDATE projects SET description = $2, tags = $3, updated_at = $4, max_concurrent_runners = $5
-                 WHERE name = $1",
-            )
-            .bind(&e.name)
-            .bind(&e.description)
-            .bind(&e.tags)
-            .bind(message.time)
-            .bind(i32::try_from(e.max_concurrent_runners).unwrap_or(i32::MAX))
-            .execute(&mut *conn)
-            .await
-            .map_err(store("projecting an updated project"))?;
-            command_outcome(conn, e.command_id, message, None, project_resource(&e.name)).await
-        }
-        ProjectEvent::Archived(e) | ProjectEvent::Unarchived(e) => {
-            let archived = matches!(event, ProjectEvent::Archived(_));
-            sqlx::query("UPDATE projects SET archived = $2, updated_at = $3 WHERE name = $1")
-                .bind(&e.name)
-                .bind(archived)
-                .bind(message.time)
-                .execute(&mut *conn)
-                .await
-                .map_err(store("projecting an archive change"))?;
-            command_outcome(conn, e.command_id, message, None, project_resource(&e.name)).await
-        }
-        // A launch's admission changes nothing the API shows of a project.
-        ProjectEvent::RunnerAdmitted(_) => Ok(()),
-        ProjectEvent::Rejected(e) => {
-            let rejection = (e.reason.as_str(), e.field.as_deref(), e.message.as_str());
-            command_outcome(conn, e.command_id, message, Some(rejection), None).await
-        }
-    }
+    Ok(())
 }
 
 /// Fold applied received messages in their order (see
 /// [`stratavore_consumer::Projection::project_received_batch`]). The runner
 /// and process events among them are folded together, a model at a time
-/// ([`crate::agent_events`]); the rest (project, budget and node events)
-/// one at a time, in their order. The two kinds commute: project, budget
-/// and node events change none of the tables runner and process events
-/// feed (runners, session attempts and sessions, sessions' texts,
-/// spending), and the commands both record outcomes of are distinct.
+/// ([`crate::agent_events`]), the project events together
+/// ([`crate::project_models`]), and the rest (budget and node events) one
+/// at a time, in their order. The three kinds commute: each changes tables
+/// the others do not (runners, session attempts and sessions, sessions'
+/// texts and spending; projects; budgets, their alerts and nodes), and the
+/// commands they record outcomes of are distinct.
 pub async fn project_received_batch(
     conn: &mut PgConnection,
     messages: &[Envelope],
 ) -> Result<(), StoreError> {
     let mut agents = Vec::new();
+    let mut projects = Vec::new();
     let mut others = Vec::new();
     for message in messages {
-        match AgentEvent::of(message) {
-            Some(event) => agents.push(event),
-            None => others.push(message),
+        if let Some(event) = AgentEvent::of(message) {
+            agents.push(event);
+        } else if let Some(fact) = ProjectFact::of(message) {
+            projects.push(fact);
+        } else {
+            others.push(message);
         }
     }
     crate::agent_events::fold(conn, &agents).await?;
+    crate::project_models::fold(conn, &projects).await?;
     for message in others {
         project_other(conn, message).await?;
     }

@@ -115,6 +115,12 @@ pub struct SearchSection {
     pub claim_ms: u64,
     /// How often an idle worker looks for pending text.
     pub poll_ms: u64,
+    /// The share of the time, in percent, a worker with a backlog spends
+    /// embedding: after each pass it rests in proportion, so indexing text
+    /// for search (the model, and the vector index's inserts in Postgres)
+    /// leaves the rest of the machine to the live read models. 100: no
+    /// rest (an operator catching up on a rebuilt history).
+    pub busy_percent: u8,
     /// The k of reciprocal rank fusion: a hit at rank r in one ranking
     /// scores 1 / (k + r).
     pub rrf_k: u32,
@@ -129,6 +135,7 @@ impl Default for SearchSection {
             batch_texts: 16,
             claim_ms: 120_000,
             poll_ms: 500,
+            busy_percent: 50,
             rrf_k: 60,
         }
     }
@@ -205,6 +212,12 @@ impl Validate for GatewayConfig {
                 return Err(ConfigError::invalid(key, "must be positive"));
             }
         }
+        if !(1..=100).contains(&self.search.busy_percent) {
+            return Err(ConfigError::invalid(
+                "search.busy_percent",
+                "a share of the time from 1 to 100 percent",
+            ));
+        }
         let most = stratavore_embeddings::MAX_TOKENS_PER_CHUNK;
         if self.search.chunk_tokens == 0 || self.search.chunk_tokens > most {
             return Err(ConfigError::invalid(
@@ -258,5 +271,18 @@ mod tests {
         let err = GatewayConfig::load_with(env(&[("STRATAVORE__HTTP__LISTEN", "0.0.0.0:7480")]))
             .unwrap_err();
         assert_eq!(err.key(), Some("http.listen"));
+    }
+
+    #[test]
+    fn the_search_workers_busy_share_is_a_percentage() {
+        let config =
+            GatewayConfig::load_with(env(&[("STRATAVORE__SEARCH__BUSY_PERCENT", "100")])).unwrap();
+        assert_eq!(config.search.busy_percent, 100);
+        assert_eq!(GatewayConfig::default().search.busy_percent, 50);
+        for bad in ["0", "101"] {
+            let err = GatewayConfig::load_with(env(&[("STRATAVORE__SEARCH__BUSY_PERCENT", bad)]))
+                .unwrap_err();
+            assert_eq!(err.key(), Some("search.busy_percent"), "{bad}");
+        }
     }
 }

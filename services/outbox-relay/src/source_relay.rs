@@ -145,9 +145,12 @@ impl SourceRelay {
         let mut last_measure: Option<Instant> = None;
         let batch_limit = i64::try_from(self.schedule.batch_size).unwrap_or(i64::MAX);
         while !shutdown.is_triggered() {
-            self.check_lease(conn, key).await?;
             let rows = self.log.read_after(conn, cursor, batch_limit).await?;
             if let Some(last) = rows.last().map(|r| r.position) {
+                // Checked before every batch; an empty read publishes
+                // nothing, so an idle relay's polls skip it (reading
+                // `pg_locks` costs more than the read).
+                self.check_lease(conn, key).await?;
                 let started = Instant::now();
                 if !self.publish(&rows, publisher, shutdown).await? {
                     return Ok(());

@@ -48,6 +48,13 @@ pub struct Pass {
     pub reused: usize,
 }
 
+/// How long a worker rests after a pass that took `busy`, so that it is
+/// busy `percent` of the time (no rest at 100 or more).
+pub(crate) fn rest_after(busy: Duration, percent: u8) -> Duration {
+    let percent = u32::from(percent.clamp(1, 100));
+    busy * (100 - percent) / percent
+}
+
 /// A claimed text.
 struct Claimed {
     text_id: Uuid,
@@ -87,6 +94,7 @@ impl EmbeddingWorker {
         shutdown.spawn("embedding worker", async move {
             let nap = Duration::from_millis(self.config.poll_ms);
             loop {
+                let started = Instant::now();
                 let worked = match self.pass().await {
                     Ok(pass) => {
                         count(&pass);
@@ -105,13 +113,20 @@ impl EmbeddingWorker {
                     );
                 }
                 self.search.report(&readiness);
-                if !worked {
-                    tokio::select! {
-                        () = stop.wait() => break,
-                        () = tokio::time::sleep(nap) => {}
+                let rest = if worked {
+                    rest_after(started.elapsed(), self.config.busy_percent)
+                } else {
+                    nap
+                };
+                if rest.is_zero() {
+                    if stop.is_triggered() {
+                        break;
                     }
-                } else if stop.is_triggered() {
-                    break;
+                    continue;
+                }
+                tokio::select! {
+                    () = stop.wait() => break,
+                    () = tokio::time::sleep(rest) => {}
                 }
             }
         });
@@ -374,5 +389,24 @@ fn release_freed_memory() {
     // own free lists, under the allocator's own locks.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_rests_in_proportion_to_its_share_of_busy_time() {
+        let pass = Duration::from_millis(300);
+        assert_eq!(rest_after(pass, 50), pass, "busy half the time");
+        assert_eq!(rest_after(pass, 25), Duration::from_millis(900));
+        assert_eq!(rest_after(pass, 75), Duration::from_millis(100));
+        assert_eq!(rest_after(pass, 100), Duration::ZERO, "catching up");
+        assert_eq!(
+            rest_after(pass, 0),
+            Duration::from_millis(29_700),
+            "below 1% is 1%"
+        );
     }
 }

@@ -28,7 +28,7 @@ impl Default for ConsumerSection {
     fn default() -> Self {
         Self {
             batch_size: 100,
-            batch_linger_ms: 2,
+            batch_linger_ms: 1,
             drain_batch: 100,
             max_attempts: 5,
             sweep_interval_ms: 2000,

@@ -9,7 +9,7 @@ use crate::rows;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use stratavore_events::project::ProjectEvent;
 use stratavore_events::{Envelope, Message};
 use stratavore_store::StoreError;
@@ -158,23 +158,17 @@ pub(crate) async fn fold(conn: &mut PgConnection, facts: &[ProjectFact]) -> Resu
         .await
         .map_err(StoreError::new("reading projects"))?;
         let found: Vec<ProjectRow> = rows::decode(&found, "reading projects")?;
-        let mut projects: BTreeMap<String, (Option<ProjectRow>, Option<ProjectRow>)> = names
-            .iter()
-            .map(|n| ((*n).to_owned(), (None, None)))
-            .collect();
-        for row in found {
-            projects.insert(row.name.clone(), (Some(row.clone()), Some(row)));
-        }
+        let mut projects = rows::Touched::new(
+            names.iter().map(|n| (*n).to_owned()),
+            found,
+            |r: &ProjectRow| r.name.clone(),
+        );
         for fact in facts {
-            if let Some((_, after)) = fact.project().and_then(|n| projects.get_mut(n)) {
-                ProjectRow::fold(after, fact);
+            if let Some(row) = fact.project().and_then(|n| projects.get_mut(n)) {
+                ProjectRow::fold(row, fact);
             }
         }
-        let changed: Vec<ProjectRow> = projects
-            .into_values()
-            .filter(|(before, after)| before != after)
-            .filter_map(|(_, after)| after)
-            .collect();
+        let changed = projects.changed();
         rows::upsert(
             conn,
             "projects",

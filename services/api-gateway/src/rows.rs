@@ -60,3 +60,61 @@ pub(crate) async fn upsert<R: Serialize>(
         .map_err(StoreError::new(context))?;
     Ok(())
 }
+
+/// The rows a batch is about, by key, each as it was read (`None`: it had
+/// none) and as the batch's pure fold leaves it; what changed is written
+/// back.
+#[derive(Debug)]
+pub(crate) struct Touched<K, R> {
+    rows: std::collections::BTreeMap<K, (Option<R>, Option<R>)>,
+}
+
+impl<K: Ord, R: Clone + PartialEq> Touched<K, R> {
+    /// `keys`, with the rows of them that were `found` (keyed by `key_of`).
+    pub(crate) fn new(
+        keys: impl IntoIterator<Item = K>,
+        found: Vec<R>,
+        key_of: impl Fn(&R) -> K,
+    ) -> Self {
+        let mut rows: std::collections::BTreeMap<K, (Option<R>, Option<R>)> =
+            keys.into_iter().map(|k| (k, (None, None))).collect();
+        for row in found {
+            rows.insert(key_of(&row), (Some(row.clone()), Some(row)));
+        }
+        Self { rows }
+    }
+
+    /// The row of `key` to fold into, when `key` is one of the batch's.
+    pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut Option<R>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.rows.get_mut(key).map(|(_, after)| after)
+    }
+
+    /// The rows the fold made or changed, in key order.
+    pub(crate) fn changed(self) -> Vec<R> {
+        self.rows
+            .into_values()
+            .filter(|(before, after)| before != after)
+            .filter_map(|(_, after)| after)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rows_made_or_changed_are_written_in_key_order() {
+        let found = vec![(2, "b"), (1, "a"), (3, "c")];
+        let mut touched = Touched::new([1, 2, 3, 4], found, |r| r.0);
+        assert!(touched.get_mut(&9).is_none(), "not one of the batch's");
+        *touched.get_mut(&3).unwrap() = Some((3, "C"));
+        *touched.get_mut(&4).unwrap() = Some((4, "d"));
+        *touched.get_mut(&1).unwrap() = Some((1, "a"));
+        assert_eq!(touched.changed(), vec![(3, "C"), (4, "d")]);
+    }
+}

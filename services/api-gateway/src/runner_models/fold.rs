@@ -8,7 +8,7 @@ use super::store;
 use crate::agent_events::AgentEvent;
 use crate::rows;
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use stratavore_store::StoreError;
 use uuid::Uuid;
 
@@ -58,21 +58,13 @@ pub(crate) async fn fold(conn: &mut PgConnection, events: &[AgentEvent]) -> Resu
     .await
     .map_err(store("reading runners"))?;
     let found: Vec<RunnerRow> = rows::decode(&found, "reading runners")?;
-    let mut runners: BTreeMap<Uuid, (Option<RunnerRow>, Option<RunnerRow>)> =
-        ids.iter().map(|id| (*id, (None, None))).collect();
-    for row in found {
-        runners.insert(row.runner_id, (Some(row.clone()), Some(row)));
-    }
+    let mut runners = rows::Touched::new(ids, found, |r: &RunnerRow| r.runner_id);
     for event in events {
-        if let Some((_, after)) = runners.get_mut(&event.runner_id()) {
-            RunnerRow::fold(after, event);
+        if let Some(row) = runners.get_mut(&event.runner_id()) {
+            RunnerRow::fold(row, event);
         }
     }
-    let changed: Vec<RunnerRow> = runners
-        .into_values()
-        .filter(|(before, after)| before != after)
-        .filter_map(|(_, after)| after)
-        .collect();
+    let changed = runners.changed();
     rows::upsert(
         conn,
         "runners",

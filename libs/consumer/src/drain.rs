@@ -77,9 +77,8 @@ pub async fn record_own<P: Projection>(
     projection: &P,
     entries: &[NewEntry],
 ) -> Result<Vec<i64>, AppendError> {
-    for entry in entries {
-        projection.project_own(conn, &entry.envelope).await?;
-    }
+    let own: Vec<&stratavore_events::Envelope> = entries.iter().map(|e| &e.envelope).collect();
+    projection.project_own_batch(conn, &own).await?;
     log.append(conn, entries).await
 }
 

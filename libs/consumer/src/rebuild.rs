@@ -101,9 +101,8 @@ pub async fn rebuild<P: Projection>(
         let Some(last) = rows.last().map(|r| r.position) else {
             break;
         };
-        for row in &rows {
-            projection.project_own(&mut tx, &row.envelope).await?;
-        }
+        let own: Vec<&Envelope> = rows.iter().map(|r| &r.envelope).collect();
+        projection.project_own_batch(&mut tx, &own).await?;
         report.own += rows.len();
         after = last;
     }

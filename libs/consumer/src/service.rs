@@ -97,6 +97,22 @@ pub trait Projection: Send + Sync + 'static {
         entry: &Envelope,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Fold some of the service's own log rows, in their order: the same
+    /// rows as folding each with [`Projection::project_own`], but a
+    /// projection may fold them with a statement per table.
+    fn project_own_batch(
+        &self,
+        conn: &mut PgConnection,
+        entries: &[&Envelope],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            for entry in entries {
+                self.project_own(conn, entry).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Fold one applied received message.
     fn project_received(
         &self,

@@ -112,41 +112,79 @@ fn store(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 
 /// Fold one of the gateway's own log rows: an accepted command.
 pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<(), StoreError> {
-    let is_client_command = ProjectCommand::from_data(&entry.type_name, entry.data.clone()).is_ok()
-        || RunnerCommand::from_data(&entry.type_name, entry.data.clone()).is_ok()
-        || NodeCommand::from_data(&entry.type_name, entry.data.clone()).is_ok()
-        || stratavore_events::budget::BudgetCommand::from_data(
-            &entry.type_name,
-            entry.data.clone(),
-        )
-        .is_ok();
-    if !is_client_command {
+    project_own_batch(conn, &[entry]).await
+}
+
+/// Whether an own log row is a client's command (the gateway's log holds
+/// nothing else today; anything else changes nothing).
+fn is_client_command(entry: &Envelope) -> bool {
+    let (type_name, data) = (entry.type_name.as_str(), &entry.data);
+    ProjectCommand::from_data(type_name, data.clone()).is_ok()
+        || RunnerCommand::from_data(type_name, data.clone()).is_ok()
+        || NodeCommand::from_data(type_name, data.clone()).is_ok()
+        || stratavore_events::budget::BudgetCommand::from_data(type_name, data.clone()).is_ok()
+}
+
+/// Fold the gateway's own log rows, in their order: each accepted command
+/// becomes (or completes) its row, pending until its outcome, and its
+/// idempotency key is recorded; one statement per table.
+pub async fn project_own_batch(
+    conn: &mut PgConnection,
+    entries: &[&Envelope],
+) -> Result<(), StoreError> {
+    let commands: Vec<&Envelope> = entries
+        .iter()
+        .copied()
+        .filter(|e| is_client_command(e))
+        .collect();
+    if commands.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "INSERT INTO commands (command_id, type, subject, status, accepted_at)
-         VALUES ($1, $2, $3, 'pending', $4)
+         SELECT id, type, subject, 'pending', at
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
+              AS c(id, type, subject, at)
          ON CONFLICT (command_id) DO UPDATE
          SET type = excluded.type, subject = excluded.subject, accepted_at = excluded.accepted_at",
     )
-    .bind(entry.id)
-    .bind(&entry.type_name)
-    .bind(&entry.subject)
-    .bind(entry.time)
+    .bind(commands.iter().map(|e| e.id).collect::<Vec<_>>())
+    .bind(
+        commands
+            .iter()
+            .map(|e| e.type_name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        commands
+            .iter()
+            .map(|e| e.subject.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(commands.iter().map(|e| e.time).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await
-    .map_err(store("recording an accepted command"))?;
-    if let Some(key) = &entry.idempotency_key {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (key, command_id, request_hash) VALUES ($1, $2, $3)",
-        )
-        .bind(key)
-        .bind(entry.id)
-        .bind(request_hash(&entry.type_name, &entry.data))
-        .execute(&mut *conn)
-        .await
-        .map_err(store("recording an idempotency key"))?;
+    .map_err(store("recording accepted commands"))?;
+    let keyed: Vec<(&str, Uuid, String)> = commands
+        .iter()
+        .filter_map(|e| {
+            let key = e.idempotency_key.as_deref()?;
+            Some((key, e.id, request_hash(&e.type_name, &e.data)))
+        })
+        .collect();
+    if keyed.is_empty() {
+        return Ok(());
     }
+    sqlx::query(
+        "INSERT INTO idempotency_keys (key, command_id, request_hash)
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[])",
+    )
+    .bind(keyed.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind(keyed.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind(keyed.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await
+    .map_err(store("recording idempotency keys"))?;
     Ok(())
 }
 

@@ -43,6 +43,14 @@ impl Projection for GatewayService {
         read_models::project_own(conn, entry).await
     }
 
+    async fn project_own_batch(
+        &self,
+        conn: &mut PgConnection,
+        entries: &[&Envelope],
+    ) -> Result<(), StoreError> {
+        read_models::project_own_batch(conn, entries).await
+    }
+
     async fn project_received(
         &self,
         conn: &mut PgConnection,

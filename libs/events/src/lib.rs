@@ -57,4 +57,9 @@ pub trait Message: Sized {
     fn from_data(type_name: &str, data: serde_json::Value) -> Result<Self, DecodeError>;
     /// Every type of this family, for routing and schema generation.
     fn types() -> &'static [TypeInfo];
+    /// Whether `type_name` is one of this family's types (so a payload of
+    /// it is worth parsing as this family).
+    fn has_type(type_name: &str) -> bool {
+        Self::types().iter().any(|t| t.type_name == type_name)
+    }
 }

@@ -49,10 +49,6 @@ pub(crate) struct Said<E> {
 #[cfg(test)]
 pub(crate) mod test_events;
 
-fn of_family<M: Message>(type_name: &str) -> bool {
-    M::types().iter().any(|t| t.type_name == type_name)
-}
-
 impl AgentEvent {
     /// The runner or process event `message` carries, when it is one that
     /// parses (a message of another family, or one that does not parse,
@@ -62,7 +58,7 @@ impl AgentEvent {
         // Every runner and process event names its runner.
         let runner_id =
             || -> Option<Uuid> { message.data.get("runner_id")?.as_str()?.parse().ok() };
-        if of_family::<RunnerEvent>(type_name) {
+        if RunnerEvent::has_type(type_name) {
             let event = RunnerEvent::from_data(type_name, message.data.clone()).ok()?;
             return Some(Self::Runner(Said {
                 id: message.id,
@@ -71,7 +67,7 @@ impl AgentEvent {
                 event,
             }));
         }
-        if of_family::<ProcessEvent>(type_name) {
+        if ProcessEvent::has_type(type_name) {
             let event = ProcessEvent::from_data(type_name, message.data.clone()).ok()?;
             return Some(match Progress::of(message, event) {
                 Sorted::Progress(progress) => Self::Progress(progress),

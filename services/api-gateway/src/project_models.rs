@@ -27,10 +27,7 @@ impl ProjectFact {
     /// The project event `message` carries, when it is one that parses.
     pub(crate) fn of(message: &Envelope) -> Option<Self> {
         let type_name = message.type_name.as_str();
-        if !ProjectEvent::types()
-            .iter()
-            .any(|t| t.type_name == type_name)
-        {
+        if !ProjectEvent::has_type(type_name) {
             return None;
         }
         Some(Self {
@@ -149,35 +146,23 @@ pub(crate) async fn fold(conn: &mut PgConnection, facts: &[ProjectFact]) -> Resu
         .into_iter()
         .collect();
     if !names.is_empty() {
-        // Locked in name order, so two folds cannot deadlock.
-        let found = sqlx::query(
-            "SELECT to_jsonb(p) FROM projects p WHERE name = ANY($1) ORDER BY name FOR UPDATE",
-        )
-        .bind(&names)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::new("reading projects"))?;
-        let found: Vec<ProjectRow> = rows::decode(&found, "reading projects")?;
-        let mut projects = rows::Touched::new(
-            names.iter().map(|n| (*n).to_owned()),
-            found,
+        let mut projects = rows::Touched::lock(
+            conn,
+            "projects",
+            "name",
+            names.iter().map(|n| (*n).to_owned()).collect(),
             |r: &ProjectRow| r.name.clone(),
-        );
+            "reading projects",
+        )
+        .await?;
         for fact in facts {
             if let Some(row) = fact.project().and_then(|n| projects.get_mut(n)) {
                 ProjectRow::fold(row, fact);
             }
         }
-        let changed = projects.changed();
-        rows::upsert(
-            conn,
-            "projects",
-            COLUMNS,
-            &["name"],
-            &changed,
-            "writing projects",
-        )
-        .await?;
+        projects
+            .write(conn, "projects", COLUMNS, "name", "writing projects")
+            .await?;
     }
     record_outcomes(
         conn,

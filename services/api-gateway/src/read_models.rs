@@ -118,11 +118,14 @@ pub async fn project_own(conn: &mut PgConnection, entry: &Envelope) -> Result<()
 /// Whether an own log row is a client's command (the gateway's log holds
 /// nothing else today; anything else changes nothing).
 fn is_client_command(entry: &Envelope) -> bool {
-    let (type_name, data) = (entry.type_name.as_str(), &entry.data);
-    ProjectCommand::from_data(type_name, data.clone()).is_ok()
-        || RunnerCommand::from_data(type_name, data.clone()).is_ok()
-        || NodeCommand::from_data(type_name, data.clone()).is_ok()
-        || stratavore_events::budget::BudgetCommand::from_data(type_name, data.clone()).is_ok()
+    // Parsed (a copy of the payload) only as the family its type is of.
+    fn parses<M: Message>(entry: &Envelope) -> bool {
+        M::has_type(&entry.type_name) && M::from_data(&entry.type_name, entry.data.clone()).is_ok()
+    }
+    parses::<ProjectCommand>(entry)
+        || parses::<RunnerCommand>(entry)
+        || parses::<NodeCommand>(entry)
+        || parses::<stratavore_events::budget::BudgetCommand>(entry)
 }
 
 /// Fold the gateway's own log rows, in their order: each accepted command

@@ -69,6 +69,47 @@ pub(crate) struct Touched<K, R> {
     rows: std::collections::BTreeMap<K, (Option<R>, Option<R>)>,
 }
 
+impl<K, R> Touched<K, R>
+where
+    K: Ord + for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    K: sqlx::postgres::PgHasArrayType + Send + Sync,
+    R: Clone + PartialEq + DeserializeOwned + Serialize,
+{
+    /// Lock and read the rows of `table` whose column `key` is one of
+    /// `keys`, in key order (so two folds over the same rows cannot
+    /// deadlock).
+    pub(crate) async fn lock(
+        conn: &mut PgConnection,
+        table: &str,
+        key: &str,
+        keys: Vec<K>,
+        key_of: impl Fn(&R) -> K,
+        context: &'static str,
+    ) -> Result<Self, StoreError> {
+        let found = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT to_jsonb(t) FROM {table} t WHERE {key} = ANY($1) ORDER BY {key} FOR UPDATE"
+        )))
+        .bind(&keys)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(StoreError::new(context))?;
+        Ok(Self::new(keys, decode(&found, context)?, key_of))
+    }
+
+    /// Write the rows the fold made or changed back to `table` (an
+    /// [`upsert`] of `columns` by `key`).
+    pub(crate) async fn write(
+        self,
+        conn: &mut PgConnection,
+        table: &str,
+        columns: &[&str],
+        key: &str,
+        context: &'static str,
+    ) -> Result<(), StoreError> {
+        upsert(conn, table, columns, &[key], &self.changed(), context).await
+    }
+}
+
 impl<K: Ord, R: Clone + PartialEq> Touched<K, R> {
     /// `keys`, with the rows of them that were `found` (keyed by `key_of`).
     pub(crate) fn new(

@@ -29,11 +29,6 @@ pub fn rejection_stream(command: &Envelope) -> String {
     format!("rejection-{}", command.id)
 }
 
-/// Whether a type belongs to a message family.
-pub(crate) fn is_of<M: Message>(type_name: &str) -> bool {
-    M::types().iter().any(|t| t.type_name == type_name)
-}
-
 /// The orchestrator's decider and projection.
 #[derive(Debug, Clone)]
 pub struct Orchestrator {
@@ -97,7 +92,7 @@ impl Decider for Orchestrator {
             TypeName::parse(&message.type_name).map_err(|e| HandleError::Message(e.to_string()))?;
         let t = message.type_name.as_str();
         let poison = |e: stratavore_events::DecodeError| HandleError::Message(e.to_string());
-        if is_of::<RunnerCommand>(t) {
+        if RunnerCommand::has_type(t) {
             return match RunnerCommand::from_data(t, message.data.clone()).map_err(poison)? {
                 RunnerCommand::Launch(launch) => {
                     self.decide_launch_command(conn, message, &launch).await
@@ -108,12 +103,12 @@ impl Decider for Orchestrator {
                 }
             };
         }
-        if is_of::<NodeCommand>(t) {
+        if NodeCommand::has_type(t) {
             let NodeCommand::Drain(drain) =
                 NodeCommand::from_data(t, message.data.clone()).map_err(poison)?;
             return self.decide_drain_command(conn, message, &drain).await;
         }
-        if is_of::<NodeEvent>(t) {
+        if NodeEvent::has_type(t) {
             return match NodeEvent::from_data(t, message.data.clone()).map_err(poison)? {
                 NodeEvent::Registered(registered) => {
                     self.decide_node_registered(conn, message, &registered)
@@ -125,11 +120,11 @@ impl Decider for Orchestrator {
                 }
             };
         }
-        if is_of::<BudgetCommand>(t) {
+        if BudgetCommand::has_type(t) {
             let command = BudgetCommand::from_data(t, message.data.clone()).map_err(poison)?;
             return self.decide_budget_command(conn, message, &command).await;
         }
-        if is_of::<ProcessEvent>(t) {
+        if ProcessEvent::has_type(t) {
             let event = ProcessEvent::from_data(t, message.data.clone()).map_err(poison)?;
             // Usage and reconciliations change no lifecycle: they are
             // spending, counted against budgets.
@@ -151,7 +146,7 @@ impl Decider for Orchestrator {
 
     fn may_be_quiet(&self, type_name: &str) -> bool {
         // Most of what nodes report (usage, text) decides nothing.
-        is_of::<ProcessEvent>(type_name)
+        ProcessEvent::has_type(type_name)
     }
 
     async fn quiet_prefix(

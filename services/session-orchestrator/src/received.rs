@@ -8,7 +8,6 @@
 //! slice (a drain's quiet run, a rebuild's page, one message).
 
 use crate::budget_store::{self, SpendRow};
-use crate::handlers::is_of;
 use crate::{node_store, session_usage};
 use sqlx::PgConnection;
 use stratavore_events::process::{NodeEvent, ProcessEvent};
@@ -23,7 +22,7 @@ pub async fn fold(conn: &mut PgConnection, messages: &[Envelope]) -> Result<(), 
         // Only the family's own messages are parsed: parsing copies the
         // payload, and most of what arrives is process events with text.
         let type_name = message.type_name.as_str();
-        if is_of::<NodeEvent>(type_name) {
+        if NodeEvent::has_type(type_name) {
             // Registrations are the nodes' own; the losses and drains heard
             // back are folded from the log already.
             if let Ok(NodeEvent::Registered(_)) =
@@ -33,7 +32,7 @@ pub async fn fold(conn: &mut PgConnection, messages: &[Envelope]) -> Result<(), 
             }
             continue;
         }
-        if !is_of::<ProcessEvent>(type_name) {
+        if !ProcessEvent::has_type(type_name) {
             continue;
         }
         let Ok(event) = ProcessEvent::from_data(type_name, message.data.clone()) else {

@@ -4,7 +4,6 @@
 //! back in one more.
 
 use super::row::RunnerRow;
-use super::store;
 use crate::agent_events::AgentEvent;
 use crate::rows;
 use sqlx::PgConnection;
@@ -48,30 +47,21 @@ pub(crate) async fn fold(conn: &mut PgConnection, events: &[AgentEvent]) -> Resu
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    // Locked in id order, so two folds over the same runners cannot
-    // deadlock.
-    let found = sqlx::query(
-        "SELECT to_jsonb(r) FROM runners r WHERE runner_id = ANY($1) ORDER BY runner_id FOR UPDATE",
+    let mut runners = rows::Touched::lock(
+        conn,
+        "runners",
+        "runner_id",
+        ids,
+        |r: &RunnerRow| r.runner_id,
+        "reading runners",
     )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(store("reading runners"))?;
-    let found: Vec<RunnerRow> = rows::decode(&found, "reading runners")?;
-    let mut runners = rows::Touched::new(ids, found, |r: &RunnerRow| r.runner_id);
+    .await?;
     for event in events {
         if let Some(row) = runners.get_mut(&event.runner_id()) {
             RunnerRow::fold(row, event);
         }
     }
-    let changed = runners.changed();
-    rows::upsert(
-        conn,
-        "runners",
-        COLUMNS,
-        &["runner_id"],
-        &changed,
-        "writing runners",
-    )
-    .await
+    runners
+        .write(conn, "runners", COLUMNS, "runner_id", "writing runners")
+        .await
 }

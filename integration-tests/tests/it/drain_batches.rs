@@ -165,6 +165,7 @@ impl Fixture {
             batch,
             name: "probe".into(),
             owner: String::new(),
+            lag: stratavore_consumer::ApplyLag::default(),
         }
     }
 

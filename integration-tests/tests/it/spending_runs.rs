@@ -331,6 +331,7 @@ fn drainer(env: &TestEnv, pool: PgPool, quiet: bool) -> Drainer<Probed> {
         batch: 100,
         name: drainer.name,
         owner: drainer.owner,
+        lag: drainer.lag,
     }
 }
 

@@ -19,6 +19,7 @@
 mod quiet_run;
 mod tally;
 
+use crate::ApplyLag;
 use crate::batch::{Candidate, contiguous, window};
 use crate::inbox::{self, NextRow};
 use crate::metrics as m;
@@ -99,6 +100,8 @@ pub struct Drainer<S> {
     /// Whose received rows it records and drains: '' for a service whose
     /// replicas are interchangeable, the node id for a supervisor node.
     pub owner: String,
+    /// How far behind the drain runs, as its transactions commit.
+    pub lag: ApplyLag,
 }
 
 impl<S> Clone for Drainer<S> {
@@ -111,6 +114,7 @@ impl<S> Clone for Drainer<S> {
             batch: self.batch,
             name: self.name.clone(),
             owner: self.owner.clone(),
+            lag: self.lag.clone(),
         }
     }
 }
@@ -374,6 +378,12 @@ impl<S: Decider + Projection> Drainer<S> {
 
     /// Metrics and logs of a committed pass.
     fn count(&self, pass: &Pass) {
+        if let Some(oldest) = pass.oldest {
+            let lag = (chrono::Utc::now() - oldest).to_std().unwrap_or_default();
+            self.lag.record(lag);
+            metrics::gauge!(m::APPLY_LAG_SECONDS, "service" => self.name.clone())
+                .set(lag.as_secs_f64());
+        }
         metrics::counter!(m::MESSAGES_TOTAL, "service" => self.name.clone(), "outcome" => "applied")
             .increment(pass.folded);
         for (message_id, _, error, dead) in &pass.failures {

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod amqp_loop;
+pub mod apply_lag;
 pub mod batch;
 pub mod dead_letters;
 pub mod drain;
@@ -20,6 +21,7 @@ pub mod service;
 pub mod settings;
 
 pub use amqp_loop::{Consumer, ConsumerSettings};
+pub use apply_lag::ApplyLag;
 pub use drain::{DrainError, Drainer, record_own};
 pub use service::{Decider, HandleError, Projection};
 pub use settings::ConsumerSection;

@@ -7,6 +7,9 @@ pub const MESSAGES_TOTAL: &str = "stratavore_consumer_messages_total";
 pub const DEAD_ROWS: &str = "stratavore_inbox_dead_rows";
 /// Age of the oldest row waiting for its predecessor, by service.
 pub const OLDEST_WAITING_SECONDS: &str = "stratavore_inbox_oldest_waiting_seconds";
+/// Age of the oldest message the last drain transaction applied, by
+/// service (see [`crate::apply_lag`]).
+pub const APPLY_LAG_SECONDS: &str = "stratavore_consumer_apply_lag_seconds";
 /// Messages waiting in a dead-letter queue, by queue.
 pub const DLQ_DEPTH: &str = "stratavore_dlq_depth";
 /// Seconds a projection rebuild took, by service.

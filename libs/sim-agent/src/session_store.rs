@@ -1,6 +1,14 @@
-//! Sessions under `$HOME/.sim-agent/sessions/<id>.json`, as the real CLI
-//! keeps its sessions under the home folder: a new id is refused when its
-//! file exists, a resume when its file has no saved turn.
+//! Sessions under `$HOME/.sim-agent/sessions/<id>.jsonl`, as the real CLI
+//! keeps its sessions under the home folder, one JSON line per save: a new
+//! id is refused when its file exists, a resume when its file has no saved
+//! turn.
+//!
+//! A save appends a line, as Claude Code appends to its session's JSONL,
+//! rather than rewriting the file and renaming it into place: with hundreds
+//! of agents saving a turn a second into this one folder (`make bench`,
+//! supervision scale), the create-and-rename took most of each agent's
+//! kernel time, under the folder's lock. A crash can leave a torn last
+//! line; a resume reads the last whole one.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -105,33 +113,118 @@ impl SessionStore {
             }
             Err(source) => return Err(SessionError::Io { path, source }),
         };
-        let record: SessionRecord = serde_json::from_slice(&bytes)
-            .map_err(|source| SessionError::Corrupt { path, source })?;
+        let record =
+            last_record(&bytes).map_err(|source| SessionError::Corrupt { path, source })?;
         if record.turns_saved == 0 {
             return Err(SessionError::NotFound(session_id.to_owned()));
         }
         Ok(record)
     }
 
-    /// Saves the record, replacing the file by rename so that a reader (or
-    /// a crash) never sees half of it.
+    /// Saves the record: appends it, in one write, to the session's file,
+    /// which [`Self::create`] made (a save never creates one).
     pub fn save(&self, record: &SessionRecord) -> Result<(), SessionError> {
         let path = self.path_of(&record.session_id)?;
-        let tmp = path.with_extension("json.tmp");
-        fs::write(&tmp, encode(record)).map_err(|source| SessionError::Io {
-            path: tmp.clone(),
-            source,
-        })?;
-        fs::rename(&tmp, &path).map_err(|source| SessionError::Io { path, source })
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(&encode(record)))
+            .map_err(|source| SessionError::Io { path, source })
     }
 
     fn path_of(&self, session_id: &str) -> Result<PathBuf, SessionError> {
         let id = Uuid::parse_str(session_id).map_err(|_| SessionError::InvalidId)?;
-        Ok(self.dir.join(format!("{}.json", id.hyphenated())))
+        Ok(self.dir.join(format!("{}.jsonl", id.hyphenated())))
     }
 }
 
+/// One line of the file.
 fn encode(record: &SessionRecord) -> Vec<u8> {
     // A struct of strings and integers always serialises.
-    serde_json::to_vec(record).unwrap_or_default()
+    let mut line = serde_json::to_vec(record).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// The last whole record of a session file. A last line that does not
+/// parse (torn by a crash mid-write) falls back to the one before; a file
+/// with no line that parses is corrupt.
+fn last_record(bytes: &[u8]) -> Result<SessionRecord, serde_json::Error> {
+    let mut failure = None;
+    for line in bytes.split(|b| *b == b'\n').rev() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice(line) {
+            Ok(record) => return Ok(record),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        // Nothing but blanks: the parse of the whole says so.
+        None => serde_json::from_slice(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(turns_saved: u32) -> SessionRecord {
+        SessionRecord {
+            session_id: "0195f5a0-0000-7000-8000-000000000001".to_owned(),
+            turns_saved,
+            cwd: "/w".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_last_whole_line_is_the_session() {
+        let mut file = encode(&record(0));
+        file.extend(encode(&record(1)));
+        file.extend(encode(&record(2)));
+        assert_eq!(last_record(&file).ok(), Some(record(2)));
+        // A save torn by a crash leaves half a line: the one before holds.
+        file.extend(&encode(&record(3))[..20]);
+        assert_eq!(last_record(&file).ok(), Some(record(2)));
+    }
+
+    #[test]
+    fn a_file_with_no_whole_line_is_corrupt() {
+        assert!(last_record(b"").is_err());
+        assert!(last_record(b"\n \n").is_err());
+        assert!(last_record(b"{\"session_id\": 1}\n").is_err());
+    }
+
+    #[test]
+    fn saves_append_to_the_file_that_create_made() {
+        let home = std::env::temp_dir().join(format!("sim-store-{}", Uuid::now_v7()));
+        let store = SessionStore::under_home(&home);
+        let id = "0195f5a0-0000-7000-8000-000000000002";
+        let mut session = store.create(id, "/w").expect("create");
+        assert!(matches!(store.resume(id), Err(SessionError::NotFound(_))));
+        for _ in 0..3 {
+            session.turns_saved += 1;
+            store.save(&session).expect("save");
+        }
+        assert_eq!(store.resume(id).ok().map(|s| s.turns_saved), Some(3));
+        let lines = fs::read_to_string(store.path_of(id).expect("path")).expect("read");
+        assert_eq!(lines.lines().count(), 4);
+        assert!(matches!(
+            store.create(id, "/w"),
+            Err(SessionError::InUse(_))
+        ));
+        let other = "0195f5a0-0000-7000-8000-000000000003";
+        assert!(matches!(
+            store.save(&SessionRecord {
+                session_id: other.to_owned(),
+                ..session
+            }),
+            Err(SessionError::Io { .. })
+        ));
+        let _ = fs::remove_dir_all(home);
+    }
 }

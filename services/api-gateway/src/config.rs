@@ -118,8 +118,10 @@ pub struct SearchSection {
     /// The share of the time, in percent, a worker with a backlog spends
     /// embedding: after each pass it rests in proportion, so indexing text
     /// for search (the model, and the vector index's inserts in Postgres)
-    /// leaves the rest of the machine to the live read models. 100: no
-    /// rest (an operator catching up on a rebuilt history).
+    /// leaves the rest of the machine to the live read models. While those
+    /// are behind (their drain applies messages over a second after their
+    /// time) the worker takes a tenth of this share. 100: no rest, and no yielding
+    /// (an operator catching up on a rebuilt history).
     pub busy_percent: u8,
     /// The k of reciprocal rank fusion: a hit at rank r in one ranking
     /// scores 1 / (k + r).

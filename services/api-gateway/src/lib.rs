@@ -54,6 +54,7 @@ pub fn drainer(config: &GatewayConfig, pool: sqlx::PgPool) -> Drainer<GatewaySer
         name: SERVICE.to_owned(),
         // Replicas are interchangeable: any may apply any row.
         owner: String::new(),
+        lag: stratavore_consumer::ApplyLag::default(),
     }
 }
 
@@ -120,8 +121,14 @@ pub async fn start(
         shutdown: shutdown.clone(),
         search: Arc::clone(&search),
     });
-    search::worker::EmbeddingWorker::new(base.pool.clone(), search, config.search.clone())
-        .spawn(base.readiness.clone(), &shutdown);
+    let drainer = drainer(&config, base.pool.clone());
+    search::worker::EmbeddingWorker::new(
+        base.pool.clone(),
+        search,
+        config.search.clone(),
+        drainer.lag.clone(),
+    )
+    .spawn(base.readiness.clone(), &shutdown);
     LiveConsumer {
         broker_url: config.base.broker.url.clone(),
         topology: base.topology.clone(),
@@ -131,12 +138,6 @@ pub async fn start(
         retry_backoff: config.base.retry_backoff(),
     }
     .spawn(&shutdown);
-    Consumer::spawn_for_service(
-        drainer(&config, base.pool.clone()),
-        &base,
-        &config.base,
-        &config.consumer,
-        &shutdown,
-    );
+    Consumer::spawn_for_service(drainer, &base, &config.base, &config.consumer, &shutdown);
     Ok(Some(base))
 }

@@ -224,6 +224,14 @@ impl Projection for Supervisor {
         projections::project_own(conn, entry).await
     }
 
+    async fn project_own_batch(
+        &self,
+        conn: &mut PgConnection,
+        entries: &[&Envelope],
+    ) -> Result<(), StoreError> {
+        projections::project_own_batch(conn, entries).await
+    }
+
     async fn project_received(
         &self,
         conn: &mut PgConnection,

@@ -103,6 +103,7 @@ fn drainer_for(
         // Nodes are not interchangeable: each applies only what its own
         // queues delivered (several may share one database).
         owner: config.node.id.clone(),
+        lag: stratavore_consumer::ApplyLag::default(),
     }
 }
 

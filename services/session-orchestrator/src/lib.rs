@@ -58,6 +58,7 @@ pub fn drainer(config: &OrchestratorConfig, pool: sqlx::PgPool) -> Drainer<Orche
         name: SERVICE.to_owned(),
         // Replicas are interchangeable: any may apply any row.
         owner: String::new(),
+        lag: stratavore_consumer::ApplyLag::default(),
     }
 }
 

@@ -9,6 +9,7 @@ use api_gateway::search::worker::{EmbeddingWorker, Pass};
 use sqlx::PgPool;
 use std::sync::Arc;
 use stratavore_agent_protocols::{TEXT_CHUNK_MAX_BYTES, split_text};
+use stratavore_consumer::ApplyLag;
 use uuid::Uuid;
 
 /// Replies shorter than this are headings or list fragments, not messages.
@@ -136,7 +137,7 @@ pub async fn embed_pending(
     search: Arc<Search>,
     config: SearchSection,
 ) -> anyhow::Result<Pass> {
-    let worker = EmbeddingWorker::new(pool.clone(), search, config);
+    let worker = EmbeddingWorker::new(pool.clone(), search, config, ApplyLag::default());
     let mut sum = Pass::default();
     loop {
         let pass = worker.pass().await?;

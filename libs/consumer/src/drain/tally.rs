@@ -3,6 +3,7 @@
 //! messages decided but not folded yet, and the pass's counts.
 
 use crate::inbox::NextRow;
+use chrono::{DateTime, Utc};
 use stratavore_events::Envelope;
 use uuid::Uuid;
 
@@ -17,6 +18,8 @@ pub(super) struct Pass {
     pub more: Vec<bool>,
     /// Rows that failed, with their error and whether they are dead now.
     pub failures: Vec<(Uuid, usize, String, bool)>,
+    /// The own time of the oldest message applied.
+    pub oldest: Option<DateTime<Utc>>,
 }
 
 /// The transaction's running account, per stream asked for.
@@ -60,6 +63,8 @@ impl Tally {
 
     /// The message of this row is applied; it waits to be folded.
     pub fn applied(&mut self, stream: usize, row: &NextRow, envelope: Envelope) {
+        let time = envelope.time;
+        self.pass.oldest = Some(self.pass.oldest.map_or(time, |t| t.min(time)));
         self.unfolded.push(envelope);
         self.applied_ids.push(row.message_id);
         self.versions.push((stream, row.stream_version));

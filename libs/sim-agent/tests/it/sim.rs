@@ -59,7 +59,7 @@ impl SimHome {
     pub fn session_file(&self, id: &str) -> PathBuf {
         self.path
             .join(".sim-agent/sessions")
-            .join(format!("{id}.json"))
+            .join(format!("{id}.jsonl"))
     }
 }
 

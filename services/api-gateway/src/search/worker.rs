@@ -16,6 +16,7 @@ use sqlx::{PgPool, Row};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stratavore_consumer::ApplyLag;
 use stratavore_embeddings::EmbedError;
 use stratavore_runtime::{Readiness, Shutdown};
 use stratavore_store::StoreError;
@@ -55,6 +56,29 @@ pub(crate) fn rest_after(busy: Duration, percent: u8) -> Duration {
     busy * (100 - percent) / percent
 }
 
+/// How late the gateway's drain may apply messages (the oldest of its
+/// last transaction, from the message's own time) before the live read
+/// models count as behind: half the usage lag the dashboard promises
+/// (2 s, `make bench`, supervision scale).
+const BEHIND_AFTER: Duration = Duration::from_secs(1);
+/// A lag measured longer ago than this is no longer the drain's: it has
+/// applied nothing since.
+const LAG_FRESH: Duration = Duration::from_secs(5);
+
+/// The worker's busy share, in percent: its setting, or a tenth of it
+/// (at least 1) while the live read models are behind. Search is
+/// eventually consistent; runners, sessions and budgets on the dashboard
+/// are the live state, and the vector index's inserts were Postgres's
+/// largest single cost with hundreds of agents talking (`make bench`,
+/// supervision scale). 100 never yields: an operator catching up.
+pub(crate) fn busy_share(percent: u8, lag: Duration) -> u8 {
+    if percent >= 100 || lag <= BEHIND_AFTER {
+        percent
+    } else {
+        (percent / 10).max(1)
+    }
+}
+
 /// A claimed text.
 struct Claimed {
     text_id: Uuid,
@@ -75,15 +99,19 @@ pub struct EmbeddingWorker {
     pool: PgPool,
     search: Arc<Search>,
     config: SearchSection,
+    /// How far behind the gateway's live read models run.
+    lag: ApplyLag,
 }
 
 impl EmbeddingWorker {
-    /// A worker over `pool` with `search`'s provider.
-    pub fn new(pool: PgPool, search: Arc<Search>, config: SearchSection) -> Self {
+    /// A worker over `pool` with `search`'s provider, yielding to the
+    /// drain whose lag is `lag`.
+    pub fn new(pool: PgPool, search: Arc<Search>, config: SearchSection, lag: ApplyLag) -> Self {
         Self {
             pool,
             search,
             config,
+            lag,
         }
     }
 
@@ -114,7 +142,9 @@ impl EmbeddingWorker {
                 }
                 self.search.report(&readiness);
                 let rest = if worked {
-                    rest_after(started.elapsed(), self.config.busy_percent)
+                    let busy = started.elapsed();
+                    let behind = self.lag.current(LAG_FRESH);
+                    rest_after(busy, busy_share(self.config.busy_percent, behind))
                 } else {
                     nap
                 };
@@ -408,5 +438,16 @@ mod tests {
             Duration::from_millis(29_700),
             "below 1% is 1%"
         );
+    }
+
+    #[test]
+    fn the_worker_yields_to_live_read_models_that_are_behind() {
+        let caught_up = Duration::from_millis(200);
+        let behind = Duration::from_secs(3);
+        assert_eq!(busy_share(50, caught_up), 50);
+        assert_eq!(busy_share(50, BEHIND_AFTER), 50, "at the bound");
+        assert_eq!(busy_share(50, behind), 5, "a tenth");
+        assert_eq!(busy_share(5, behind), 1, "never none");
+        assert_eq!(busy_share(100, behind), 100, "catching up on purpose");
     }
 }

@@ -157,18 +157,34 @@ pub struct WaitingRow {
 
 /// The drain's fetch of the next rows of several streams at once, each
 /// stream's `received`/`skipped` rows from its current version + 1 up to
-/// `$4` of them, at most `$6` in all, locked (`SKIP LOCKED`: a row another
+/// `$4` of them, at most `$5` in all, locked (`SKIP LOCKED`: a row another
 /// replica is applying is left to it, and the gap it leaves stops that
-/// stream here). Served by `inbox_next` per stream; a test checks the plan.
+/// stream here).
+///
+/// Each stream's rows are looked up by every column of `inbox_next`
+/// (owner, source log, stream and the version range) in a lateral
+/// subquery that `OFFSET 0` keeps whole; the rows found are then locked
+/// through their primary key. Written as one join, the planner (which
+/// estimates one row for every step) chose index conditions of the owner
+/// and the version range alone, or the owner alone, and filtered the
+/// streams in the join: each stream's lookup then read every waiting row
+/// in that range, so a drain slowed as its backlog grew, the more so the
+/// further behind it fell (7 ms a fetch in the gateway at 900 runners,
+/// `make bench`, supervision scale). A test checks the plan, custom and
+/// generic.
 pub const LOCK_NEXT_ROWS_SQL: &str =
     "SELECT s.ord, s.current, i.message_id, i.stream_version, i.message, i.attempts,
             i.status = 'skipped'
      FROM (SELECT t.ord, t.source_log, t.stream, coalesce(v.version, 0) AS current
            FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(source_log, stream, ord)
            LEFT JOIN stream_versions v ON v.source_log = t.source_log AND v.stream = t.stream) s
-     JOIN inbox i ON i.owner = $3 AND i.source_log = s.source_log AND i.stream = s.stream
-                 AND i.status IN ('received', 'skipped')
-                 AND i.stream_version > s.current AND i.stream_version <= s.current + $4
+     CROSS JOIN LATERAL (
+         SELECT n.message_id FROM inbox n
+         WHERE n.owner = $3 AND n.source_log = s.source_log AND n.stream = s.stream
+           AND n.status IN ('received', 'skipped')
+           AND n.stream_version > s.current AND n.stream_version <= s.current + $4
+         OFFSET 0) k
+     JOIN inbox i ON i.message_id = k.message_id AND i.status IN ('received', 'skipped')
      ORDER BY s.ord, i.stream_version
      LIMIT $5
      FOR UPDATE OF i SKIP LOCKED";

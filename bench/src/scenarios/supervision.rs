@@ -3,7 +3,8 @@
 //! every second. Runners are launched in waves until N run or the stack
 //! falls behind (a launch not approved within its wait, or usage applied
 //! later than the lag target for half a minute after a wave: launching
-//! holds meanwhile). Measured over a window once all run: how
+//! holds meanwhile, and waves the stack cannot catch up with are killed
+//! again). Measured over a window once all run: how
 //! many run, the supervisor's CPU and its resident memory per runner
 //! (above its idle footprint), and the lag from each usage event's time to
 //! when the orchestrator and the gateway applied it.
@@ -150,7 +151,7 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
 
         let launched = Instant::now();
         let launches = launch_all(&http, &admin, stack, shape).await?;
-        let runners_launched = launches.approved + launches.late;
+        let runners_launched = launches.approved + launches.late - launches.withdrawn;
         let running = wait_running(&admin, runners_launched).await?;
         let launch_time = launched.elapsed();
 
@@ -215,11 +216,20 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
         r.note(format!(
             "launching stopped after {} of {} runners: the usage the {service} applied in \
              the last 3 s was still applied {:.1} s after its time at p99, past the {} s \
-             target, {} s after the last wave (the stack had fallen behind)",
+             target, {} s after the last wave (the stack had fallen behind); the last {} \
+             runners launched were killed again, a wave at a time, and the stack {} \
+             (up to {} s after each)",
             sent_total(&launches),
             shape.runners,
             lag.as_secs_f64(),
             LAG_TARGET.as_secs(),
+            CATCH_UP_WITHIN.as_secs(),
+            launches.withdrawn,
+            if launches.recovered {
+                "caught up"
+            } else {
+                "had still not caught up after the last"
+            },
             CATCH_UP_WITHIN.as_secs()
         ));
     }
@@ -257,6 +267,7 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
         )
         .param("launch_concurrency", shape.launchers as u64)
         .param("launch_holds", launches.holds as u64)
+        .param("runners_withdrawn", launches.withdrawn as u64)
         .param("launch_held_s", launches.held.as_secs_f64())
         .param("launches_approved_within_wait", launches.approved as u64)
         .param("launches_approved_late", launches.late as u64)
@@ -321,8 +332,14 @@ struct Launches {
     /// caught up with a wave.
     holds: usize,
     held: Duration,
+    /// The last wave's runners, killed when the stack fell behind after
+    /// it, and whether the stack then caught up within [`CATCH_UP_WITHIN`].
+    withdrawn: usize,
+    recovered: bool,
 }
 
+/// Waves withdrawn at most once the stack fell behind.
+const MAX_WITHDRAWN_WAVES: usize = 8;
 /// How long launching holds for the stack to catch up with a wave before
 /// it counts as fallen behind.
 const CATCH_UP_WITHIN: Duration = Duration::from_secs(30);
@@ -337,7 +354,8 @@ const CATCH_UP_WITHIN: Duration = Duration::from_secs(30);
 /// watching the dashboard would. A stack still past the target after
 /// [`CATCH_UP_WITHIN`] has fallen behind (its queues hold more than it
 /// applies), and more runners would only grow that backlog, and the run,
-/// without end. A late launch still runs; it is measured and killed with
+/// without end: the last waves are killed again until it catches up, so
+/// that the window measures a count the stack keeps up with. A late launch still runs; it is measured and killed with
 /// the rest. (Approvals alone were the signal until the orchestrator
 /// judged runs of usage together: then launches were approved at once
 /// while the gateway's backlog grew, and the machine was past saturation
@@ -362,7 +380,11 @@ async fn launch_all(
         behind: None,
         holds: 0,
         held: Duration::ZERO,
+        withdrawn: 0,
+        recovered: false,
     };
+    // Every launch accepted, in order, so the last waves can be withdrawn.
+    let mut launched: Vec<String> = Vec::new();
     let mut sent = 0;
     while sent < shape.runners
         && launches.late == 0
@@ -374,14 +396,22 @@ async fn launch_all(
             let (http, url, body) = (http.clone(), url.clone(), body.clone());
             async move {
                 let response = http.post(&url).json(&body).send().await.ok()?;
-                Some(response.status().as_u16())
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                Some((status, body["id"].as_str().map(str::to_owned)))
             }
         }))
         .await;
         for answer in answers {
             match answer {
-                Some(201) => launches.approved += 1,
-                Some(202) => launches.late += 1,
+                Some((201, id)) => {
+                    launches.approved += 1;
+                    launched.extend(id);
+                }
+                Some((202, id)) => {
+                    launches.late += 1;
+                    launched.extend(id);
+                }
                 _ => launches.failed += 1,
             }
         }
@@ -390,21 +420,46 @@ async fn launch_all(
             continue;
         };
         launches.holds += 1;
-        let held = Instant::now();
         launches.behind = Some(lag);
-        while held.elapsed() < CATCH_UP_WITHIN {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            match past_target(admin).await? {
-                Some(lag) => launches.behind = Some(lag),
-                None => {
-                    launches.behind = None;
-                    break;
-                }
+        let (caught_up, held) = catch_up(admin).await?;
+        launches.held += held;
+        if caught_up {
+            launches.behind = None;
+        }
+    }
+    // Fallen behind: withdraw the last waves, one at a time, until the
+    // stack catches up, so that the window measures a count it keeps up
+    // with (the largest count within the target, not one it is drowning
+    // under: a backlog also swells the supervisor's memory, as the broker
+    // throttles its publishing).
+    if launches.behind.is_some() {
+        for _ in 0..MAX_WITHDRAWN_WAVES {
+            let wave = launched.split_off(launched.len().saturating_sub(shape.launchers));
+            if wave.is_empty() {
+                break;
+            }
+            launches.withdrawn += wave.len() - kill_all(http, stack, &wave).await;
+            if catch_up(admin).await?.0 {
+                launches.recovered = true;
+                break;
             }
         }
-        launches.held += held.elapsed();
     }
     Ok(launches)
+}
+
+/// Hold until the usage applied in the last seconds is back within the
+/// lag target, at most [`CATCH_UP_WITHIN`]: whether it was, and how long
+/// it held.
+async fn catch_up(admin: &sqlx::PgPool) -> anyhow::Result<(bool, Duration)> {
+    let held = Instant::now();
+    while held.elapsed() < CATCH_UP_WITHIN {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if past_target(admin).await?.is_none() {
+            return Ok((true, held.elapsed()));
+        }
+    }
+    Ok((false, held.elapsed()))
 }
 
 /// The service whose usage applied in the last seconds is past the lag

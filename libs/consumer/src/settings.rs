@@ -9,12 +9,18 @@ use stratavore_runtime::ConfigError;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct ConsumerSection {
-    /// Deliveries per batch (and the prefetch).
+    /// Deliveries per batch (and the prefetch). 250, not 100: a consumer
+    /// with a backlog spends a transaction's fixed statements (the fetch,
+    /// each model's fold, the applied marks) on more messages; with 1,000
+    /// agents reporting every second the gateway's usage lag p99 fell from
+    /// 2.8-11 s to 1.7 s at 930 runners (`make bench`, supervision scale).
+    /// A consumer without a backlog takes what is waiting, as before.
     pub batch_size: u16,
     /// How long a batch waits for more deliveries after its first.
     pub batch_linger_ms: u64,
     /// Messages applied per drain transaction at most: the waiting rows of
-    /// every stream a delivery batch touched share one commit.
+    /// every stream a delivery batch touched share one commit (250, as
+    /// `batch_size`).
     pub drain_batch: u16,
     /// Attempts before a failing message is dead.
     pub max_attempts: i32,
@@ -27,9 +33,9 @@ pub struct ConsumerSection {
 impl Default for ConsumerSection {
     fn default() -> Self {
         Self {
-            batch_size: 100,
+            batch_size: 250,
             batch_linger_ms: 1,
-            drain_batch: 100,
+            drain_batch: 250,
             max_attempts: 5,
             sweep_interval_ms: 2000,
             gap_alert_after_ms: 60_000,

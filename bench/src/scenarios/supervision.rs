@@ -332,8 +332,8 @@ struct Launches {
     /// caught up with a wave.
     holds: usize,
     held: Duration,
-    /// The last wave's runners, killed when the stack fell behind after
-    /// it, and whether the stack then caught up within [`CATCH_UP_WITHIN`].
+    /// The runners of the last waves, killed when the stack fell behind,
+    /// and whether the stack then caught up.
     withdrawn: usize,
     recovered: bool,
 }
@@ -355,8 +355,8 @@ const CATCH_UP_WITHIN: Duration = Duration::from_secs(30);
 /// [`CATCH_UP_WITHIN`] has fallen behind (its queues hold more than it
 /// applies), and more runners would only grow that backlog, and the run,
 /// without end: the last waves are killed again until it catches up, so
-/// that the window measures a count the stack keeps up with. A late launch still runs; it is measured and killed with
-/// the rest. (Approvals alone were the signal until the orchestrator
+/// that the window measures a count the stack keeps up with. A late launch
+/// still runs; it is measured and killed with the rest. (Approvals alone were the signal until the orchestrator
 /// judged runs of usage together: then launches were approved at once
 /// while the gateway's backlog grew, and the machine was past saturation
 /// long before they were late. Then, until launching held, one wave's lag
@@ -416,16 +416,13 @@ async fn launch_all(
             }
         }
         sent += wave;
-        let Some(lag) = past_target(admin).await? else {
+        if past_target(admin).await?.is_none() {
             continue;
-        };
-        launches.holds += 1;
-        launches.behind = Some(lag);
-        let (caught_up, held) = catch_up(admin).await?;
-        launches.held += held;
-        if caught_up {
-            launches.behind = None;
         }
+        launches.holds += 1;
+        let (still, held) = catch_up(admin).await?;
+        launches.held += held;
+        launches.behind = still;
     }
     // Fallen behind: withdraw the last waves, one at a time, until the
     // stack catches up, so that the window measures a count it keeps up
@@ -439,7 +436,7 @@ async fn launch_all(
                 break;
             }
             launches.withdrawn += wave.len() - kill_all(http, stack, &wave).await;
-            if catch_up(admin).await?.0 {
+            if catch_up(admin).await?.0.is_none() {
                 launches.recovered = true;
                 break;
             }
@@ -449,17 +446,17 @@ async fn launch_all(
 }
 
 /// Hold until the usage applied in the last seconds is back within the
-/// lag target, at most [`CATCH_UP_WITHIN`]: whether it was, and how long
-/// it held.
-async fn catch_up(admin: &sqlx::PgPool) -> anyhow::Result<(bool, Duration)> {
+/// lag target, at most [`CATCH_UP_WITHIN`]: the service still past it
+/// then, with its last lag (None once caught up), and how long it held.
+async fn catch_up(admin: &sqlx::PgPool) -> anyhow::Result<(Option<(String, Duration)>, Duration)> {
     let held = Instant::now();
-    while held.elapsed() < CATCH_UP_WITHIN {
+    loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        if past_target(admin).await?.is_none() {
-            return Ok((true, held.elapsed()));
+        let still = past_target(admin).await?;
+        if still.is_none() || held.elapsed() >= CATCH_UP_WITHIN {
+            return Ok((still, held.elapsed()));
         }
     }
-    Ok((false, held.elapsed()))
 }
 
 /// The service whose usage applied in the last seconds is past the lag

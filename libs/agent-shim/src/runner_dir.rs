@@ -3,7 +3,9 @@
 //! There is one directory per runner attempt, e.g.
 //! `<data>/runners/<runner>/<attempt>/`. Every file that one side replaces
 //! while the other may read it is written to `<name>.tmp` and renamed over
-//! `<name>`, so a reader sees the old content or the new one, never half.
+//! `<name>`, so a reader sees the old content or the new one, never half;
+//! except the lease, which is rewritten in place many times a second across
+//! a node (see [`write_lease`]) and carries a check instead.
 //!
 //! | file           | written by        | content |
 //! |----------------|-------------------|---------|
@@ -11,7 +13,7 @@
 //! | `prompt`       | supervisor, once  | raw bytes given to the agent as stdin when `stdin` is `"prompt"` |
 //! | `stdout.jsonl` | the agent         | the agent's stdout, appended unchanged (`O_APPEND`), unless the spec's `stdout_path` names another file |
 //! | `stderr.log`   | the agent         | the agent's stderr, appended unchanged (`O_APPEND`), unless the spec's `stderr_path` names another file |
-//! | `lease`        | supervisor, often | one decimal number and an optional newline: a `CLOCK_BOOTTIME` deadline in nanoseconds ([`write_lease`]) |
+//! | `lease`        | supervisor, often | `<deadline> <check>\n`: a `CLOCK_BOOTTIME` deadline in nanoseconds, 20 decimal digits, and its check, 16 hex digits ([`write_lease`]) |
 //! | `control`      | supervisor        | [`Control`]: `{"rev":N,"want":"running"\|"paused"\|"stopped"\|"killed"}` ([`write_control`]) |
 //! | `shim.pid`     | shim, once        | the shim's pid, decimal, after its `setsid` |
 //! | `agent.pid`    | shim, once        | the agent's pid, decimal, once spawned (also its process group id) |
@@ -72,6 +74,15 @@ pub enum RunnerDirError {
         /// Where and why parsing failed.
         #[source]
         source: serde_json::Error,
+    },
+    /// The lease file holds no whole record: torn by a write in progress,
+    /// or garbled.
+    #[error("{path} does not hold a whole lease record: {content:?}")]
+    BadLease {
+        /// The file concerned.
+        path: PathBuf,
+        /// The start of what it holds.
+        content: String,
     },
     /// The file should hold a decimal number and does not.
     #[error("{path} does not hold a decimal number: {content:?}")]
@@ -210,20 +221,88 @@ pub fn read_control(dir: &Path) -> Result<Option<Control>, RunnerDirError> {
     read_json(dir, CONTROL_FILE)
 }
 
-/// Replaces `lease` in `dir` with `deadline_ns`, a [`boottime_ns`] instant
-/// (written to `lease.tmp`, then renamed).
+/// Sets the lease in `dir` to `deadline_ns`, a [`boottime_ns`] instant.
+///
+/// The file is rewritten in place, not replaced by rename: a node renews
+/// every runner's lease on every confirmed heartbeat, and at a thousand
+/// runners a new file and a rename each (an inode made, one freed, two
+/// directory changes) kept the kernel's journal busy with a third of a
+/// core. An in-place write can be read half done, so the record is of
+/// fixed width (the file's length never changes) and carries a check of
+/// the deadline: [`read_lease`] refuses a torn record, and the shim keeps
+/// the deadline it had, which is never later than the new one.
 pub fn write_lease(dir: &Path, deadline_ns: u64) -> Result<(), RunnerDirError> {
-    write_atomically(
-        dir,
-        LEASE_FILE,
-        format!("{deadline_ns}\n").as_bytes(),
-        false,
-    )
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(LEASE_FILE);
+    let io_error = |source| RunnerDirError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_error)?;
+    file.write_all_at(&lease_record(deadline_ns), 0)
+        .map_err(io_error)
 }
 
-/// Reads the lease deadline from `dir`; `None` when there is no lease file.
+/// Reads the lease deadline from `dir`; `None` when there is no lease file
+/// (or it is still empty, just created), [`RunnerDirError::BadLease`] when
+/// the record is torn or garbled.
 pub fn read_lease(dir: &Path) -> Result<Option<u64>, RunnerDirError> {
-    read_number(dir, LEASE_FILE)
+    let path = dir.join(LEASE_FILE);
+    match read_if_present(&path)? {
+        None => Ok(None),
+        Some(bytes) if bytes.is_empty() => Ok(None),
+        Some(bytes) => {
+            parse_lease_record(&bytes)
+                .map(Some)
+                .ok_or_else(|| RunnerDirError::BadLease {
+                    path,
+                    content: String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned(),
+                })
+        }
+    }
+}
+
+/// The length of a lease record: 20 digits, a space, 16 hex digits, `\n`.
+const LEASE_RECORD_LEN: usize = 38;
+
+/// The lease record of `deadline_ns`.
+fn lease_record(deadline_ns: u64) -> [u8; LEASE_RECORD_LEN] {
+    let text = format!("{deadline_ns:020} {:016x}\n", lease_check(deadline_ns));
+    let mut record = [0u8; LEASE_RECORD_LEN];
+    record.copy_from_slice(text.as_bytes());
+    record
+}
+
+/// The deadline of a whole, unmixed lease record; `None` for anything else.
+fn parse_lease_record(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() != LEASE_RECORD_LEN || bytes[20] != b' ' || bytes[37] != b'\n' {
+        return None;
+    }
+    let text = std::str::from_utf8(bytes).ok()?;
+    let digits = &text[..20];
+    let check = &text[21..37];
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || !check.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    let deadline: u64 = digits.parse().ok()?;
+    (u64::from_str_radix(check, 16).ok()? == lease_check(deadline)).then_some(deadline)
+}
+
+/// FNV-1a (64 bits) of the deadline's bytes: a record mixed from two
+/// writes matches its check only by a one in 2^64 chance.
+fn lease_check(deadline_ns: u64) -> u64 {
+    deadline_ns
+        .to_le_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+            (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
 }
 
 /// Writes `shim.pid` in `dir`.

@@ -116,13 +116,81 @@ fn lease_round_trips_and_garbage_is_an_error() {
     assert_eq!(read_lease(&dir.0).expect("read"), Some(123_456_789_000));
     assert_eq!(
         fs::read_to_string(dir.0.join(LEASE_FILE)).expect("raw"),
-        "123456789000\n"
+        format!(
+            "00000000123456789000 {:016x}\n",
+            lease_check(123_456_789_000)
+        )
     );
+    let inode = |dir: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(dir.join(LEASE_FILE)).expect("stat").ino()
+    };
+    let first = inode(&dir.0);
+    write_lease(&dir.0, 7).expect("rewrite");
+    assert_eq!(read_lease(&dir.0).expect("read"), Some(7));
+    assert_eq!(inode(&dir.0), first, "rewritten in place, not replaced");
     fs::write(dir.0.join(LEASE_FILE), "12x").expect("garble");
     assert!(matches!(
         read_lease(&dir.0),
-        Err(RunnerDirError::NotANumber { .. })
+        Err(RunnerDirError::BadLease { .. })
     ));
+    fs::write(dir.0.join(LEASE_FILE), "123456789000\n").expect("no check");
+    assert!(matches!(
+        read_lease(&dir.0),
+        Err(RunnerDirError::BadLease { .. })
+    ));
+    fs::write(dir.0.join(LEASE_FILE), "").expect("just created");
+    assert_eq!(read_lease(&dir.0).expect("read"), None);
+}
+
+/// A reader racing an in-place write may see any byte of the record from
+/// the old write or the new one. Whatever the mix, it reads the old
+/// deadline, the new one, or an error: never a third deadline, which could
+/// be later than the supervisor ever granted.
+#[test]
+fn a_lease_record_torn_between_two_writes_never_reads_as_a_third_deadline() {
+    let pairs = [
+        (1_299_000_000_000u64, 1_300_000_000_000u64),
+        (99_999_999_999, 100_000_000_000),
+        (5_123_456_789_012, 5_125_456_789_012),
+        (0, u64::MAX),
+    ];
+    for (old, new) in pairs {
+        let (a, b) = (lease_record(old), lease_record(new));
+        // Every mix where each byte comes from one of the two: the bytes
+        // that differ, chosen by every pattern over them (the records
+        // differ in few enough bytes to try them all, or in a window of
+        // 14 bytes tried in every pattern for the widest pair).
+        let differing: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        let tried = differing.len().min(14);
+        for pattern in 0u32..(1 << tried) {
+            let mut mixed = a;
+            for (bit, &i) in differing.iter().take(tried).enumerate() {
+                if pattern & (1 << bit) != 0 {
+                    mixed[i] = b[i];
+                }
+            }
+            if let Some(read) = parse_lease_record(&mixed) {
+                assert!(
+                    read == old || read == new,
+                    "{old} / {new} mixed as {:?} read as {read}",
+                    String::from_utf8_lossy(&mixed)
+                );
+            }
+        }
+        // And every prefix of the new record over the old, and the reverse
+        // (a copy running forwards or backwards).
+        for cut in 0..=a.len() {
+            for mixed in [
+                [&b[..cut], &a[cut..]].concat(),
+                [&a[..cut], &b[cut..]].concat(),
+            ] {
+                if let Some(read) = parse_lease_record(&mixed) {
+                    assert!(read == old || read == new, "{old} / {new} cut at {cut}");
+                }
+            }
+        }
+    }
 }
 
 #[test]

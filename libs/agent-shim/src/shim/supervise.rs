@@ -48,8 +48,9 @@ pub fn supervise(dir: &Path, spec: &ShimSpec, agent: Pid, start_ns: u64) -> Exit
             break;
         }
         let now = boottime_ns();
-        // A garbled or half-replaced file is read again on the next tick;
-        // the rename protocol makes that rare, so it is not worth a report.
+        // A garbled or half-replaced control file, or a lease record torn by
+        // a renewal in progress, is read again on the next tick (the lease
+        // kept meanwhile is the earlier one); both are rare, not worth a report.
         if let Ok(Some(control)) = read_control(dir) {
             apply(me, policy.on_control(control, now));
         }

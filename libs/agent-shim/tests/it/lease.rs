@@ -62,3 +62,32 @@ fn a_renewed_lease_keeps_the_agent_running_past_its_first_deadline() {
     run.control(1, Want::Killed);
     assert_eq!(run.wait_exit(PROMPTLY).reason, ExitReason::KilledOnRequest);
 }
+
+#[test]
+fn a_lease_record_without_its_check_extends_nothing() {
+    let mut run = ShimRun::new("lease-unchecked");
+    run.lease_in(Duration::from_millis(2_000));
+    let started = Instant::now();
+    run.start(&run.spec(TREE));
+    let grandchild = parse_pids(&run.stdout_lines(1))[0];
+    // More than one of the shim's 200 ms ticks: it has read the good lease
+    // (a shim that never read one falls back on the spec's lease grace).
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A far deadline written as a bare number, and then as a record whose
+    // check belongs to another deadline: what a torn write could leave.
+    // Each stays for more than one tick.
+    let far = stratavore_agent_shim::runner_dir::boottime_ns() + 3_600_000_000_000;
+    let lease = run.dir.join(stratavore_agent_shim::runner_dir::LEASE_FILE);
+    std::fs::write(&lease, format!("{far}\n")).expect("bare number");
+    std::thread::sleep(Duration::from_millis(450));
+    std::fs::write(&lease, format!("{far:020} {:016x}\n", far ^ 1)).expect("wrong check");
+    assert!(
+        started.elapsed() < Duration::from_millis(2_000),
+        "the garbled leases were written after the first deadline: the test proves nothing"
+    );
+    let record = run.wait_exit(PROMPTLY);
+
+    assert_eq!(record.reason, ExitReason::LeaseExpired);
+    assert!(is_gone(grandchild));
+}

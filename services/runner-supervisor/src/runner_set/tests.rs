@@ -204,9 +204,9 @@ fn a_scan_stuck_reading_a_runner_directory_does_not_hold_up_other_tasks() {
 fn renewing_leases_stuck_on_a_runner_directory_does_not_hold_up_other_tasks() {
     let scratch = scratch();
     let (set, dir) = one_running_runner(&scratch);
-    // A lease is written to `lease.tmp`, then renamed over `lease`.
-    let lease_tmp = dir.join("lease.tmp");
-    make_fifo(&lease_tmp);
+    // A lease is rewritten in place: a FIFO there holds the writer.
+    let lease = dir.join("lease");
+    make_fifo(&lease);
     let liveness = Arc::new(Liveness::new(Duration::from_secs(60), Shutdown::new()));
     liveness.confirmed(crate::liveness::boot_now());
     let deadline = liveness.lease_deadline_nanos().unwrap();
@@ -218,7 +218,7 @@ fn renewing_leases_stuck_on_a_runner_directory_does_not_hold_up_other_tasks() {
             .unwrap();
     };
 
-    let stuck = stuck_on_fifo(lease_tmp, read_lease, {
+    let stuck = stuck_on_fifo(lease, read_lease, {
         let liveness = liveness.clone();
         || set.upkeep(liveness)
     });
@@ -227,7 +227,10 @@ fn renewing_leases_stuck_on_a_runner_directory_does_not_hold_up_other_tasks() {
         stuck.ticked_meanwhile,
         "the other task stopped ticking while the leases were renewed: they were written on the runtime"
     );
-    assert!(stuck.was_held, "the renewal did not wait for lease.tmp");
+    assert!(
+        stuck.was_held,
+        "the renewal did not wait for the lease FIFO"
+    );
     let mut set = stuck.out.unwrap();
     assert_eq!(set.last_lease, Some(deadline));
     for runner in set.runners_mut() {

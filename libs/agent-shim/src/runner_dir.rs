@@ -226,8 +226,9 @@ pub fn read_control(dir: &Path) -> Result<Option<Control>, RunnerDirError> {
 /// The file is rewritten in place, not replaced by rename: a node renews
 /// every runner's lease on every confirmed heartbeat, and at a thousand
 /// runners a new file and a rename each (an inode made, one freed, two
-/// directory changes) kept the kernel's journal busy with a third of a
-/// core. An in-place write can be read half done, so the record is of
+/// directory changes, and on ext4 the new file's data written out at once
+/// because it replaces another) kept the kernel busy with a third of a
+/// core or more. An in-place write can be read half done, so the record is of
 /// fixed width (the file's length never changes) and carries a check of
 /// the deadline: [`read_lease`] refuses a torn record, and the shim keeps
 /// the deadline it had, which is never later than the new one.

@@ -262,7 +262,7 @@ pub fn read_lease(dir: &Path) -> Result<Option<u64>, RunnerDirError> {
                 .map(Some)
                 .ok_or_else(|| RunnerDirError::BadLease {
                     path,
-                    content: String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned(),
+                    content: excerpt(&bytes),
                 })
         }
     }
@@ -424,8 +424,14 @@ fn read_number<T: std::str::FromStr>(dir: &Path, name: &str) -> Result<Option<T>
         .map(Some)
         .ok_or_else(|| RunnerDirError::NotANumber {
             path,
-            content: String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned(),
+            content: excerpt(&bytes),
         })
+}
+
+/// What a file that failed to parse holds, for its error: at most 64
+/// bytes, lossily decoded.
+fn excerpt(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(64)]).into_owned()
 }
 
 fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>, RunnerDirError> {

@@ -157,10 +157,9 @@ fn a_lease_record_torn_between_two_writes_never_reads_as_a_third_deadline() {
     ];
     for (old, new) in pairs {
         let (a, b) = (lease_record(old), lease_record(new));
-        // Every mix where each byte comes from one of the two: the bytes
-        // that differ, chosen by every pattern over them (the records
-        // differ in few enough bytes to try them all, or in a window of
-        // 14 bytes tried in every pattern for the widest pair).
+        // Every mix where each differing byte comes from either record, in
+        // every pattern; for a pair that differs in more than 14 bytes, every
+        // pattern over the first 14 (the rest from the old record).
         let differing: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
         let tried = differing.len().min(14);
         for pattern in 0u32..(1 << tried) {

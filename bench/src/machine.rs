@@ -151,6 +151,126 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
+/// CPU seconds used so far by every process whose command name (field 2
+/// of `/proc/<pid>/stat`, at most 15 bytes) is `comm`: all of Postgres's
+/// backends, say. Processes that end while being read are skipped.
+pub fn cpu_seconds_of_command(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    let ticks: u64 = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| command_name(stat) == Some(comm))
+        .filter_map(|stat| cpu_ticks(&stat))
+        .sum();
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// The command name of a `/proc/<pid>/stat` text: between the first `(`
+/// and the last `)`.
+fn command_name(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
+}
+
+/// CPU seconds the whole machine has been busy, summed over cores.
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks = busy_ticks(&stat).ok_or_else(|| anyhow::anyhow!("unreadable /proc/stat"))?;
+    Ok(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// The ticks of every state but idle and I/O wait on the first (all
+/// cores) line of `/proc/stat`: user nice system idle iowait irq softirq
+/// steal ...
+fn busy_ticks(proc_stat: &str) -> Option<u64> {
+    let ticks: Vec<u64> = proc_stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let waiting = ticks.get(3)? + ticks.get(4)?;
+    Some(ticks.iter().sum::<u64>() - waiting)
+}
+
+/// Whose CPU a [`CpuMeter`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum CpuSource {
+    /// One process.
+    Pid(u32),
+    /// Every process of this command name ([`cpu_seconds_of_command`]).
+    Command(&'static str),
+}
+
+impl CpuSource {
+    fn seconds(self) -> anyhow::Result<f64> {
+        match self {
+            Self::Pid(pid) => cpu_seconds(pid),
+            Self::Command(comm) => Ok(cpu_seconds_of_command(comm)),
+        }
+    }
+}
+
+/// The CPU named processes and the whole machine use over a span, in
+/// cores (CPU seconds per second).
+#[derive(Debug)]
+pub struct CpuMeter {
+    started: std::time::Instant,
+    sources: Vec<(String, CpuSource, f64)>,
+    machine: f64,
+}
+
+/// What a [`CpuMeter`] read.
+#[derive(Debug, Clone)]
+pub struct CpuUse {
+    /// Each source's name and cores.
+    pub by_source: Vec<(String, f64)>,
+    /// The whole machine's busy cores.
+    pub machine: f64,
+    /// The whole machine's busy CPU seconds.
+    pub machine_seconds: f64,
+}
+
+impl CpuMeter {
+    /// Start reading `sources`.
+    pub fn start(sources: Vec<(String, CpuSource)>) -> anyhow::Result<Self> {
+        let sources = sources
+            .into_iter()
+            .map(|(name, source)| Ok((name, source, source.seconds()?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            started: std::time::Instant::now(),
+            sources,
+            machine: machine_busy_seconds()?,
+        })
+    }
+
+    /// What each used since the start.
+    pub fn read(&self) -> anyhow::Result<CpuUse> {
+        let span = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
+        let by_source = self
+            .sources
+            .iter()
+            .map(|(name, source, before)| Ok((name.clone(), (source.seconds()? - before) / span)))
+            .collect::<anyhow::Result<_>>()?;
+        let machine_seconds = machine_busy_seconds()? - self.machine;
+        Ok(CpuUse {
+            by_source,
+            machine: machine_seconds / span,
+            machine_seconds,
+        })
+    }
+}
+
 /// Resident memory of `pid`, in bytes.
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -169,6 +289,23 @@ mod tests {
                     150 50 0 0 20 0 9 0 100 1000 200 18446744073709551615";
         assert_eq!(cpu_ticks(stat), Some(200));
         assert_eq!(cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn the_command_name_may_hold_parentheses() {
+        assert_eq!(
+            command_name("4242 (runner (sup) x) S 1"),
+            Some("runner (sup) x")
+        );
+        assert_eq!(command_name("garbage"), None);
+    }
+
+    #[test]
+    fn the_machine_is_busy_in_every_state_but_idle_and_io_wait() {
+        let stat = "cpu  100 5 20 1000 30 1 2 3 0 0\ncpu0 50 2 10 500 15 0 1 1 0 0\n";
+        assert_eq!(busy_ticks(stat), Some(131));
+        assert_eq!(busy_ticks("cpu0 1 2 3 4 5\n"), None);
+        assert_eq!(busy_ticks("cpu  1 2 3\n"), None);
     }
 
     #[test]

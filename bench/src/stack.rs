@@ -86,6 +86,28 @@ pub struct Services {
     pub relay: bool,
 }
 
+/// A scenario's outcome once its stack was stopped (`stopped`): a cleanup
+/// that fails after a measurement succeeded is noted, not an error, since
+/// the figures stand.
+fn outcome_after_cleanup(
+    outcome: anyhow::Result<()>,
+    stopped: anyhow::Result<()>,
+    r: &mut crate::report::ScenarioResult,
+) -> anyhow::Result<()> {
+    outcome?;
+    if let Err(e) = stopped {
+        r.note(format!("cleanup after the measurement failed: {e:#}"));
+    }
+    Ok(())
+}
+
+/// Drop the database and prefix, given 120 s.
+async fn drop_env(env: TestEnv) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(120), env.cleanup())
+        .await
+        .map_err(|_| anyhow::anyhow!("dropping the database and prefix took over 120 s"))?
+}
+
 /// Services running in this process over one environment.
 pub struct InProcess {
     /// The database and prefix.
@@ -147,19 +169,13 @@ impl InProcess {
     }
 
     /// Stop the services and drop the database and prefix, then hand back
-    /// the scenario's outcome. A cleanup that fails after a measurement
-    /// succeeded is noted, not an error: the figures stand.
+    /// the scenario's outcome ([`outcome_after_cleanup`]).
     pub async fn finish(
         self,
         outcome: anyhow::Result<()>,
         r: &mut crate::report::ScenarioResult,
     ) -> anyhow::Result<()> {
-        let stopped = self.stop().await;
-        outcome?;
-        if let Err(e) = stopped {
-            r.note(format!("cleanup after the measurement failed: {e:#}"));
-        }
-        Ok(())
+        outcome_after_cleanup(outcome, self.stop().await, r)
     }
 
     /// Stop the services (each given 30 s) and drop the database and
@@ -175,9 +191,106 @@ impl InProcess {
             }
         }
         let _ = std::fs::remove_dir_all(&self.scratch);
-        tokio::time::timeout(Duration::from_secs(120), self.env.cleanup())
-            .await
-            .map_err(|_| anyhow::anyhow!("dropping the database and prefix took over 120 s"))?
+        drop_env(self.env).await
+    }
+}
+
+/// A service's release binary started against `env` with its health
+/// server on `port` and `extra` added to its environment. The gateway gets
+/// the provisioned embedding model. Not waited for: see [`wait_ready`].
+pub async fn start_binary(
+    env: &TestEnv,
+    service: &str,
+    port: u16,
+    extra: Vec<(String, String)>,
+) -> anyhow::Result<ServiceProcess> {
+    let mut vars = env.service_env();
+    vars.push((
+        "STRATAVORE__HTTP__LISTEN".to_owned(),
+        format!("127.0.0.1:{port}"),
+    ));
+    if service == "api-gateway" {
+        vars.push((
+            "STRATAVORE__SEARCH__MODEL_DIR".into(),
+            stratavore_testkit::embedding_model_dir()
+                .to_string_lossy()
+                .into_owned(),
+        ));
+    }
+    vars.extend(extra);
+    ServiceProcess::start(
+        &sibling_binary(service)?,
+        &format!("bench-{service}-{port}"),
+        vars,
+    )
+    .await
+}
+
+/// Services running as their own processes (the built binaries) over one
+/// environment, each ready.
+pub struct Binaries {
+    /// The database and prefix.
+    pub env: TestEnv,
+    running: Vec<(String, ServiceProcess)>,
+}
+
+impl Binaries {
+    /// A fresh environment with `services` started and ready.
+    pub async fn start(services: &[&str]) -> anyhow::Result<Self> {
+        let mut this = Self {
+            env: TestEnv::new().await?,
+            running: Vec::new(),
+        };
+        let http = reqwest::Client::new();
+        let mut ports = Vec::new();
+        for service in services {
+            let port = free_port()?;
+            match start_binary(&this.env, service, port, Vec::new()).await {
+                Ok(process) => this.running.push(((*service).to_owned(), process)),
+                Err(e) => return Err(this.stop_after(e).await),
+            }
+            ports.push(port);
+        }
+        for port in ports {
+            if let Err(e) = wait_ready(&http, &format!("http://127.0.0.1:{port}/readyz")).await {
+                return Err(this.stop_after(e).await);
+            }
+        }
+        Ok(this)
+    }
+
+    /// The process id of `service`, while it runs.
+    pub fn pid(&self, service: &str) -> Option<u32> {
+        self.running
+            .iter()
+            .find(|(name, _)| name == service)
+            .and_then(|(_, process)| process.pid())
+    }
+
+    async fn stop_after(self, e: anyhow::Error) -> anyhow::Error {
+        if let Err(cleanup) = self.stop().await {
+            tracing::warn!(error = %cleanup, "cleaning up after a failed start");
+        }
+        e
+    }
+
+    /// Stop the services and drop the database and prefix, then hand back
+    /// the scenario's outcome ([`outcome_after_cleanup`]).
+    pub async fn finish(
+        self,
+        outcome: anyhow::Result<()>,
+        r: &mut crate::report::ScenarioResult,
+    ) -> anyhow::Result<()> {
+        outcome_after_cleanup(outcome, self.stop().await, r)
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        for (_, process) in &mut self.running {
+            if let Err(e) = process.terminate().await {
+                tracing::warn!(error = %e, "a service did not stop in time");
+            }
+        }
+        drop_env(self.env).await
     }
 }
 

@@ -75,35 +75,23 @@ async fn idle_rss(
     let mut running: Vec<(&str, u16, ServiceProcess)> = Vec::new();
     for service in SERVICES {
         let port = stack::free_port()?;
-        let listen = (
-            "STRATAVORE__HTTP__LISTEN".to_owned(),
-            format!("127.0.0.1:{port}"),
-        );
         let process = if *service == "runner-supervisor" {
+            let listen = (
+                "STRATAVORE__HTTP__LISTEN".to_owned(),
+                format!("127.0.0.1:{port}"),
+            );
             stack::start_node(env, scratch, &scratch.join("root"), vec![listen])
                 .await?
                 .1
         } else {
-            let mut vars = env.service_env();
-            vars.push(listen);
+            let mut extra = Vec::new();
             if *service == "api-gateway" {
-                vars.push((
-                    "STRATAVORE__SEARCH__MODEL_DIR".into(),
-                    stratavore_testkit::embedding_model_dir()
-                        .to_string_lossy()
-                        .into_owned(),
-                ));
-                vars.push((
-                    "STRATAVORE__SEARCH__IDLE_RELEASE_MS".into(),
+                extra.push((
+                    "STRATAVORE__SEARCH__IDLE_RELEASE_MS".to_owned(),
                     shape.idle_release.as_millis().to_string(),
                 ));
             }
-            ServiceProcess::start(
-                &sibling_binary(service)?,
-                &format!("bench-footprint-{service}"),
-                vars,
-            )
-            .await?
+            stack::start_binary(env, service, port, extra).await?
         };
         running.push((service, port, process));
     }

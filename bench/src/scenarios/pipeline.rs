@@ -1,13 +1,18 @@
 //! Scenario 1, the event pipeline: events appended to the orchestrator's
 //! log (as the orchestrator appends them) go through the relay and
-//! RabbitMQ into the gateway's inbox and its `projects` read model.
+//! RabbitMQ into the gateway's inbox and its `projects` read model. The
+//! relay and the gateway run as their own processes, as they are
+//! deployed: in this process they would share one runtime's two workers
+//! with the writer, whose every round trip would then wait behind their
+//! batches.
 //! Sustained throughput first (as fast as it goes), then end-to-end
 //! latency at half of that rate, then the broker's and the database's own
 //! limits for the same message and batch sizes.
 
 use super::baselines::{self, BrokerShape};
+use crate::machine::{CpuMeter, CpuSource};
 use crate::report::{Figure, ScenarioResult, Size, Target};
-use crate::stack::{InProcess, Services};
+use crate::stack::Binaries;
 use crate::stats::{self, Pacer};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
@@ -53,16 +58,12 @@ impl Shape {
 
 /// Run it.
 pub async fn run(size: Size, r: &mut ScenarioResult) -> anyhow::Result<()> {
-    let stack = InProcess::start(Services {
-        orchestrator: false,
-        relay: true,
-    })
-    .await?;
+    let stack = Binaries::start(&["api-gateway", "outbox-relay"]).await?;
     let outcome = measure(&stack, Shape::of(size), r).await;
     stack.finish(outcome, r).await
 }
 
-async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> anyhow::Result<()> {
+async fn measure(stack: &Binaries, shape: Shape, r: &mut ScenarioResult) -> anyhow::Result<()> {
     let admin = stack.env.db.admin_pool().await?;
     let writer = stack.env.db.service_pool("session-orchestrator").await?;
     let log = Log::new("orchestrator", Duration::from_secs(5))
@@ -80,7 +81,9 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
     let warm = writes.append_all("warm", shape.batch as u64).await?;
     wait_applied(&admin, warm).await?;
 
+    let meter = CpuMeter::start(cpu_sources(stack)?)?;
     let phase = throughput(&writes, &admin, shape.events, warm).await?;
+    let cpu = meter.read()?;
     let peak = phase.applied_rate;
     let half = peak / 2.0;
     let latencies = latency_at(&writes, &admin, half, shape.latency_span).await?;
@@ -118,7 +121,8 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
         .param("latency_span_s", shape.latency_span.as_secs_f64())
         .param(
             "services",
-            "gateway and relay in the bench process; the bench appends as the orchestrator",
+            "gateway and relay as their own processes (the built binaries); \
+             the bench appends as the orchestrator",
         );
     r.push(
         Figure::plain("throughput", peak, "events/s")
@@ -149,6 +153,17 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
         "events/s",
     ));
     r.push(Figure::plain("stage: drain (apply)", peak, "events/s"));
+    // Who used the two cores while the events went through: what bounds
+    // the throughput once every stage keeps pace with the writer.
+    for (name, cores) in &cpu.by_source {
+        r.push(Figure::plain(&format!("CPU: {name}"), *cores, "cores"));
+    }
+    r.push(Figure::plain("CPU: whole machine", cpu.machine, "cores"));
+    r.push(Figure::plain(
+        "CPU per event, whole machine",
+        cpu.machine_seconds * 1e6 / shape.events as f64,
+        "µs",
+    ));
     r.note(format!(
         "stages of the throughput phase: appended in {:.2} s, all in the gateway's inbox after \
          {:.2} s, all applied after {:.2} s; latency samples {}, max {:.1} ms",
@@ -161,6 +176,27 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
     admin.close().await;
     writer.close().await;
     Ok(())
+}
+
+/// The processes the pipeline runs in, for a [`CpuMeter`]: the writer is
+/// this process (the bench appends as the orchestrator).
+fn cpu_sources(stack: &Binaries) -> anyhow::Result<Vec<(String, CpuSource)>> {
+    let pid = |service: &str| {
+        stack
+            .pid(service)
+            .map(CpuSource::Pid)
+            .ok_or_else(|| anyhow::anyhow!("{service} is not running"))
+    };
+    Ok(vec![
+        (
+            "writer (the bench)".into(),
+            CpuSource::Pid(std::process::id()),
+        ),
+        ("outbox-relay".into(), pid("outbox-relay")?),
+        ("api-gateway".into(), pid("api-gateway")?),
+        ("Postgres".into(), CpuSource::Command("postgres")),
+        ("RabbitMQ".into(), CpuSource::Command("beam.smp")),
+    ])
 }
 
 /// Appends project events the way the orchestrator does: a batch per

@@ -158,16 +158,6 @@ impl Log {
             return Ok(Vec::new());
         }
         let wait = format!("{}ms", self.lock_wait.as_millis().max(1));
-        sqlx::query(AssertSqlSafe(format!(
-            "SELECT {}.log_append_lock($1, $2)",
-            self.schema
-        )))
-        .bind(self.key)
-        .bind(&wait)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| self.classify(e, None))?;
-
         let n = entries.len();
         let mut ids = Vec::with_capacity(n);
         let mut kinds = Vec::with_capacity(n);
@@ -194,22 +184,17 @@ impl Log {
             datas.push(env.data.clone());
             exts.push(env.extensions_json());
         }
-        // Positions are drawn row by row in the order given (WITH ORDINALITY
-        // ... ORDER BY; volatile nextval is evaluated after the sort).
+        // One round trip: `log_append` takes the lock, then draws the
+        // positions row by row in the order given
+        // (migrations/service-log/0005_log_append.sql).
         let sql = format!(
-            "INSERT INTO {s}.log (position, message_id, kind, stream, stream_version, type, subject,
-                                  source, routing_key, time, data, extensions)
-             SELECT nextval('{s}.log_position'), id, kind, stream, version, type, subject,
-                    source, key, time, data, ext
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::timestamptz[], $10::jsonb[], $11::jsonb[])
-                  WITH ORDINALITY AS t(id, kind, stream, version, type, subject, source, key, time,
-                                       data, ext, ord)
-             ORDER BY ord
-             RETURNING position",
-            s = self.schema
+            "SELECT p FROM {}.log_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             AS p",
+            self.schema
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(self.key)
+            .bind(&wait)
             .bind(&ids)
             .bind(&kinds)
             .bind(&streams)

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod append_errors;
 mod concurrent_appends;
 mod failover;
 mod kill_relay;

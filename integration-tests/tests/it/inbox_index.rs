@@ -63,5 +63,20 @@ async fn the_next_rows_lookup_uses_an_index_at_twenty_thousand_inbox_rows() {
             );
         }
     }
+    // The sweep for waiting streams reads the waiting rows through the
+    // same index (its own partial indexes were dropped: every index an
+    // inbox row enters costs its insert and its applied mark).
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        stratavore_consumer::inbox::WAITING_STREAMS_SQL
+    )))
+    .bind(100_i64)
+    .bind("")
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(plan.contains("inbox_next"), "{plan}");
     pool.close().await;
 }

@@ -397,21 +397,25 @@ pub async fn mark_skipped(conn: &mut PgConnection, message_id: Uuid) -> Result<(
     Ok(())
 }
 
+/// The streams with rows of owner `$2` waiting to be applied, the longest
+/// waiting first, at most `$1`. Read through `inbox_next`, whose predicate
+/// `status = 'received'` implies.
+pub const WAITING_STREAMS_SQL: &str =
+    "SELECT source_log, stream FROM inbox WHERE status = 'received' AND owner = $2
+     GROUP BY source_log, stream ORDER BY min(received_at) LIMIT $1";
+
 /// Every stream with rows of `owner` waiting to be applied.
 pub async fn waiting_streams(
     conn: &mut PgConnection,
     limit: i64,
     owner: &str,
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT source_log, stream FROM inbox WHERE status = 'received' AND owner = $2
-         GROUP BY source_log, stream ORDER BY min(received_at) LIMIT $1",
-    )
-    .bind(limit)
-    .bind(owner)
-    .fetch_all(conn)
-    .await
-    .map_err(StoreError::new("listing waiting streams"))?;
+    let rows = sqlx::query(WAITING_STREAMS_SQL)
+        .bind(limit)
+        .bind(owner)
+        .fetch_all(conn)
+        .await
+        .map_err(StoreError::new("listing waiting streams"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 

@@ -195,9 +195,18 @@ impl InProcess {
     }
 }
 
-/// A service's release binary started against `env` with its health
-/// server on `port` and `extra` added to its environment. The gateway gets
-/// the provisioned embedding model. Not waited for: see [`wait_ready`].
+/// The setting that puts a service's health server on `port`.
+pub fn listen_on(port: u16) -> (String, String) {
+    (
+        "STRATAVORE__HTTP__LISTEN".to_owned(),
+        format!("127.0.0.1:{port}"),
+    )
+}
+
+/// A service's binary (beside the bench's own) started against `env`,
+/// with its health server on `port` and `extra` added to its environment.
+/// The gateway gets the provisioned embedding model. Not waited for: see
+/// [`wait_ready`].
 pub async fn start_binary(
     env: &TestEnv,
     service: &str,
@@ -205,10 +214,7 @@ pub async fn start_binary(
     extra: Vec<(String, String)>,
 ) -> anyhow::Result<ServiceProcess> {
     let mut vars = env.service_env();
-    vars.push((
-        "STRATAVORE__HTTP__LISTEN".to_owned(),
-        format!("127.0.0.1:{port}"),
-    ));
+    vars.push(listen_on(port));
     if service == "api-gateway" {
         vars.push((
             "STRATAVORE__SEARCH__MODEL_DIR".into(),

@@ -76,13 +76,14 @@ async fn idle_rss(
     for service in SERVICES {
         let port = stack::free_port()?;
         let process = if *service == "runner-supervisor" {
-            let listen = (
-                "STRATAVORE__HTTP__LISTEN".to_owned(),
-                format!("127.0.0.1:{port}"),
-            );
-            stack::start_node(env, scratch, &scratch.join("root"), vec![listen])
-                .await?
-                .1
+            stack::start_node(
+                env,
+                scratch,
+                &scratch.join("root"),
+                vec![stack::listen_on(port)],
+            )
+            .await?
+            .1
         } else {
             let mut extra = Vec::new();
             if *service == "api-gateway" {

@@ -208,7 +208,7 @@ impl Log {
             .bind(&exts)
             .fetch_all(&mut *conn)
             .await
-            .map_err(|e| self.classify(e, Some(entries)))?;
+            .map_err(|e| self.classify(e, entries))?;
         let mut positions: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(0)).collect();
         // RETURNING order is not promised; positions were drawn in entry
         // order, so sorting restores it.
@@ -216,7 +216,7 @@ impl Log {
         Ok(positions)
     }
 
-    fn classify(&self, e: sqlx::Error, entries: Option<&[NewEntry]>) -> AppendError {
+    fn classify(&self, e: sqlx::Error, entries: &[NewEntry]) -> AppendError {
         if let sqlx::Error::Database(db) = &e {
             match (db.code().as_deref(), db.constraint()) {
                 (Some("55P03"), _) => {
@@ -230,10 +230,7 @@ impl Log {
                     return AppendError::VersionConflict { stream, version };
                 }
                 (Some("23505"), Some("log_message_id_key")) => {
-                    let id = entries
-                        .and_then(|e| e.first())
-                        .map(|e| e.envelope.id)
-                        .unwrap_or_default();
+                    let id = entries.first().map(|e| e.envelope.id).unwrap_or_default();
                     return AppendError::DuplicateMessage(id);
                 }
                 _ => {}
@@ -305,10 +302,10 @@ impl Log {
     }
 }
 
-fn conflict_detail(message: &str, entries: Option<&[NewEntry]>) -> (String, u64) {
+fn conflict_detail(message: &str, entries: &[NewEntry]) -> (String, u64) {
     // Postgres names the key in the message detail only; the first entry's
     // stream is the best answer when several streams were appended at once.
-    let first = entries.and_then(|e| e.first());
+    let first = entries.first();
     let stream = first
         .map(|e| e.envelope.stream.clone())
         .unwrap_or_else(|| message.to_owned());

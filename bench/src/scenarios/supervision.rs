@@ -590,6 +590,13 @@ async fn install_lag_triggers(admin: &sqlx::PgPool) -> anyhow::Result<()> {
         )))
         .execute(admin)
         .await?;
+        // Applied on receipt: the row goes in applied.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TRIGGER bench_applied_on_receipt AFTER INSERT ON {schema}.inbox FOR EACH ROW
+             WHEN (NEW.status = 'applied') EXECUTE FUNCTION bench.record_applied()"
+        )))
+        .execute(admin)
+        .await?;
     }
     Ok(())
 }

@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use stratavore_consumer::{Decider, Drainer, HandleError, Projection};
+use stratavore_consumer::received::{ReceivedMessage, read_delivery};
+use stratavore_consumer::{Decider, DrainError, Drainer, HandleError, Projection};
 use stratavore_events::Envelope;
 use stratavore_store::{Log, NewEntry, StoreError};
 use stratavore_testkit::TestEnv;
@@ -166,26 +167,13 @@ impl Fixture {
             name: "probe".into(),
             owner: String::new(),
             lag: stratavore_consumer::ApplyLag::default(),
+            turn: Default::default(),
         }
     }
 
     /// Put version `version` of `stream` in the inbox as received.
     async fn receive(&self, stream: &str, version: u64, data: serde_json::Value) -> Uuid {
-        let envelope = Envelope {
-            id: Uuid::now_v7(),
-            source: "/stratavore/session-orchestrator".into(),
-            type_name: "io.stratavore.project.updated.v1".into(),
-            subject: stream.into(),
-            time: chrono::Utc::now(),
-            data,
-            stream: stream.into(),
-            sequence: version,
-            correlation_id: None,
-            causation_id: None,
-            traceparent: None,
-            tracestate: None,
-            idempotency_key: None,
-        };
+        let envelope = envelope(stream, version, data);
         let stored = serde_json::to_value(envelope.to_cloudevent().unwrap()).unwrap();
         sqlx::query(
             "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, message)
@@ -245,6 +233,31 @@ impl Fixture {
         self.pool.close().await;
         self.env.cleanup().await.unwrap();
     }
+}
+
+/// Version `version` of `stream`, from the orchestrator.
+fn envelope(stream: &str, version: u64, data: serde_json::Value) -> Envelope {
+    Envelope {
+        id: Uuid::now_v7(),
+        source: "/stratavore/session-orchestrator".into(),
+        type_name: "io.stratavore.project.updated.v1".into(),
+        subject: stream.into(),
+        time: chrono::Utc::now(),
+        data,
+        stream: stream.into(),
+        sequence: version,
+        correlation_id: None,
+        causation_id: None,
+        traceparent: None,
+        tracestate: None,
+        idempotency_key: None,
+    }
+}
+
+/// The envelope as the consumer reads it off the wire.
+fn delivery(envelope: &Envelope) -> ReceivedMessage {
+    let message = stratavore_bus::encode_event(envelope.to_cloudevent().unwrap()).unwrap();
+    read_delivery(&message.properties, &message.body)
 }
 
 fn streams(names: &[&str]) -> Vec<(String, String)> {
@@ -493,5 +506,172 @@ async fn a_message_a_quiet_run_stops_before_that_fails_stops_only_its_stream() {
     // never was.
     assert_eq!(probe.decided.lock().unwrap().len(), 2);
     assert_eq!(f.transactions().await, 1);
+    f.cleanup().await;
+}
+
+/// Count every update of an inbox row from now on.
+async fn count_inbox_updates(pool: &sqlx::PgPool) {
+    for statement in [
+        "CREATE TABLE inbox_updates (message_id uuid, status text)",
+        "CREATE FUNCTION count_inbox_update() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO inbox_updates VALUES (NEW.message_id, NEW.status); RETURN NULL; END $$",
+        "CREATE TRIGGER count_inbox_update AFTER UPDATE ON inbox FOR EACH ROW
+         EXECUTE FUNCTION count_inbox_update()",
+    ] {
+        sqlx::query(statement).execute(pool).await.unwrap();
+    }
+}
+
+async fn inbox_updates(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM inbox_updates")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_batch_that_continues_its_streams_is_applied_by_the_transaction_that_inserts_it()
+{
+    let f = Fixture::new().await;
+    count_inbox_updates(&f.pool).await;
+    // c's version 1 is still on its way; its version 3 waits in the inbox.
+    let waiting_c3 = f.receive("c", 3, ok()).await;
+    let batch: Vec<Envelope> = [("a", 2), ("b", 1), ("a", 1), ("c", 2), ("a", 3)]
+        .iter()
+        .map(|(stream, version)| envelope(stream, *version, ok()))
+        .collect();
+    let received: Vec<ReceivedMessage> = batch.iter().map(delivery).collect();
+    let drainer = f.drainer(100);
+    let delivered = drainer.apply_delivered(&received).await.unwrap();
+    assert_eq!((delivered.inserted, delivered.applied), (5, 4));
+    assert_eq!(delivered.waiting, streams(&["c"]), "c has a gap");
+    let folded = f.folded().await;
+    assert_eq!(folded["a"], vec![1, 2, 3], "in version order, numbered so");
+    assert_eq!(folded["b"], vec![1]);
+    assert!(!folded.contains_key("c"));
+    // The rows went in applied, by the transaction that folded them.
+    assert_eq!(inbox_updates(&f.pool).await, 0);
+    let same_transaction: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM inbox i JOIN drain_probe p USING (message_id)
+         WHERE i.status = 'applied' AND i.xmin::text::bigint = p.tx % 4294967296",
+    )
+    .fetch_one(&f.pool)
+    .await
+    .unwrap();
+    assert_eq!(same_transaction, 4);
+    assert_eq!(f.transactions().await, 1);
+    assert_eq!(f.status(batch[3].id).await, ("received".into(), 0));
+    assert_eq!(
+        (f.stream_version("a").await, f.stream_version("b").await),
+        (Some(3), Some(1))
+    );
+    // The same batch again (redelivered, all of it): nothing new, nothing
+    // applied twice.
+    let again = drainer.apply_delivered(&received).await.unwrap();
+    assert_eq!((again.inserted, again.applied), (0, 0));
+    assert_eq!(again.waiting, streams(&["c"]));
+    // c's version 1 arrives: applied on receipt, and c is handed to the
+    // drain, which applies the versions that waited for it.
+    let c1 = delivery(&envelope("c", 1, ok()));
+    let delivered = drainer.apply_delivered(&[c1]).await.unwrap();
+    assert_eq!(delivered.applied, 1);
+    assert_eq!(delivered.waiting, streams(&["c"]), "c has rows waiting");
+    drainer.drain_streams(&delivered.waiting).await.unwrap();
+    assert_eq!(f.folded().await["c"], vec![1, 2, 3]);
+    assert_eq!(f.status(waiting_c3).await, ("applied".into(), 0));
+    assert_eq!(f.stream_version("c").await, Some(3));
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_applied_on_receipt_whose_row_another_transaction_inserted_is_rolled_back_whole()
+{
+    let f = Fixture::new().await;
+    // Another replica inserted version 1 (its first copy) and has not
+    // drained it yet; the redelivered copy arrives here with b's first.
+    let first = envelope("a", 1, ok());
+    let stored = serde_json::to_value(first.to_cloudevent().unwrap()).unwrap();
+    sqlx::query(
+        "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, message)
+         VALUES ($1, 'session-orchestrator', 'a', 1, $2, 'received', $3)",
+    )
+    .bind(first.id)
+    .bind(&first.type_name)
+    .bind(stored)
+    .execute(&f.pool)
+    .await
+    .unwrap();
+    let b1 = envelope("b", 1, ok());
+    let drainer = f.drainer(100);
+    let raced = drainer
+        .apply_delivered(&[delivery(&first), delivery(&b1)])
+        .await;
+    assert!(
+        matches!(raced, Err(DrainError::AlreadyReceived)),
+        "{raced:?}"
+    );
+    assert!(f.folded().await.is_empty(), "nothing of the batch stayed");
+    assert_eq!(f.stream_version("b").await, None);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "b's row went with the rollback");
+    // The drain applies the first copy once.
+    drainer.drain_streams(&streams(&["a"])).await.unwrap();
+    assert_eq!(f.folded().await["a"], vec![1]);
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_fails_on_receipt_goes_in_received_and_the_drain_records_its_failure() {
+    let f = Fixture::new().await;
+    let refused = envelope("a", 1, serde_json::json!({"refuse": true}));
+    let after = envelope("a", 2, ok());
+    let other = envelope("b", 1, ok());
+    let drainer = f.drainer(100);
+    let delivered = drainer
+        .apply_delivered(&[delivery(&refused), delivery(&after), delivery(&other)])
+        .await
+        .unwrap();
+    assert_eq!((delivered.inserted, delivered.applied), (3, 1));
+    assert_eq!(delivered.waiting, streams(&["a"]));
+    assert_eq!(f.status(refused.id).await, ("received".into(), 0));
+    assert_eq!(f.status(after.id).await, ("received".into(), 0));
+    assert_eq!(f.status(other.id).await, ("applied".into(), 0));
+    let outcome = drainer.drain_streams(&delivered.waiting).await.unwrap();
+    assert!(outcome.blocked);
+    assert_eq!(
+        f.status(refused.id).await,
+        ("received".into(), 1),
+        "the drain counted the attempt"
+    );
+    assert_eq!(f.status(after.id).await, ("received".into(), 0));
+    f.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_receipt_a_message_that_appends_ends_what_is_applied_and_the_rest_waits_for_the_drain() {
+    let f = Fixture::new().await;
+    let batch = [
+        envelope("a", 1, ok()),
+        envelope("a", 2, serde_json::json!({"append": true})),
+        envelope("a", 3, ok()),
+        envelope("b", 1, ok()),
+    ];
+    let received: Vec<ReceivedMessage> = batch.iter().map(delivery).collect();
+    let drainer = f.drainer(100);
+    let delivered = drainer.apply_delivered(&received).await.unwrap();
+    assert_eq!((delivered.inserted, delivered.applied), (4, 2));
+    assert_eq!(delivered.waiting, streams(&["a", "b"]));
+    let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM log WHERE stream LIKE 'probe-%'")
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(appended, 1);
+    drainer.drain_streams(&delivered.waiting).await.unwrap();
+    let folded = f.folded().await;
+    assert_eq!(folded["a"], vec![1, 2, 3]);
+    assert_eq!(folded["b"], vec![1]);
     f.cleanup().await;
 }

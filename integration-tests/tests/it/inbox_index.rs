@@ -78,5 +78,30 @@ async fn the_next_rows_lookup_uses_an_index_at_twenty_thousand_inbox_rows() {
     let plan = plan.join("\n");
     assert!(!plan.contains("Seq Scan"), "{plan}");
     assert!(plan.contains("inbox_next"), "{plan}");
+    // So does the check, on receipt of every batch, for rows its streams
+    // have waiting.
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN {}",
+        stratavore_consumer::inbox::LOCK_STREAM_VERSIONS_SQL
+    )))
+    .bind(vec!["orchestrator"; 3])
+    .bind(vec!["project-7", "project-8", "project-1999"])
+    .bind("")
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    let waiting = plan
+        .split("inbox_next")
+        .nth(1)
+        .and_then(|after| after.lines().find(|l| l.contains("Index Cond")))
+        .unwrap_or_else(|| panic!("no lookup by inbox_next: {plan}"));
+    for column in ["owner =", "source_log =", "stream ="] {
+        assert!(
+            waiting.contains(column),
+            "{column} is not in {waiting}\n{plan}"
+        );
+    }
+    assert!(!plan.contains("Seq Scan on inbox"), "{plan}");
     pool.close().await;
 }

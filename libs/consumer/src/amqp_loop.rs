@@ -1,19 +1,22 @@
 //! The consuming loop: take a batch of deliveries, insert them all into the
-//! inbox and commit, ack exactly those, then hand the streams they touched
-//! to the drain task. Nothing is acked before its row is committed, so a
-//! crash anywhere only causes redeliveries, which the inbox absorbs.
+//! inbox, applying on receipt those that continue their streams, and
+//! commit; ack exactly those, then hand the streams with messages left
+//! waiting to the drain task. Nothing is acked before its row is
+//! committed, so a crash anywhere only causes redeliveries, which the inbox
+//! absorbs.
 //!
-//! The drain runs beside the loop, so the next batch is inserted while the
-//! last one is applied, and the streams touched meanwhile are drained
-//! together. The hand-over queue is short: when the drain falls behind, the
-//! loop waits instead of filling the inbox far ahead of it.
+//! The drain runs beside the loop (one drain transaction at a time per
+//! process, theirs or the loop's), and the streams handed over meanwhile
+//! are drained together. The hand-over queue is short: when the drain
+//! falls behind, the loop waits instead of filling the inbox far ahead of
+//! it.
 //!
 //! While Postgres is away the consumer holds no deliveries: it closes its
 //! channel (the broker requeues them), reports not ready, and comes back
 //! later. The service's dead-letter queue (what the broker gave up on, past
 //! its delivery limit) is consumed into the inbox as dead rows.
 
-use crate::drain::Drainer;
+use crate::drain::{Drainer, streams_of};
 use crate::inbox;
 use crate::metrics as m;
 use crate::received::{ReceivedMessage, read_delivery};
@@ -208,18 +211,26 @@ impl<S: Decider + Projection> Consumer<S> {
             .iter()
             .map(|d| read_delivery(&d.properties, &d.data))
             .collect();
-        let inserted = {
-            let mut tx = self
-                .drainer
-                .pool
-                .begin()
-                .await
-                .map_err(StoreError::new("opening an inbox transaction"))?;
-            let n = inbox::insert_batch(&mut tx, &received, &self.drainer.owner).await?;
-            tx.commit()
-                .await
-                .map_err(StoreError::new("committing deliveries"))?;
-            n
+        let (inserted, streams) = match self.drainer.apply_delivered(&received).await {
+            Ok(delivered) => (delivered.inserted, delivered.waiting),
+            Err(e) => {
+                // Rolled back whole: insert the batch alone, and leave all
+                // of it to the drain.
+                tracing::debug!(service = %self.drainer.name, error = %e,
+                    "applying a batch on receipt failed; inserting it alone");
+                let mut tx = self
+                    .drainer
+                    .pool
+                    .begin()
+                    .await
+                    .map_err(StoreError::new("opening an inbox transaction"))?;
+                let inserted =
+                    inbox::insert_batch(&mut tx, &received, &self.drainer.owner, &[]).await?;
+                tx.commit()
+                    .await
+                    .map_err(StoreError::new("committing deliveries"))?;
+                (inserted.rows, streams_of(&received).0)
+            }
         };
         let name = self.drainer.name.clone();
         metrics::counter!(m::MESSAGES_TOTAL, "service" => name.clone(), "outcome" => "inserted")
@@ -239,13 +250,6 @@ impl<S: Decider + Projection> Consumer<S> {
                 .ack(BasicAckOptions { multiple: true })
                 .await
                 .map_err(LoopError::Amqp)?;
-        }
-        let mut streams: Vec<(String, String)> = Vec::new();
-        let mut seen = HashSet::new();
-        for r in received.iter().filter(|r| r.unreadable.is_none()) {
-            if seen.insert((r.source_log.as_str(), r.stream.as_str())) {
-                streams.push((r.source_log.clone(), r.stream.clone()));
-            }
         }
         if !streams.is_empty() && touched.send(streams).await.is_err() {
             // The drain task ended (shutdown): the rows are safe in the

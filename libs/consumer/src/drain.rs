@@ -16,14 +16,15 @@
 //! then drained again one message per transaction, so a message that keeps
 //! failing that way holds up its own stream and no other.
 
+mod on_receipt;
 mod quiet_run;
 mod tally;
 
 use crate::ApplyLag;
 use crate::batch::{Candidate, contiguous, window};
-use crate::inbox::{self, NextRow};
+use crate::inbox::{self, Inserted, NextRow};
 use crate::metrics as m;
-use crate::received::envelope_of_stored;
+use crate::received::ReceivedMessage;
 use crate::service::{Decider, HandleError, Projection};
 use sqlx::{PgConnection, PgPool};
 use std::collections::VecDeque;
@@ -31,6 +32,22 @@ use std::sync::Arc;
 use stratavore_store::{AppendError, Log, NewEntry, StoreError};
 use tally::{Pass, Tally};
 
+pub use on_receipt::Delivered;
+pub(crate) use on_receipt::streams_of;
+
+/// Where the messages a drain transaction applies come from, and so how it
+/// records them.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The inbox's waiting rows, fetched and locked: those applied are
+    /// marked so, a message's own failure is counted on its row.
+    Inbox,
+    /// A delivery batch not in the inbox yet, applied on receipt: the
+    /// whole batch is inserted, those applied as applied; a message that
+    /// fails goes in as received, with what follows it in its stream, and
+    /// the inbox's drain decides it again and records its failure.
+    Delivered(&'a [ReceivedMessage]),
+}
 /// Draining stopped on the infrastructure (the stream is drained again
 /// later, no attempt counted).
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +59,11 @@ pub enum DrainError {
     /// writer decided first on stale state: draining again decides anew).
     #[error(transparent)]
     Append(#[from] AppendError),
+    /// A delivery applied on receipt was in the inbox already (a
+    /// redelivery whose first copy another transaction inserted): its
+    /// effects are rolled back, and it is left to the inbox's drain.
+    #[error("a message applied on receipt was in the inbox already")]
+    AlreadyReceived,
 }
 
 impl DrainError {
@@ -102,6 +124,11 @@ pub struct Drainer<S> {
     pub owner: String,
     /// How far behind the drain runs, as its transactions commit.
     pub lag: ApplyLag,
+    /// Held by each drain transaction, so that a process applies one at a
+    /// time: the consuming loop's on receipt and the drain task's never
+    /// wait for (or deadlock with) each other over the same projection
+    /// rows. Clones share it.
+    pub turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<S> Clone for Drainer<S> {
@@ -115,6 +142,7 @@ impl<S> Clone for Drainer<S> {
             name: self.name.clone(),
             owner: self.owner.clone(),
             lag: self.lag.clone(),
+            turn: self.turn.clone(),
         }
     }
 }
@@ -207,18 +235,34 @@ impl<S: Decider + Projection> Drainer<S> {
         }
     }
 
-    /// One drain transaction over `streams`, applying at most `batch` rows.
-    async fn apply_batch(
+    /// Wait for this process's turn to apply, then open the transaction,
+    /// holding the rebuild lock shared. The turn ends when the guard drops.
+    async fn begin_applying(
         &self,
-        streams: &[(String, String)],
-        batch: usize,
-    ) -> Result<Pass, DrainError> {
+    ) -> Result<
+        (
+            tokio::sync::MutexGuard<'_, ()>,
+            sqlx::Transaction<'static, sqlx::Postgres>,
+        ),
+        StoreError,
+    > {
+        let turn = self.turn.lock().await;
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(StoreError::new("opening a drain transaction"))?;
         crate::lock_shared(&mut tx, self.log.schema()).await?;
+        Ok((turn, tx))
+    }
+
+    /// One drain transaction over `streams`, applying at most `batch` rows.
+    async fn apply_batch(
+        &self,
+        streams: &[(String, String)],
+        batch: usize,
+    ) -> Result<Pass, DrainError> {
+        let (_turn, mut tx) = self.begin_applying().await?;
         let per_stream = window(streams.len(), batch);
         let fetched =
             inbox::lock_next_rows(&mut tx, streams, per_stream, batch, &self.owner).await?;
@@ -246,8 +290,43 @@ impl<S: Decider + Projection> Drainer<S> {
         for c in &runs {
             run_len[c.stream] += 1;
         }
+        let (tally, _) = self
+            .apply_runs(&mut tx, streams, runs, Source::Inbox)
+            .await?;
+        tx.commit()
+            .await
+            .map_err(StoreError::new("committing a drain transaction"))?;
+        let Tally {
+            mut pass,
+            blocked,
+            done,
+            ..
+        } = tally;
+        for (i, more) in pass.more.iter_mut().enumerate() {
+            let whole_run_applied = done[i] == run_len[i];
+            let run_may_continue = run_len[i] == fetched_per_stream[i]
+                && (fetched_per_stream[i] == per_stream || cut_from.is_some_and(|s| i >= s));
+            *more = !blocked[i] && (!whole_run_applied || run_may_continue);
+        }
+        self.count(&pass);
+        Ok(pass)
+    }
+
+    /// Apply `runs` (each stream's messages that continue its version, in
+    /// order) in the transaction `tx`, then record what was applied: the
+    /// part of a drain transaction that does not depend on where its
+    /// messages come from. Returns the account, and for a delivery batch
+    /// what inserting it did.
+    async fn apply_runs(
+        &self,
+        tx: &mut PgConnection,
+        streams: &[(String, String)],
+        runs: Vec<Candidate<NextRow>>,
+        source: Source<'_>,
+    ) -> Result<(Tally, Inserted), DrainError> {
         let mut tally = Tally::new(streams.len());
         let mut appended = false;
+        let mut inserted = Inserted::default();
         // Messages decided but not folded yet wait in `tally.unfolded`: a
         // decider that reads the projection sees each message folded
         // before it decides the next; otherwise the batch is folded at
@@ -268,78 +347,73 @@ impl<S: Decider + Projection> Drainer<S> {
                 tally.passed_over(c.stream, &c.row);
                 continue;
             }
-            let envelope = match envelope_of_stored(&c.row.stored) {
+            let envelope = match c.row.message.envelope() {
                 Ok(envelope) => envelope,
                 Err(error) => {
-                    self.record_failure(&mut tx, &mut tally, &c, error).await?;
+                    self.record_failure(tx, &mut tally, &c, error, source)
+                        .await?;
                     continue;
                 }
             };
             if alone != Some(c.row.message_id) && self.service.may_be_quiet(&envelope.type_name) {
                 let stopped_before = self
-                    .apply_quiet_run(&mut tx, &mut tally, &mut queue, (c, envelope))
+                    .apply_quiet_run(tx, &mut tally, &mut queue, (c, envelope))
                     .await?;
                 alone = stopped_before;
                 if fold_each && !tally.unfolded.is_empty() {
-                    self.fold(&mut tx, &mut tally).await?;
+                    self.fold(tx, &mut tally).await?;
                 }
                 continue;
             }
-            let entries = match self.service.decide(&mut tx, &envelope).await {
+            let entries = match self.service.decide(tx, &envelope).await {
                 Ok(entries) => entries,
                 Err(HandleError::Message(error)) => {
                     // Nothing of this message was written: count the
                     // attempt and stop its stream here.
-                    self.record_failure(&mut tx, &mut tally, &c, error).await?;
+                    self.record_failure(tx, &mut tally, &c, error, source)
+                        .await?;
                     continue;
                 }
                 Err(HandleError::Store(e)) => return Err(e.into()),
             };
             tally.applied(c.stream, &c.row, envelope);
             if fold_each || !entries.is_empty() {
-                self.fold(&mut tx, &mut tally).await?;
+                self.fold(tx, &mut tally).await?;
             }
             if !entries.is_empty() {
-                self.record_progress(&mut tx, streams, &tally).await?;
-                record_own(&mut tx, &self.log, self.service.as_ref(), &entries).await?;
+                inserted = self.record_progress(tx, streams, &tally, source).await?;
+                record_own(tx, &self.log, self.service.as_ref(), &entries).await?;
                 appended = true;
             }
         }
         if !tally.unfolded.is_empty() {
-            self.fold(&mut tx, &mut tally).await?;
+            self.fold(tx, &mut tally).await?;
         }
         if !appended {
-            self.record_progress(&mut tx, streams, &tally).await?;
+            inserted = self.record_progress(tx, streams, &tally, source).await?;
         }
-        tx.commit()
-            .await
-            .map_err(StoreError::new("committing a drain transaction"))?;
-        let Tally {
-            mut pass,
-            blocked,
-            done,
-            ..
-        } = tally;
-        for (i, more) in pass.more.iter_mut().enumerate() {
-            let whole_run_applied = done[i] == run_len[i];
-            let run_may_continue = run_len[i] == fetched_per_stream[i]
-                && (fetched_per_stream[i] == per_stream || cut_from.is_some_and(|s| i >= s));
-            *more = !blocked[i] && (!whole_run_applied || run_may_continue);
-        }
-        self.count(&pass);
-        Ok(pass)
+        Ok((tally, inserted))
     }
 
-    /// Record the failure of a row's message and stop its stream.
+    /// Stop the stream of a message that failed, and record the failure on
+    /// its row (a delivery applied on receipt has none yet: see
+    /// [`Source::Delivered`]).
     async fn record_failure(
         &self,
         conn: &mut PgConnection,
         tally: &mut Tally,
         c: &Candidate<NextRow>,
         error: String,
+        source: Source<'_>,
     ) -> Result<(), StoreError> {
-        let dead = inbox::record_failure(conn, c.row.message_id, &error, self.max_attempts).await?;
-        tally.failed(c.stream, c.row.message_id, error, dead);
+        match source {
+            Source::Inbox => {
+                let dead = inbox::record_failure(conn, c.row.message_id, &error, self.max_attempts)
+                    .await?;
+                tally.failed(c.stream, c.row.message_id, error, dead);
+            }
+            Source::Delivered(_) => tally.blocked[c.stream] = true,
+        }
         Ok(())
     }
 
@@ -352,14 +426,29 @@ impl<S: Decider + Projection> Drainer<S> {
         Ok(())
     }
 
-    /// Mark what this transaction applied, and move its streams on.
+    /// Record what this transaction applied (marking the inbox's rows
+    /// applied, or inserting the delivery batch), and move its streams on.
     async fn record_progress(
         &self,
         conn: &mut PgConnection,
         streams: &[(String, String)],
         tally: &Tally,
-    ) -> Result<(), StoreError> {
-        inbox::mark_applied_in_order(conn, &tally.applied_ids).await?;
+        source: Source<'_>,
+    ) -> Result<Inserted, DrainError> {
+        let inserted = match source {
+            Source::Inbox => {
+                inbox::mark_applied_in_order(conn, &tally.applied_ids).await?;
+                Inserted::default()
+            }
+            Source::Delivered(batch) => {
+                let inserted =
+                    inbox::insert_batch(conn, batch, &self.owner, &tally.applied_ids).await?;
+                if inserted.applied != tally.applied_ids.len() {
+                    return Err(DrainError::AlreadyReceived);
+                }
+                inserted
+            }
+        };
         // The last version applied of each stream (rows come in version
         // order, so a later entry of a stream supersedes an earlier one).
         let mut latest: Vec<(&str, &str, i64)> = Vec::new();
@@ -373,7 +462,8 @@ impl<S: Decider + Projection> Drainer<S> {
                 None => latest.push((source, stream, version)),
             }
         }
-        inbox::set_stream_versions(conn, &latest).await
+        inbox::set_stream_versions(conn, &latest).await?;
+        Ok(inserted)
     }
 
     /// Metrics and logs of a committed pass.

@@ -1,18 +1,32 @@
 //! The inbox table and the stream versions, in SQL. Every statement runs
 //! on a service pool, whose search path puts the service's schema first.
 
-use crate::received::ReceivedMessage;
+use crate::received::{ReceivedMessage, envelope_of_stored};
 use sqlx::{PgConnection, Row};
+use stratavore_events::Envelope;
 use stratavore_store::StoreError;
 use uuid::Uuid;
 
+/// What inserting a batch of deliveries did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Inserted {
+    /// Rows that were new (the rest were in the inbox already).
+    pub rows: u64,
+    /// Of those, rows inserted as applied.
+    pub applied: usize,
+}
+
 /// Insert a batch of deliveries; a message already in the inbox is left as
-/// it is (a redelivery ends here). Returns how many rows were new.
+/// it is (a redelivery ends here). The messages in `applied`, which the
+/// same transaction has applied on receipt, go in as applied, numbered in
+/// that order (the order a rebuild replays); the others as received, or
+/// as dead when they could not be read.
 pub async fn insert_batch(
     conn: &mut PgConnection,
     batch: &[ReceivedMessage],
     owner: &str,
-) -> Result<u64, StoreError> {
+    applied: &[Uuid],
+) -> Result<Inserted, StoreError> {
     let mut ids = Vec::with_capacity(batch.len());
     let mut sources = Vec::with_capacity(batch.len());
     let mut streams = Vec::with_capacity(batch.len());
@@ -23,30 +37,36 @@ pub async fn insert_batch(
     let mut stored = Vec::with_capacity(batch.len());
     for m in batch {
         ids.push(m.message_id);
-        sources.push(m.source_log.clone());
-        streams.push(m.stream.clone());
+        sources.push(m.source_log.as_str());
+        streams.push(m.stream.as_str());
         versions.push(m.stream_version);
-        types.push(m.type_name.clone());
-        statuses.push(
-            if m.unreadable.is_some() {
-                "dead"
-            } else {
-                "received"
-            }
-            .to_owned(),
-        );
+        types.push(m.type_name.as_str());
+        statuses.push(if m.unreadable.is_some() {
+            "dead"
+        } else {
+            "received"
+        });
         errors.push(m.unreadable.clone());
-        stored.push(m.stored.clone());
+        stored.push(&m.stored);
     }
-    let result = sqlx::query(
+    // The numbers are drawn after the sort on the apply order: Postgres
+    // evaluates a volatile target expression after the ORDER BY of its
+    // SELECT (as in `mark_applied_in_order`).
+    let new: Vec<bool> = sqlx::query_scalar(
         "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, attempts,
-                            last_error, message, owner)
-         SELECT id, source, stream, version, type, status, CASE WHEN status = 'dead' THEN 1 ELSE 0 END,
-                error, message, $9
+                            last_error, message, owner, applied_seq)
+         SELECT t.id, t.source, t.stream, t.version, t.type,
+                CASE WHEN a.ord IS NULL THEN t.status ELSE 'applied' END,
+                CASE WHEN t.status = 'dead' THEN 1 ELSE 0 END,
+                t.error, t.message, $9,
+                CASE WHEN a.ord IS NULL THEN NULL ELSE nextval('inbox_applied_seq') END
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
                      $7::text[], $8::jsonb[])
               AS t(id, source, stream, version, type, status, error, message)
-         ON CONFLICT (message_id) DO NOTHING",
+         LEFT JOIN unnest($10::uuid[]) WITH ORDINALITY AS a(id, ord) ON a.id = t.id
+         ORDER BY a.ord
+         ON CONFLICT (message_id) DO NOTHING
+         RETURNING status = 'applied'",
     )
     .bind(&ids)
     .bind(&sources)
@@ -57,10 +77,14 @@ pub async fn insert_batch(
     .bind(&errors)
     .bind(&stored)
     .bind(owner)
-    .execute(conn)
+    .bind(applied)
+    .fetch_all(conn)
     .await
     .map_err(StoreError::new("inserting deliveries into the inbox"))?;
-    Ok(result.rows_affected())
+    Ok(Inserted {
+        rows: new.len() as u64,
+        applied: new.iter().filter(|a| **a).count(),
+    })
 }
 
 /// Record what the broker dead-lettered (past its delivery limit) as a dead
@@ -128,6 +152,60 @@ pub async fn set_stream_version(
     Ok(())
 }
 
+/// What a stream's state reflects, and whether it has rows waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamState {
+    /// The version its state reflects (0: none yet).
+    pub version: i64,
+    /// Whether the inbox holds rows of it, of this owner, waiting to be
+    /// applied (received or skipped).
+    pub waiting: bool,
+}
+
+/// The state of each of `streams`, in the order given, each stream's
+/// version row locked for this transaction: a drain that applies messages
+/// on receipt holds them, so another replica's drain of the same stream
+/// waits for its commit and then reads the version it moved to. Locked in
+/// (source log, stream) order, so two such drains cannot deadlock on them.
+/// A stream with no row yet is not locked; its first versions are kept
+/// apart by the inbox's primary key (see `Drainer::apply_delivered`).
+pub const LOCK_STREAM_VERSIONS_SQL: &str = "WITH locked AS (
+         SELECT source_log, stream, version FROM stream_versions
+         WHERE (source_log, stream) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         ORDER BY source_log, stream
+         FOR UPDATE)
+     SELECT coalesce(l.version, 0),
+            EXISTS (SELECT 1 FROM inbox n
+                    WHERE n.owner = $3 AND n.source_log = t.source_log AND n.stream = t.stream
+                      AND n.status IN ('received', 'skipped'))
+     FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(source_log, stream, ord)
+     LEFT JOIN locked l ON l.source_log = t.source_log AND l.stream = t.stream
+     ORDER BY t.ord";
+
+/// Lock the version rows of `streams` and read their state (see
+/// [`LOCK_STREAM_VERSIONS_SQL`]).
+pub async fn lock_stream_versions(
+    conn: &mut PgConnection,
+    streams: &[(String, String)],
+    owner: &str,
+) -> Result<Vec<StreamState>, StoreError> {
+    let (sources, names): (Vec<&str>, Vec<&str>) = streams
+        .iter()
+        .map(|(source, stream)| (source.as_str(), stream.as_str()))
+        .unzip();
+    let rows: Vec<(i64, bool)> = sqlx::query_as(LOCK_STREAM_VERSIONS_SQL)
+        .bind(&sources)
+        .bind(&names)
+        .bind(owner)
+        .fetch_all(conn)
+        .await
+        .map_err(StoreError::new("locking stream versions"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(version, waiting)| StreamState { version, waiting })
+        .collect())
+}
+
 /// A row waiting in its stream: to apply, or skipped by an operator.
 #[derive(Debug, Clone)]
 pub struct NextRow {
@@ -137,10 +215,39 @@ pub struct NextRow {
     pub message_id: Uuid,
     /// Its version.
     pub stream_version: i64,
-    /// The stored message.
-    pub stored: serde_json::Value,
+    /// The message.
+    pub message: Message,
     /// Failed attempts so far.
     pub attempts: i32,
+}
+
+/// A waiting message: as the inbox stores it, or as read from its delivery
+/// by a drain that applies it on receipt, before it has a row.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// The stored CloudEvent (or, for an unreadable message, what was
+    /// kept of it).
+    Stored(serde_json::Value),
+    /// The message as read.
+    Read(Box<Envelope>),
+}
+
+impl Message {
+    /// Its type, when it can tell.
+    pub fn type_name(&self) -> Option<&str> {
+        match self {
+            Message::Stored(stored) => stored.get("type").and_then(serde_json::Value::as_str),
+            Message::Read(envelope) => Some(&envelope.type_name),
+        }
+    }
+
+    /// The message to apply, or why it cannot be read.
+    pub fn envelope(&self) -> Result<Envelope, String> {
+        match self {
+            Message::Stored(stored) => envelope_of_stored(stored),
+            Message::Read(envelope) => Ok(envelope.as_ref().clone()),
+        }
+    }
 }
 
 /// A row fetched for a drain transaction, with the version its stream's
@@ -219,7 +326,7 @@ pub async fn lock_next_rows(
             next: NextRow {
                 message_id: r.get(2),
                 stream_version: r.get(3),
-                stored: r.get(4),
+                message: Message::Stored(r.get(4)),
                 attempts: r.get(5),
                 skipped: r.get(6),
             },

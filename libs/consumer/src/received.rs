@@ -30,6 +30,9 @@ pub struct ReceivedMessage {
     pub stored: serde_json::Value,
     /// Why it cannot be applied, when it cannot even be read.
     pub unreadable: Option<String>,
+    /// The message as read (none when it cannot be read): what a drain
+    /// applies on receipt, without reading `stored` back.
+    pub envelope: Option<Envelope>,
 }
 
 /// The service name of a `/stratavore/<service>[/<node>]` source.
@@ -70,6 +73,7 @@ pub fn read_delivery(properties: &BasicProperties, body: &[u8]) -> ReceivedMessa
                 .and_then(|canonical| serde_json::to_value(&canonical).ok())
                 .unwrap_or_else(|| serde_json::to_value(&event).unwrap_or(serde_json::Value::Null)),
             unreadable: None,
+            envelope: Some(env),
         },
         Err(reason) => unreadable(properties, body, reason),
     }
@@ -120,6 +124,7 @@ fn unreadable(properties: &BasicProperties, body: &[u8], reason: String) -> Rece
         type_name,
         stored,
         unreadable: Some(reason),
+        envelope: None,
     }
 }
 

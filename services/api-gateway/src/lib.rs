@@ -55,6 +55,7 @@ pub fn drainer(config: &GatewayConfig, pool: sqlx::PgPool) -> Drainer<GatewaySer
         // Replicas are interchangeable: any may apply any row.
         owner: String::new(),
         lag: stratavore_consumer::ApplyLag::default(),
+        turn: Default::default(),
     }
 }
 

@@ -6,7 +6,6 @@ use super::tally::Tally;
 use super::{DrainError, Drainer};
 use crate::batch::Candidate;
 use crate::inbox::NextRow;
-use crate::received::envelope_of_stored;
 use crate::service::{Decider, Projection};
 use sqlx::PgConnection;
 use std::collections::VecDeque;
@@ -30,15 +29,12 @@ impl<S: Decider + Projection> Drainer<S> {
                 && !tally.blocked[next.stream]
                 && next
                     .row
-                    .stored
-                    .get("type")
-                    .and_then(serde_json::Value::as_str)
+                    .message
+                    .type_name()
                     .is_some_and(|t| self.service.may_be_quiet(t));
             // An unreadable one is left to the usual path, which records
             // its failure.
-            let Some(envelope) = eligible
-                .then(|| envelope_of_stored(&next.row.stored).ok())
-                .flatten()
+            let Some(envelope) = eligible.then(|| next.row.message.envelope().ok()).flatten()
             else {
                 break;
             };

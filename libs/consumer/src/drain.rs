@@ -105,6 +105,22 @@ pub async fn record_own<P: Projection>(
     log.append(conn, entries).await
 }
 
+/// Roll a failed drain transaction back before its error is reported.
+/// Dropped, it would be rolled back only as the pool takes its connection
+/// back, in the background; until then its row locks would make the next
+/// attempt's `SKIP LOCKED` fetch (the retry one message at a time) pass
+/// over the very rows it is to retry, and a batch inserted alone wait for
+/// them.
+async fn roll_back(
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    error: DrainError,
+) -> DrainError {
+    if let Err(e) = tx.rollback().await {
+        tracing::debug!(error = %e, "rolling a failed drain transaction back failed");
+    }
+    error
+}
+
 /// Applies waiting inbox rows for one service.
 pub struct Drainer<S> {
     /// The service's pool (its role, its schema first on the path).
@@ -265,7 +281,10 @@ impl<S: Decider + Projection> Drainer<S> {
         let (_turn, mut tx) = self.begin_applying().await?;
         let per_stream = window(streams.len(), batch);
         let fetched =
-            inbox::lock_next_rows(&mut tx, streams, per_stream, batch, &self.owner).await?;
+            match inbox::lock_next_rows(&mut tx, streams, per_stream, batch, &self.owner).await {
+                Ok(fetched) => fetched,
+                Err(e) => return Err(roll_back(tx, e.into()).await),
+            };
         let mut fetched_per_stream = vec![0_usize; streams.len()];
         for row in &fetched {
             fetched_per_stream[row.stream] += 1;
@@ -290,9 +309,10 @@ impl<S: Decider + Projection> Drainer<S> {
         for c in &runs {
             run_len[c.stream] += 1;
         }
-        let (tally, _) = self
-            .apply_runs(&mut tx, streams, runs, Source::Inbox)
-            .await?;
+        let (tally, _) = match self.apply_runs(&mut tx, streams, runs, Source::Inbox).await {
+            Ok(applied) => applied,
+            Err(e) => return Err(roll_back(tx, e).await),
+        };
         tx.commit()
             .await
             .map_err(StoreError::new("committing a drain transaction"))?;

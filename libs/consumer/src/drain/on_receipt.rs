@@ -10,7 +10,7 @@
 //! received, and the inbox's drain takes it from there as before. When the
 //! transaction fails for any reason, the caller inserts the batch alone.
 
-use super::{DrainError, Drainer, Source};
+use super::{DrainError, Drainer, Source, roll_back};
 use crate::batch::{Candidate, contiguous};
 use crate::inbox::{self, Message, NextRow};
 use crate::received::ReceivedMessage;
@@ -47,7 +47,10 @@ impl<S: Decider + Projection> Drainer<S> {
     ) -> Result<Delivered, DrainError> {
         let (_turn, mut tx) = self.begin_applying().await?;
         let (streams, of_message) = streams_of(received);
-        let state = inbox::lock_stream_versions(&mut tx, &streams, &self.owner).await?;
+        let state = match inbox::lock_stream_versions(&mut tx, &streams, &self.owner).await {
+            Ok(state) => state,
+            Err(e) => return Err(roll_back(tx, e.into()).await),
+        };
         let runs = contiguous(
             received
                 .iter()
@@ -69,9 +72,13 @@ impl<S: Decider + Projection> Drainer<S> {
                 })
                 .collect(),
         );
-        let (tally, inserted) = self
+        let (tally, inserted) = match self
             .apply_runs(&mut tx, &streams, runs, Source::Delivered(received))
-            .await?;
+            .await
+        {
+            Ok(applied) => applied,
+            Err(e) => return Err(roll_back(tx, e).await),
+        };
         tx.commit()
             .await
             .map_err(StoreError::new("committing deliveries"))?;

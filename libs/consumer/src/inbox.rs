@@ -189,10 +189,7 @@ pub async fn lock_stream_versions(
     streams: &[(String, String)],
     owner: &str,
 ) -> Result<Vec<StreamState>, StoreError> {
-    let (sources, names): (Vec<&str>, Vec<&str>) = streams
-        .iter()
-        .map(|(source, stream)| (source.as_str(), stream.as_str()))
-        .unzip();
+    let (sources, names) = stream_columns(streams);
     let rows: Vec<(i64, bool)> = sqlx::query_as(LOCK_STREAM_VERSIONS_SQL)
         .bind(&sources)
         .bind(&names)
@@ -204,6 +201,15 @@ pub async fn lock_stream_versions(
         .into_iter()
         .map(|(version, waiting)| StreamState { version, waiting })
         .collect())
+}
+
+/// The source logs and the stream names of `streams`, as the two arrays a
+/// statement unnests.
+fn stream_columns(streams: &[(String, String)]) -> (Vec<&str>, Vec<&str>) {
+    streams
+        .iter()
+        .map(|(source, stream)| (source.as_str(), stream.as_str()))
+        .unzip()
 }
 
 /// A row waiting in its stream: to apply, or skipped by an operator.
@@ -304,10 +310,7 @@ pub async fn lock_next_rows(
     limit: usize,
     owner: &str,
 ) -> Result<Vec<WaitingRow>, StoreError> {
-    let (sources, names): (Vec<&str>, Vec<&str>) = streams
-        .iter()
-        .map(|(source, stream)| (source.as_str(), stream.as_str()))
-        .unzip();
+    let (sources, names) = stream_columns(streams);
     let rows = sqlx::query(LOCK_NEXT_ROWS_SQL)
         .bind(&sources)
         .bind(&names)

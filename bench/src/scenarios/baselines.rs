@@ -26,6 +26,26 @@ pub struct BrokerShape {
     pub prefetch: u16,
 }
 
+/// Declare `queue` as a durable quorum queue, what a service queue is.
+pub async fn declare_quorum_queue(channel: &lapin::Channel, queue: &str) -> anyhow::Result<()> {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await?;
+    Ok(())
+}
+
 /// Messages per second through a durable quorum queue (what a service
 /// queue is), from the first publish until the last delivery is acked.
 pub async fn broker_rate(
@@ -37,21 +57,7 @@ pub async fn broker_rate(
     let publisher = stratavore_bus::connect(url, "bench-baseline-publisher").await?;
     let consumer = stratavore_bus::connect(url, "bench-baseline-consumer").await?;
     let pub_channel = publisher.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    pub_channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await?;
+    declare_quorum_queue(&pub_channel, queue).await?;
     pub_channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;

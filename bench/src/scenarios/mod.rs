@@ -2,6 +2,7 @@
 //! and fills its result; an error means it could not run at all (a slow
 //! figure is never an error).
 
+mod bare_pipeline;
 mod baselines;
 pub mod commands;
 pub mod footprint;

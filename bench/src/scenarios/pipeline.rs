@@ -7,8 +7,11 @@
 //! batches.
 //! Sustained throughput first (as fast as it goes), then end-to-end
 //! latency at half of that rate, then the broker's and the database's own
-//! limits for the same message and batch sizes.
+//! limits for the same message and batch sizes, and the bare pipeline
+//! (`bare_pipeline`): the same parts with nothing else, at its peak and at
+//! the latency phase's load.
 
+use super::bare_pipeline::{self, BareShape};
 use super::baselines::{self, BrokerShape};
 use crate::machine::{CpuMeter, CpuSource};
 use crate::report::{Figure, ScenarioResult, Size, Target};
@@ -20,6 +23,8 @@ use stratavore_events::project::{ProjectCreated, ProjectEvent};
 use stratavore_store::{Log, NewEntry};
 use uuid::Uuid;
 
+/// What the bare pipeline is called where a figure is set beside it.
+const BARE_NAME: &str = "bare pipeline: outbox → relay → quorum queue → inbox, nothing else";
 /// The longest the pipeline may take to deliver everything.
 const DRAIN_WITHIN: Duration = Duration::from_secs(600);
 /// How often progress is counted (outside the throughput phase): a
@@ -109,6 +114,39 @@ async fn measure(stack: &Binaries, shape: Shape, r: &mut ScenarioResult) -> anyh
     .await?;
     let database =
         baselines::database_rate(&admin, shape.events, shape.batch, &sample.envelope.data).await?;
+    // The same parts with nothing else: its peak, then its latency at the
+    // load Stratavore's latency phase offered (half of Stratavore's peak)
+    // for as long, so that the two latencies answer the same question.
+    let bare_queue = format!("{}.bench-bare", stack.env.broker.prefix());
+    let bare_shape = |messages: u64, offered_per_s: Option<f64>| BareShape {
+        broker: BrokerShape {
+            messages,
+            publish_batch: relay_batch,
+            prefetch,
+        },
+        write_batch: shape.batch,
+        offered_per_s,
+    };
+    let bare_peak = bare_pipeline::run(
+        &admin,
+        stack.env.broker.url(),
+        &bare_queue,
+        &message,
+        bare_shape(shape.events, None),
+    )
+    .await?
+    .rate;
+    let bare_events = ((half * shape.latency_span.as_secs_f64()) as u64).max(shape.batch as u64);
+    let bare_latency = bare_pipeline::run(
+        &admin,
+        stack.env.broker.url(),
+        &bare_queue,
+        &message,
+        bare_shape(bare_events, Some(half)),
+    )
+    .await?;
+    let bare_summary = stats::summarise(&bare_latency.latencies)
+        .ok_or_else(|| anyhow::anyhow!("the bare pipeline's latency phase measured nothing"))?;
     let (lower_name, lower) = stats::lower(
         ("bare lapin publisher with confirms + consumer", broker),
         ("bare INSERT+COMMIT", database),
@@ -123,6 +161,13 @@ async fn measure(stack: &Binaries, shape: Shape, r: &mut ScenarioResult) -> anyh
         .param("message_body_bytes", message.body.len() as u64)
         .param("latency_offered_events_per_s", half)
         .param("latency_span_s", shape.latency_span.as_secs_f64())
+        .param(
+            "bare_pipeline",
+            "outbox table (the append batch per INSERT+COMMIT) → one reader publishing with \
+             confirms (the relay batch) and saving its cursor → quorum queue → one consumer \
+             inserting what is ready (up to the prefetch) with ON CONFLICT DO NOTHING, acking \
+             after COMMIT; all in the bench process",
+        )
         .param(
             "services",
             "gateway and relay as their own processes (the built binaries); \
@@ -144,6 +189,23 @@ async fn measure(stack: &Binaries, shape: Shape, r: &mut ScenarioResult) -> anyh
         Figure::plain("latency p99 at half peak", summary.p99_ms, "ms")
             .target(Target::AtMost(20.0)),
     );
+    r.push(
+        Figure::plain("throughput against the bare pipeline", peak, "events/s")
+            .against(BARE_NAME, bare_peak),
+    );
+    r.push(
+        Figure::plain("bare pipeline throughput", bare_peak, "events/s").against(lower_name, lower),
+    );
+    r.push(Figure::plain(
+        "bare pipeline latency p50 at the same load",
+        bare_summary.p50_ms,
+        "ms",
+    ));
+    r.push(Figure::plain(
+        "bare pipeline latency p99 at the same load",
+        bare_summary.p99_ms,
+        "ms",
+    ));
     r.push(Figure::plain("broker baseline", broker, "msgs/s"));
     r.push(Figure::plain("database baseline", database, "rows/s"));
     r.push(Figure::plain(

@@ -15,17 +15,14 @@
 //! write) on the same cores, which is what this figure measures.
 
 use futures::{FutureExt, StreamExt};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeleteOptions,
-};
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::{BasicAckOptions, BasicPublishOptions};
+use lapin::types::ShortString;
 use sqlx::{Acquire, PgPool};
 use std::time::{Duration, Instant};
 use stratavore_bus::AmqpMessage;
 use uuid::Uuid;
 
-use super::baselines::{BrokerShape, declare_quorum_queue};
+use super::baselines::{BrokerShape, QueueEnds};
 use crate::stats::Pacer;
 
 /// How the bare pipeline is fed and sized.
@@ -76,25 +73,13 @@ pub async fn run(
     for ddl in SETUP {
         sqlx::query(ddl).execute(admin).await?;
     }
-    let publisher = stratavore_bus::connect(url, "bench-bare-relay").await?;
-    let consumer = stratavore_bus::connect(url, "bench-bare-consumer").await?;
-    let pub_channel = publisher.create_channel().await?;
-    declare_quorum_queue(&pub_channel, queue).await?;
-    pub_channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let sub_channel = consumer.create_channel().await?;
-    sub_channel
-        .basic_qos(shape.broker.prefetch, BasicQosOptions::default())
-        .await?;
-    let deliveries = sub_channel
-        .basic_consume(
-            queue.into(),
-            "bench-bare".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let QueueEnds {
+        publisher,
+        consumer,
+        channel: pub_channel,
+        consumer_channel: _consumer_channel,
+        deliveries,
+    } = QueueEnds::open(url, queue, shape.broker.prefetch, "bench-bare").await?;
 
     let started = Instant::now();
     let total = shape.broker.messages;
@@ -104,6 +89,9 @@ pub async fn run(
         total,
         shape.broker.prefetch,
     ));
+    // The relay task takes the channel; the queue is deleted through a
+    // clone of it once the task is done.
+    let closing = pub_channel.clone();
     let relay = tokio::spawn(relay(
         admin.clone(),
         pub_channel,
@@ -127,12 +115,7 @@ pub async fn run(
         "the bare pipeline's inbox holds {} of {total} events",
         latencies.len()
     );
-    let _ = consumer.close(200, "done".into()).await;
-    let closing = publisher.create_channel().await?;
-    closing
-        .queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await?;
-    publisher.close(200, "done".into()).await?;
+    QueueEnds::close(publisher, consumer, &closing, queue).await?;
     sqlx::query(SETUP[0]).execute(admin).await?;
     Ok(BareRun {
         rate: crate::stats::rate(total, finished - started)

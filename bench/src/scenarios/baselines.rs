@@ -46,6 +46,73 @@ pub async fn declare_quorum_queue(channel: &lapin::Channel, queue: &str) -> anyh
     Ok(())
 }
 
+/// Both ends of a quorum queue, each on a connection of its own: a
+/// channel with publisher confirms, and a consumer with `prefetch`.
+pub struct QueueEnds {
+    /// The publisher's connection.
+    pub publisher: lapin::Connection,
+    /// The consumer's connection.
+    pub consumer: lapin::Connection,
+    /// The publisher's channel, in confirm mode.
+    pub channel: lapin::Channel,
+    /// The consumer's channel, kept open for as long as the deliveries
+    /// are read (a dropped lapin channel closes).
+    pub consumer_channel: lapin::Channel,
+    /// The deliveries.
+    pub deliveries: lapin::Consumer,
+}
+
+impl QueueEnds {
+    /// Declare `queue` and open both ends; `name` names the connections
+    /// and the consumer.
+    pub async fn open(url: &str, queue: &str, prefetch: u16, name: &str) -> anyhow::Result<Self> {
+        let publisher = stratavore_bus::connect(url, &format!("{name}-publisher")).await?;
+        let consumer = stratavore_bus::connect(url, &format!("{name}-consumer")).await?;
+        let channel = publisher.create_channel().await?;
+        declare_quorum_queue(&channel, queue).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let consumer_channel = consumer.create_channel().await?;
+        consumer_channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let deliveries = consumer_channel
+            .basic_consume(
+                queue.into(),
+                name.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Self {
+            publisher,
+            consumer,
+            channel,
+            consumer_channel,
+            deliveries,
+        })
+    }
+
+    /// Close both connections and delete `queue` through the publisher's
+    /// `channel`. The consumer goes first: deleting a queue under a live
+    /// consumer makes the broker cancel it, which lapin takes for a
+    /// protocol error.
+    pub async fn close(
+        publisher: lapin::Connection,
+        consumer: lapin::Connection,
+        channel: &lapin::Channel,
+        queue: &str,
+    ) -> anyhow::Result<()> {
+        let _ = consumer.close(200, "done".into()).await;
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await?;
+        publisher.close(200, "done".into()).await?;
+        Ok(())
+    }
+}
+
 /// Messages per second through a durable quorum queue (what a service
 /// queue is), from the first publish until the last delivery is acked.
 pub async fn broker_rate(
@@ -54,25 +121,13 @@ pub async fn broker_rate(
     message: &AmqpMessage,
     shape: BrokerShape,
 ) -> anyhow::Result<f64> {
-    let publisher = stratavore_bus::connect(url, "bench-baseline-publisher").await?;
-    let consumer = stratavore_bus::connect(url, "bench-baseline-consumer").await?;
-    let pub_channel = publisher.create_channel().await?;
-    declare_quorum_queue(&pub_channel, queue).await?;
-    pub_channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let sub_channel = consumer.create_channel().await?;
-    sub_channel
-        .basic_qos(shape.prefetch, BasicQosOptions::default())
-        .await?;
-    let mut deliveries = sub_channel
-        .basic_consume(
-            queue.into(),
-            "bench-baseline".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let QueueEnds {
+        publisher,
+        consumer,
+        channel: pub_channel,
+        consumer_channel: _consumer_channel,
+        mut deliveries,
+    } = QueueEnds::open(url, queue, shape.prefetch, "bench-baseline").await?;
     let total = shape.messages;
     let window = u64::from(shape.prefetch);
     let consume = tokio::spawn(async move {
@@ -120,13 +175,7 @@ pub async fn broker_rate(
         sent += n;
     }
     let finished = consume.await??;
-    // The consumer goes first: deleting a queue under a live consumer makes
-    // the broker cancel it, which lapin takes for a protocol error.
-    let _ = consumer.close(200, "done".into()).await;
-    pub_channel
-        .queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await?;
-    publisher.close(200, "done".into()).await?;
+    QueueEnds::close(publisher, consumer, &pub_channel, queue).await?;
     crate::stats::rate(total, finished - started)
         .ok_or_else(|| anyhow::anyhow!("the broker baseline took no time"))
 }

@@ -178,7 +178,7 @@ async fn measure(stack: &Binaries, shape: Shape, r: &mut ScenarioResult) -> anyh
             .against(lower_name, lower)
             .target(Target::RatioAtLeast(0.5)),
     );
-    let summary = stats::summarise(&latencies)
+    let summary = stats::summarise(&latencies.total)
         .ok_or_else(|| anyhow::anyhow!("the latency phase measured nothing"))?;
     r.push(Figure::plain(
         "latency p50 at half peak",
@@ -189,6 +189,22 @@ async fn measure(stack: &Binaries, shape: Shape, r: &mut ScenarioResult) -> anyh
         Figure::plain("latency p99 at half peak", summary.p99_ms, "ms")
             .target(Target::AtMost(20.0)),
     );
+    // Where the latency goes: each part's own p50 and p99 (the parts'
+    // percentiles do not add up to the whole's).
+    for (hop, samples) in HOPS.iter().zip(&latencies.hops) {
+        if let Some(part) = stats::summarise(samples) {
+            r.push(Figure::plain(
+                &format!("latency p50, {hop}"),
+                part.p50_ms,
+                "ms",
+            ));
+            r.push(Figure::plain(
+                &format!("latency p99, {hop}"),
+                part.p99_ms,
+                "ms",
+            ));
+        }
+    }
     r.push(
         Figure::plain("throughput against the bare pipeline", peak, "events/s")
             .against(BARE_NAME, bare_peak),
@@ -417,7 +433,7 @@ async fn latency_at(
     admin: &sqlx::PgPool,
     rate: f64,
     span: Duration,
-) -> anyhow::Result<Vec<Duration>> {
+) -> anyhow::Result<Latencies> {
     sqlx::query(
         "CREATE TABLE bench.applied (message_id uuid PRIMARY KEY, at timestamptz NOT NULL)",
     )
@@ -478,17 +494,47 @@ async fn latency_at(
         writes.append(&entries).await?;
     }
     wait_applied(admin, u64::try_from(before)? + batches * batch).await?;
-    let seconds: Vec<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM a.at - l.time)::float8
-         FROM bench.applied a JOIN orchestrator.log l USING (message_id)",
+    // `recorded_at` is the append's transaction start, `received_at` the
+    // consumer's (both `now()`), so each event's way splits in three.
+    let rows: Vec<(f64, f64, f64, f64)> = sqlx::query_as(
+        "SELECT extract(epoch FROM a.at - l.time)::float8,
+                extract(epoch FROM l.recorded_at - l.time)::float8,
+                extract(epoch FROM i.received_at - l.recorded_at)::float8,
+                extract(epoch FROM a.at - i.received_at)::float8
+         FROM bench.applied a JOIN orchestrator.log l USING (message_id)
+         JOIN gateway.inbox i USING (message_id)",
     )
     .fetch_all(admin)
     .await?;
-    Ok(seconds
-        .into_iter()
-        .map(|s| Duration::from_secs_f64(s.max(0.0)))
-        .collect())
+    let at = |s: f64| Duration::from_secs_f64(s.max(0.0));
+    let mut latencies = Latencies::default();
+    for (total, append, delivery, apply) in rows {
+        latencies.total.push(at(total));
+        latencies.hops[0].push(at(append));
+        latencies.hops[1].push(at(delivery));
+        latencies.hops[2].push(at(apply));
+    }
+    Ok(latencies)
 }
+
+/// The latency phase's events: each one's whole way, and its parts.
+#[derive(Default)]
+struct Latencies {
+    total: Vec<Duration>,
+    /// In the order of [`HOPS`].
+    hops: [Vec<Duration>; 3],
+}
+
+/// The parts of an event's way, as the latency phase splits it: from its
+/// due time to its append's start (the writer's own lateness); on to the
+/// consumer's transaction's start (the append and its commit, the relay,
+/// the broker, and the consumer's wait for its turn); on to its applied
+/// stamp (the consumer's transaction).
+const HOPS: [&str; 3] = [
+    "due → append",
+    "append → consumer transaction",
+    "consumer transaction → applied",
+];
 
 /// Messages in the gateway's inbox: (received in any state, applied). It
 /// counts the whole inbox (14 ms of Postgres at 20,000 rows), so it is

@@ -19,6 +19,7 @@ mod provisioning;
 mod quota_waits;
 mod real_agents;
 mod rebuild;
+mod rebuild_lock;
 mod replayed_agents;
 mod roles;
 mod runner_e2e;

@@ -225,7 +225,7 @@ impl<S: Decider + Projection> Consumer<S> {
                     .await
                     .map_err(StoreError::new("opening an inbox transaction"))?;
                 let inserted =
-                    inbox::insert_batch(&mut tx, &received, &self.drainer.owner, &[]).await?;
+                    inbox::insert_batch(&mut tx, &received, &self.drainer.owner, &[], &[]).await?;
                 tx.commit()
                     .await
                     .map_err(StoreError::new("committing deliveries"))?;

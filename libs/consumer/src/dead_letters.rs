@@ -68,12 +68,8 @@ async fn decide<S: Decider + Projection>(
     message_id: Uuid,
     decision: Decision,
 ) -> Result<DrainOutcome, DeadLetterError> {
-    let mut tx = drainer
-        .pool
-        .begin()
-        .await
-        .map_err(StoreError::new("opening a decision"))?;
-    crate::lock_shared(&mut tx, drainer.log.schema()).await?;
+    let mut tx =
+        crate::begin_shared(&drainer.pool, drainer.log.schema(), "opening a decision").await?;
     let row = inbox::lock_dead(&mut tx, message_id)
         .await?
         .ok_or(DeadLetterError::NotDead(message_id))?;

@@ -263,12 +263,8 @@ impl<S: Decider + Projection> Drainer<S> {
         StoreError,
     > {
         let turn = self.turn.lock().await;
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::new("opening a drain transaction"))?;
-        crate::lock_shared(&mut tx, self.log.schema()).await?;
+        let tx = crate::begin_shared(&self.pool, self.log.schema(), "opening a drain transaction")
+            .await?;
         Ok((turn, tx))
     }
 
@@ -455,35 +451,32 @@ impl<S: Decider + Projection> Drainer<S> {
         tally: &Tally,
         source: Source<'_>,
     ) -> Result<Inserted, DrainError> {
-        let inserted = match source {
+        // The last version applied of each stream (rows come in version
+        // order, so a later entry of a stream supersedes an earlier one).
+        let mut last = vec![None; streams.len()];
+        for &(i, version) in &tally.versions {
+            last[i] = Some(version);
+        }
+        let latest: Vec<(&str, &str, i64)> = streams
+            .iter()
+            .zip(last)
+            .filter_map(|((log, stream), v)| Some((log.as_str(), stream.as_str(), v?)))
+            .collect();
+        match source {
             Source::Inbox => {
-                inbox::mark_applied_in_order(conn, &tally.applied_ids).await?;
-                Inserted::default()
+                inbox::record_applied(conn, &tally.applied_ids, &latest).await?;
+                Ok(Inserted::default())
             }
             Source::Delivered(batch) => {
                 let inserted =
-                    inbox::insert_batch(conn, batch, &self.owner, &tally.applied_ids).await?;
+                    inbox::insert_batch(conn, batch, &self.owner, &tally.applied_ids, &latest)
+                        .await?;
                 if inserted.applied != tally.applied_ids.len() {
                     return Err(DrainError::AlreadyReceived);
                 }
-                inserted
-            }
-        };
-        // The last version applied of each stream (rows come in version
-        // order, so a later entry of a stream supersedes an earlier one).
-        let mut latest: Vec<(&str, &str, i64)> = Vec::new();
-        for &(i, version) in &tally.versions {
-            let (source, stream) = (&streams[i].0, &streams[i].1);
-            match latest
-                .iter_mut()
-                .find(|(s, n, _)| *s == source.as_str() && *n == stream.as_str())
-            {
-                Some(entry) => entry.2 = version,
-                None => latest.push((source, stream, version)),
+                Ok(inserted)
             }
         }
-        inbox::set_stream_versions(conn, &latest).await?;
-        Ok(inserted)
     }
 
     /// Metrics and logs of a committed pass.

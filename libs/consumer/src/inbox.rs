@@ -20,13 +20,17 @@ pub struct Inserted {
 /// it is (a redelivery ends here). The messages in `applied`, which the
 /// same transaction has applied on receipt, go in as applied, numbered in
 /// that order (the order a rebuild replays); the others as received, or
-/// as dead when they could not be read.
+/// as dead when they could not be read. The same statement records the
+/// `versions` the streams' state now reflects (see
+/// [`record_applied`]: one round trip, not two).
 pub async fn insert_batch(
     conn: &mut PgConnection,
     batch: &[ReceivedMessage],
     owner: &str,
     applied: &[Uuid],
+    versions: &[(&str, &str, i64)],
 ) -> Result<Inserted, StoreError> {
+    let (version_sources, version_streams, version_numbers) = version_columns(versions);
     let mut ids = Vec::with_capacity(batch.len());
     let mut sources = Vec::with_capacity(batch.len());
     let mut streams = Vec::with_capacity(batch.len());
@@ -51,9 +55,13 @@ pub async fn insert_batch(
     }
     // The numbers are drawn after the sort on the apply order: Postgres
     // evaluates a volatile target expression after the ORDER BY of its
-    // SELECT (as in `mark_applied_in_order`).
+    // SELECT (as in `record_applied`).
     let new: Vec<bool> = sqlx::query_scalar(
-        "INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, attempts,
+        "WITH versions AS (
+             INSERT INTO stream_versions (source_log, stream, version)
+             SELECT * FROM unnest($11::text[], $12::text[], $13::bigint[])
+             ON CONFLICT (source_log, stream) DO UPDATE SET version = excluded.version)
+         INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, attempts,
                             last_error, message, owner, applied_seq)
          SELECT t.id, t.source, t.stream, t.version, t.type,
                 CASE WHEN a.ord IS NULL THEN t.status ELSE 'applied' END,
@@ -78,6 +86,9 @@ pub async fn insert_batch(
     .bind(&stored)
     .bind(owner)
     .bind(applied)
+    .bind(&version_sources)
+    .bind(&version_streams)
+    .bind(&version_numbers)
     .fetch_all(conn)
     .await
     .map_err(StoreError::new("inserting deliveries into the inbox"))?;
@@ -338,52 +349,56 @@ pub async fn lock_next_rows(
 }
 
 /// Mark rows applied, numbered in the order given (the order they were
-/// applied in, which a rebuild replays). The numbers are drawn after the
-/// sort on that order: Postgres evaluates a volatile target expression
-/// after the ORDER BY of its SELECT.
-pub async fn mark_applied_in_order(
+/// applied in, which a rebuild replays), and record the `versions` (source
+/// log, stream, version) the streams' state now reflects, in one
+/// statement: a drain transaction's bookkeeping costs one round trip.
+/// The numbers are drawn after the sort on that order: Postgres evaluates
+/// a volatile target expression after the ORDER BY of its SELECT.
+pub async fn record_applied(
     conn: &mut PgConnection,
     message_ids: &[Uuid],
+    versions: &[(&str, &str, i64)],
 ) -> Result<(), StoreError> {
-    if message_ids.is_empty() {
+    if message_ids.is_empty() && versions.is_empty() {
         return Ok(());
     }
+    let (sources, streams, numbers) = version_columns(versions);
     sqlx::query(
-        "UPDATE inbox SET status = 'applied', applied_seq = o.seq
+        "WITH versions AS (
+             INSERT INTO stream_versions (source_log, stream, version)
+             SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[])
+             ON CONFLICT (source_log, stream) DO UPDATE SET version = excluded.version)
+         UPDATE inbox SET status = 'applied', applied_seq = o.seq
          FROM (SELECT id, nextval('inbox_applied_seq') AS seq
                FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord) ORDER BY ord) o
          WHERE inbox.message_id = o.id",
     )
     .bind(message_ids)
-    .execute(conn)
-    .await
-    .map_err(StoreError::new("marking inbox rows applied"))?;
-    Ok(())
-}
-
-/// Record the versions several streams' state now reflects.
-pub async fn set_stream_versions(
-    conn: &mut PgConnection,
-    versions: &[(&str, &str, i64)],
-) -> Result<(), StoreError> {
-    if versions.is_empty() {
-        return Ok(());
-    }
-    let sources: Vec<&str> = versions.iter().map(|v| v.0).collect();
-    let streams: Vec<&str> = versions.iter().map(|v| v.1).collect();
-    let numbers: Vec<i64> = versions.iter().map(|v| v.2).collect();
-    sqlx::query(
-        "INSERT INTO stream_versions (source_log, stream, version)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-         ON CONFLICT (source_log, stream) DO UPDATE SET version = excluded.version",
-    )
     .bind(&sources)
     .bind(&streams)
     .bind(&numbers)
     .execute(conn)
     .await
-    .map_err(StoreError::new("recording stream versions"))?;
+    .map_err(StoreError::new("recording applied inbox rows"))?;
     Ok(())
+}
+
+/// The columns of stream versions to record, as the arrays a statement
+/// unnests.
+fn version_columns<'a>(
+    versions: &[(&'a str, &'a str, i64)],
+) -> (Vec<&'a str>, Vec<&'a str>, Vec<i64>) {
+    let mut columns = (
+        Vec::with_capacity(versions.len()),
+        Vec::with_capacity(versions.len()),
+        Vec::with_capacity(versions.len()),
+    );
+    for &(source, stream, version) in versions {
+        columns.0.push(source);
+        columns.1.push(stream);
+        columns.2.push(version);
+    }
+    columns
 }
 
 /// Mark a row applied, numbering it in apply order (the order a rebuild

@@ -36,18 +36,26 @@ pub fn rebuild_lock_key(schema: &str) -> i32 {
     stratavore_store::log::log_lock_key(schema)
 }
 
-/// Take the rebuild lock shared for the current transaction.
-pub async fn lock_shared(
-    conn: &mut sqlx::PgConnection,
+/// Open a transaction on `pool` holding the rebuild lock shared: the way
+/// every transaction that writes projections or appends begins.
+///
+/// `BEGIN` and the lock go in one simple query, so the lock costs no round
+/// trip of its own (on two busy cores each round trip is a wait for the
+/// scheduler, twice). The next statement still takes its snapshot after
+/// the lock is granted, so it sees whatever a rebuild that held the lock
+/// committed. A failing lock (a timeout while a rebuild holds it) fails
+/// the begin, with `what` as its context.
+pub async fn begin_shared(
+    pool: &sqlx::PgPool,
     schema: &str,
-) -> Result<(), stratavore_store::StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
-        .bind(REBUILD_LOCK_SPACE)
-        .bind(rebuild_lock_key(schema))
-        .execute(conn)
+    what: &'static str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, stratavore_store::StoreError> {
+    // Two integers: nothing of the caller's reaches the SQL text.
+    let begin = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock_shared({REBUILD_LOCK_SPACE}, {})",
+        rebuild_lock_key(schema)
+    );
+    pool.begin_with(sqlx::AssertSqlSafe(begin))
         .await
-        .map(|_| ())
-        .map_err(stratavore_store::StoreError::new(
-            "taking the rebuild lock shared",
-        ))
+        .map_err(stratavore_store::StoreError::new(what))
 }

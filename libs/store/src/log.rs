@@ -266,9 +266,31 @@ impl Log {
         after: i64,
         limit: i64,
     ) -> Result<Vec<LogRow>, StoreError> {
+        Ok(self
+            .read_after_checking(conn, after, limit, "true")
+            .await?
+            .0)
+    }
+
+    /// The rows above `after`, as [`Log::read_after`], and whether `check`
+    /// held as they were read: a boolean SQL expression of constants (the
+    /// caller's own, never a user's text), evaluated once, and only when
+    /// there is a row to read. So a reader that must check something
+    /// before it acts on a batch (the relay, its lease) pays no round trip
+    /// for it, and nothing when the log has nothing new. With no row the
+    /// flag is true.
+    pub async fn read_after_checking(
+        &self,
+        conn: &mut PgConnection,
+        after: i64,
+        limit: i64,
+        check: &str,
+    ) -> Result<(Vec<LogRow>, bool), StoreError> {
+        // An uncorrelated subquery is an init plan: run at the first row
+        // that needs it, never when the scan finds none.
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT position, message_id, kind, stream, stream_version, type, subject, source,
-                    routing_key, time, data, extensions, recorded_at
+                    routing_key, time, data, extensions, recorded_at, (SELECT {check}) AS checked
              FROM {}.log WHERE position > $1 ORDER BY position LIMIT $2",
             self.schema
         )))
@@ -277,7 +299,17 @@ impl Log {
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::new("reading the log"))?;
-        rows.iter().map(row_to_log_row).collect()
+        let checked = match rows.first() {
+            Some(row) => row.try_get::<bool, _>("checked").map_err(|e| StoreError {
+                context: "decoding a log row",
+                source: e,
+            })?,
+            None => true,
+        };
+        Ok((
+            rows.iter().map(row_to_log_row).collect::<Result<_, _>>()?,
+            checked,
+        ))
     }
 
     /// The highest position of the log and how many seconds the oldest row

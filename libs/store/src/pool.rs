@@ -43,6 +43,10 @@ pub fn service_connect_options(
     Ok(options)
 }
 
+/// How long a pooled connection may have been idle and still be handed out
+/// without a ping (see [`service_pool`]).
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_millis(250);
+
 /// Open a pool for a service.
 pub async fn service_pool(
     base_url: &str,
@@ -55,6 +59,23 @@ pub async fn service_pool(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        // sqlx pings every idle connection it hands out by default: a round
+        // trip before each transaction's first statement, on the path of
+        // every delivery batch and command. A connection back in the pool
+        // within the last quarter second was working then (the pool pings
+        // it as it comes back, too), so only one idle for longer is pinged:
+        // a database restarts in longer than that, and after it those are
+        // the ones left, since a connection that failed meanwhile was
+        // closed as broken.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|source| PoolError::Connect {

@@ -71,10 +71,13 @@ impl Api {
         // Two requests with one new key can race: the loser's insert of the
         // key fails, and it then finds the winner's command.
         for _ in 0..3 {
-            let mut tx = self.pool.begin().await.map_err(ApiError::internal)?;
-            stratavore_consumer::lock_shared(&mut tx, self.log.schema())
-                .await
-                .map_err(ApiError::internal)?;
+            let mut tx = stratavore_consumer::begin_shared(
+                &self.pool,
+                self.log.schema(),
+                "opening a command transaction",
+            )
+            .await
+            .map_err(ApiError::internal)?;
             if let Some(key) = key
                 && let Some((id, earlier)) = read_models::command_for_key(&mut tx, key)
                     .await

@@ -1,10 +1,10 @@
 //! The projects read model, folded from the orchestrator's project events a
 //! batch at a time: the projects a batch names are locked and read with
 //! one statement, folded in order by [`ProjectRow::fold`] (pure), and the
-//! changed ones written back with one more; the outcomes of the commands
-//! the events decided are recorded with one more.
+//! changed ones written back, with the outcomes of the commands the events
+//! decided, in one more.
 
-use crate::read_models::{Outcome, project_resource, record_outcomes};
+use crate::read_models::{Outcome, outcome_rows, outcomes_upsert, project_resource};
 use crate::rows;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -145,6 +145,7 @@ pub(crate) async fn fold(conn: &mut PgConnection, facts: &[ProjectFact]) -> Resu
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut changed = Vec::new();
     if !names.is_empty() {
         let mut projects = rows::Touched::lock(
             conn,
@@ -160,16 +161,18 @@ pub(crate) async fn fold(conn: &mut PgConnection, facts: &[ProjectFact]) -> Resu
                 ProjectRow::fold(row, fact);
             }
         }
-        projects
-            .write(conn, "projects", COLUMNS, "name", "writing projects")
-            .await?;
+        changed = projects.changed();
     }
-    record_outcomes(
-        conn,
-        facts.iter().filter_map(ProjectFact::outcome).collect(),
-    )
-    .await
+    // The projects and the outcomes in one statement: one round trip.
+    let outcomes = outcome_rows(facts.iter().filter_map(ProjectFact::outcome).collect());
+    let writes = [
+        rows::Upsert::of("projects", COLUMNS, &["name"], &changed, WRITING)?,
+        outcomes_upsert(&outcomes)?,
+    ];
+    rows::upsert_all(conn, writes.into_iter().flatten().collect(), WRITING).await
 }
+
+const WRITING: &str = "writing projects and their commands' outcomes";
 
 #[cfg(test)]
 mod tests;

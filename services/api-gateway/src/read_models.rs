@@ -236,12 +236,27 @@ pub(crate) async fn record_outcomes(
     conn: &mut PgConnection,
     outcomes: Vec<Outcome>,
 ) -> Result<(), StoreError> {
-    // The last word on a command wins; one row each, in key order.
+    let rows = outcome_rows(outcomes);
+    let upsert = outcomes_upsert(&rows)?;
+    crate::rows::upsert_all(conn, upsert.into_iter().collect(), OUTCOME_CONTEXT).await
+}
+
+const OUTCOME_CONTEXT: &str = "recording a command outcome";
+
+/// The outcomes to write: the last word on a command wins; one row each,
+/// in key order.
+pub(crate) fn outcome_rows(outcomes: Vec<Outcome>) -> Vec<Outcome> {
     let rows: std::collections::BTreeMap<Uuid, Outcome> =
         outcomes.into_iter().map(|o| (o.command_id, o)).collect();
-    let rows: Vec<Outcome> = rows.into_values().collect();
-    crate::rows::upsert(
-        conn,
+    rows.into_values().collect()
+}
+
+/// The upsert of `rows` (see [`outcome_rows`]) into `commands`, to run
+/// alone or with a fold's other writes.
+pub(crate) fn outcomes_upsert(
+    rows: &[Outcome],
+) -> Result<Option<crate::rows::Upsert<'static>>, StoreError> {
+    crate::rows::Upsert::of(
         "commands",
         &[
             "command_id",
@@ -253,10 +268,9 @@ pub(crate) async fn record_outcomes(
             "decided_at",
         ],
         &["command_id"],
-        &rows,
-        "recording a command outcome",
+        rows,
+        OUTCOME_CONTEXT,
     )
-    .await
 }
 
 /// Record a command's outcome.

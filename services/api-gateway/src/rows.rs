@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -37,24 +38,99 @@ pub(crate) async fn upsert<R: Serialize>(
     rows: &[R],
     context: &'static str,
 ) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
+    let one = Upsert::of(table, columns, key, rows, context)?;
+    upsert_all(conn, one.into_iter().collect(), context).await
+}
+
+/// One table's part of [`upsert_all`]: its rows, already JSON.
+#[derive(Debug)]
+pub(crate) struct Upsert<'a> {
+    table: &'a str,
+    columns: &'a [&'a str],
+    key: &'a [&'a str],
+    rows: Box<RawValue>,
+}
+
+impl<'a> Upsert<'a> {
+    /// The upsert of `rows` into `table` (as [`upsert`] describes), or
+    /// none when there are no rows.
+    pub(crate) fn of<R: Serialize>(
+        table: &'a str,
+        columns: &'a [&'a str],
+        key: &'a [&'a str],
+        rows: &[R],
+        context: &'static str,
+    ) -> Result<Option<Self>, StoreError> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let rows = serde_json::value::to_raw_value(rows).map_err(|e| StoreError {
+            context,
+            source: sqlx::Error::Encode(Box::new(e)),
+        })?;
+        Ok(Some(Self {
+            table,
+            columns,
+            key,
+            rows,
+        }))
     }
-    let list = columns.join(", ");
-    let set: Vec<String> = columns
-        .iter()
-        .filter(|c| !key.contains(c))
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    let sql = format!(
-        "INSERT INTO {table} ({list})
-         SELECT {list} FROM jsonb_populate_recordset(NULL::{table}, $1)
-         ON CONFLICT ({key}) DO UPDATE SET {set}",
-        key = key.join(", "),
-        set = set.join(", "),
+
+    /// The statement, its rows read from parameter `$param`.
+    fn sql(&self, param: usize) -> String {
+        let list = self.columns.join(", ");
+        let set: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| !self.key.contains(c))
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        format!(
+            "INSERT INTO {table} ({list})
+             SELECT {list} FROM jsonb_populate_recordset(NULL::{table}, ${param})
+             ON CONFLICT ({key}) DO UPDATE SET {set}",
+            table = self.table,
+            key = self.key.join(", "),
+            set = set.join(", "),
+        )
+    }
+}
+
+/// Run several upserts (of different tables) in one statement, each but
+/// the last as a data-modifying `WITH` part: one round trip for all of a
+/// fold's writes. They see the same snapshot and not each other's rows,
+/// which is why no two may write one table.
+pub(crate) async fn upsert_all(
+    conn: &mut PgConnection,
+    upserts: Vec<Upsert<'_>>,
+    context: &'static str,
+) -> Result<(), StoreError> {
+    let Some((last, first)) = upserts.split_last() else {
+        return Ok(());
+    };
+    debug_assert!(
+        upserts
+            .iter()
+            .enumerate()
+            .all(|(i, u)| upserts[..i].iter().all(|v| v.table != u.table)),
+        "one statement cannot upsert one table twice"
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(Json(rows))
+    let parts: Vec<String> = first
+        .iter()
+        .enumerate()
+        .map(|(i, u)| format!("w{i} AS ({})", u.sql(i + 1)))
+        .collect();
+    let mut sql = if parts.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", parts.join(", "))
+    };
+    sql.push_str(&last.sql(upserts.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for u in &upserts {
+        query = query.bind(Json(&*u.rows));
+    }
+    query
         .execute(conn)
         .await
         .map_err(StoreError::new(context))?;

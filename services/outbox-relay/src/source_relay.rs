@@ -57,9 +57,20 @@ enum LoopError {
     Encode(#[from] crate::domain::wire::WireError),
 }
 
+/// Whether this backend holds the lease of `key`, in SQL: its own session
+/// advisory lock in `pg_locks` (two integers, so nothing else reaches the
+/// text).
+pub fn lease_held_sql(key: i32) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+             AND pid = pg_backend_pid() AND classid = {LEASE_KEY_SPACE}::oid
+             AND objid = {key}::oid AND objsubid = 2 AND granted)"
+    )
+}
+
 /// The lease key of a schema: the log's lock key, kept non-negative so it
 /// compares cleanly with `pg_locks.objid` (an unsigned oid).
-fn lease_key(schema: &str) -> i32 {
+pub fn lease_key(schema: &str) -> i32 {
     stratavore_store::log::log_lock_key(schema) & i32::MAX
 }
 
@@ -144,13 +155,19 @@ impl SourceRelay {
         let mut delay = Duration::ZERO;
         let mut last_measure: Option<Instant> = None;
         let batch_limit = i64::try_from(self.schedule.batch_size).unwrap_or(i64::MAX);
+        let lease_held = lease_held_sql(key);
         while !shutdown.is_triggered() {
-            let rows = self.log.read_after(conn, cursor, batch_limit).await?;
+            // The lease is checked before every batch, in the statement
+            // that reads it; an empty read publishes nothing and skips the
+            // check (reading `pg_locks` costs more than the read).
+            let (rows, held) = self
+                .log
+                .read_after_checking(conn, cursor, batch_limit, &lease_held)
+                .await?;
+            if !held {
+                return Err(LoopError::LeaseLost(self.source()));
+            }
             if let Some(last) = rows.last().map(|r| r.position) {
-                // Checked before every batch; an empty read publishes
-                // nothing, so an idle relay's polls skip it (reading
-                // `pg_locks` costs more than the read).
-                self.check_lease(conn, key).await?;
                 let started = Instant::now();
                 if !self.publish(&rows, publisher, shutdown).await? {
                     return Ok(());
@@ -189,24 +206,6 @@ impl SourceRelay {
             }
         }
         Ok(())
-    }
-
-    async fn check_lease(&self, conn: &mut PgConnection, key: i32) -> Result<(), LoopError> {
-        let held: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
-                 AND pid = pg_backend_pid() AND classid = $1::oid AND objid = $2::oid
-                 AND objsubid = 2 AND granted)",
-        )
-        .bind(i64::from(LEASE_KEY_SPACE))
-        .bind(i64::from(key))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(StoreError::new("checking the relay lease"))?;
-        if held {
-            Ok(())
-        } else {
-            Err(LoopError::LeaseLost(self.source()))
-        }
     }
 
     /// Publish the batch, retrying through broker failures until it is

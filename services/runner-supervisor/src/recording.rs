@@ -44,12 +44,12 @@ fn is_already_recorded(e: &AppendError) -> bool {
 impl Recorder {
     /// Append `entries` in one transaction; a conflict is an error.
     pub async fn record(&self, entries: &[NewEntry]) -> Result<(), RecordError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::new("opening a transaction"))?;
-        stratavore_consumer::lock_shared(&mut tx, self.log.schema()).await?;
+        let mut tx = stratavore_consumer::begin_shared(
+            &self.pool,
+            self.log.schema(),
+            "opening a transaction",
+        )
+        .await?;
         record_own(&mut tx, &self.log, self.service.as_ref(), entries).await?;
         tx.commit()
             .await

@@ -26,7 +26,7 @@ use stratavore_bus::{
     BrokerError, ListenError, PublishError, Publisher, Topology, decode_live, listen_live,
     live_outgoing,
 };
-use stratavore_consumer::{HandleError, lock_shared, record_own};
+use stratavore_consumer::{HandleError, begin_shared, record_own};
 use stratavore_events::process::{LiveMessage, OrchestratorTick};
 use stratavore_runtime::Shutdown;
 use stratavore_store::{AppendError, Log, StoreError};
@@ -268,12 +268,12 @@ impl LivenessWatch {
         // moved meanwhile (decided again on fresh state).
         const TRIES: usize = 3;
         for _ in 0..TRIES {
-            let mut tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(StoreError::new("opening a node-loss transaction"))?;
-            lock_shared(&mut tx, self.log.schema()).await?;
+            let mut tx = begin_shared(
+                &self.pool,
+                self.log.schema(),
+                "opening a node-loss transaction",
+            )
+            .await?;
             let Some(entries) = self
                 .service
                 .node_lost_entries(&mut tx, &c.node, c.incarnation, c.missed)

@@ -86,12 +86,12 @@ impl TimerWorker {
     }
 
     async fn fire_one(&self, timer: &DueTimer, now_ms: i64) -> Result<bool, FireError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::new("opening a timer transaction"))?;
-        stratavore_consumer::lock_shared(&mut tx, self.log.schema()).await?;
+        let mut tx = stratavore_consumer::begin_shared(
+            &self.pool,
+            self.log.schema(),
+            "opening a timer transaction",
+        )
+        .await?;
         let Some(locked) = runner_store::lock_due_timer(&mut tx, timer.runner_id, now_ms).await?
         else {
             // Fired by another replica, replaced, or no longer due.

@@ -8,6 +8,7 @@ mod append_errors;
 mod concurrent_appends;
 mod failover;
 mod kill_relay;
+mod lease_check;
 mod postgres_restart;
 mod subscriber;
 mod unroutable;

@@ -9,7 +9,6 @@
 use crate::supervisor_e2e::{LAUNCH_WITHIN, Node, NodeOptions, marked_processes, ttl_env};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,24 +46,7 @@ fn capacity(n: u32) -> (String, String) {
 
 /// A proxy in front of the shared broker, and the broker URL through it.
 async fn broker_proxy() -> (TcpProxy, String) {
-    let url = shared_amqp_url();
-    // amqp://user:pass@host:port/vhost
-    let (scheme, rest) = url.split_once("://").expect("an AMQP URL");
-    let (user, rest) = rest.rsplit_once('@').map_or(("", rest), |(u, r)| (u, r));
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let upstream: SocketAddr = tokio::net::lookup_host(authority)
-        .await
-        .unwrap()
-        .next()
-        .expect("the broker's address");
-    let proxy = TcpProxy::start(upstream).await.unwrap();
-    let at = if user.is_empty() {
-        String::new()
-    } else {
-        format!("{user}@")
-    };
-    let proxied = format!("{scheme}://{at}{}{tail}", proxy.local_addr());
-    (proxy, proxied)
+    TcpProxy::for_url(&shared_amqp_url()).await.unwrap()
 }
 
 /// What one look at /proc found: the attempts of each runner with a live

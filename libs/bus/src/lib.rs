@@ -15,5 +15,5 @@ pub use connection::{BrokerError, connect};
 pub use live::{
     ListenError, LiveError, LiveListener, decode_live, listen_live, live_outgoing, live_routing_key,
 };
-pub use publisher::{OutgoingMessage, PublishError, Publisher};
+pub use publisher::{Confirms, OutgoingMessage, PublishError, Publisher};
 pub use topology::{QueueSpec, Topology, TopologyError};

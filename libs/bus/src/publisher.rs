@@ -1,7 +1,8 @@
 //! Publishing with publisher confirms: a batch is sent at once and its
 //! confirms awaited together (windowed confirms are ~7x faster than one at a
 //! time here), and a batch counts as sent only when every message of it was
-//! confirmed and none was returned.
+//! confirmed and none was returned. A batch's confirms may also be awaited
+//! later ([`Publisher::send_batch`]), while the next batches go out.
 
 use crate::amqp_binding::AmqpMessage;
 use crate::connection::BrokerError;
@@ -107,6 +108,14 @@ impl Publisher {
     /// Publish every message as mandatory and wait for all confirms. Ok only
     /// when each was acked and none returned.
     pub async fn publish_batch(&self, batch: &[OutgoingMessage]) -> Result<(), PublishError> {
+        self.send_batch(batch).await?.confirmed().await
+    }
+
+    /// Publish every message as mandatory, without waiting for the broker's
+    /// answer: the batch's [`Confirms`] say later whether it counts as
+    /// sent. Messages on one channel reach their queues in the order sent,
+    /// so a caller may send the next batch before this one is confirmed.
+    pub async fn send_batch(&self, batch: &[OutgoingMessage]) -> Result<Confirms, PublishError> {
         let mut pending = Vec::with_capacity(batch.len());
         for out in batch {
             let properties = out
@@ -131,18 +140,32 @@ impl Publisher {
                     operation: "basic.publish",
                     source,
                 })?;
-            pending.push(confirm);
+            pending.push((confirm, out.routing_key.clone()));
         }
+        Ok(Confirms { pending })
+    }
+}
+
+/// The broker's answers to a batch sent with [`Publisher::send_batch`].
+#[must_use = "a batch counts as sent only once its confirms are in"]
+pub struct Confirms {
+    pending: Vec<(lapin::PublisherConfirm, String)>,
+}
+
+impl Confirms {
+    /// Wait for every answer. Ok only when each message was acked and none
+    /// returned.
+    pub async fn confirmed(self) -> Result<(), PublishError> {
         let mut nacked = 0;
         let mut returned = Vec::new();
-        for (confirm, out) in pending.into_iter().zip(batch) {
+        for (confirm, routing_key) in self.pending {
             let confirmation = confirm.await.map_err(|source| BrokerError::Operation {
                 operation: "publisher confirm",
                 source,
             })?;
             match confirmation {
                 Confirmation::Ack(None) => {}
-                Confirmation::Ack(Some(_)) => returned.push(out.routing_key.clone()),
+                Confirmation::Ack(Some(_)) => returned.push(routing_key),
                 Confirmation::Nack(_) => nacked += 1,
                 // We always enable confirms; a channel without them must not
                 // pass as confirmed.

@@ -56,6 +56,33 @@ pub struct TcpProxy {
 }
 
 impl TcpProxy {
+    /// A proxy in front of the server a URL names
+    /// (`scheme://[user[:password]@]host:port[/rest]`), and the same URL
+    /// through it.
+    pub async fn for_url(url: &str) -> io::Result<(TcpProxy, String)> {
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a server URL: {url}"),
+            )
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+        let (user, rest) = rest.rsplit_once('@').map_or(("", rest), |(u, r)| (u, r));
+        let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let upstream = tokio::net::lookup_host(authority)
+            .await?
+            .next()
+            .ok_or_else(bad)?;
+        let proxy = TcpProxy::start(upstream).await?;
+        let at = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
+        let proxied = format!("{scheme}://{at}{}{tail}", proxy.local_addr());
+        Ok((proxy, proxied))
+    }
+
     /// Listens on `127.0.0.1:0` and forwards each connection to `upstream`.
     /// Must be called inside a Tokio runtime.
     pub async fn start(upstream: SocketAddr) -> io::Result<TcpProxy> {

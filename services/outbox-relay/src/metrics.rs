@@ -4,7 +4,7 @@
 pub const PUBLISHED_TOTAL: &str = "stratavore_relay_published_total";
 /// Rows per published batch, by source schema.
 pub const BATCH_SIZE: &str = "stratavore_relay_batch_size";
-/// Seconds from reading a batch to its last confirm, by source schema.
+/// Seconds from sending a batch to its last confirm, by source schema.
 pub const BATCH_SECONDS: &str = "stratavore_relay_batch_seconds";
 /// Rows committed but not yet published, by source schema.
 pub const LAG_POSITIONS: &str = "stratavore_relay_lag_positions";

@@ -1,7 +1,8 @@
 //! Relaying one source schema's log: hold its lease, read the rows above the
 //! cursor, publish them as a batch with confirms, and advance the cursor only
-//! once the whole batch is confirmed. A crash anywhere republishes from the
-//! cursor: duplicates, never loss.
+//! once the whole batch is confirmed (the next batches may go out meanwhile:
+//! [`BATCHES_IN_FLIGHT`]). A crash anywhere republishes from the cursor:
+//! duplicates, never loss.
 //!
 //! The lease is a session advisory lock held on a dedicated connection (not
 //! a pooled one, which the pool may recycle and so release the lock behind
@@ -11,10 +12,14 @@
 
 use crate::domain::{poll_schedule::PollSchedule, wire::outgoing_for};
 use crate::metrics as m;
+use futures::FutureExt;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
-use stratavore_bus::{PublishError, Publisher, Topology, connect};
+use stratavore_bus::{Confirms, OutgoingMessage, PublishError, Publisher, Topology, connect};
 use stratavore_runtime::{Readiness, Shutdown};
 use stratavore_store::{Log, StoreError};
 
@@ -156,42 +161,69 @@ impl SourceRelay {
         let mut last_measure: Option<Instant> = None;
         let batch_limit = i64::try_from(self.schedule.batch_size).unwrap_or(i64::MAX);
         let lease_held = lease_held_sql(key);
+        // Batches sent and not yet confirmed, oldest first, and where the
+        // next read starts: above the last batch sent, not the cursor.
+        let mut window: VecDeque<InFlight> = VecDeque::with_capacity(BATCHES_IN_FLIGHT);
+        let mut read_from = cursor;
+        // The last read found nothing new while batches were in flight:
+        // wait for the broker's answer rather than poll.
+        let mut idle_with_batches_out = false;
         while !shutdown.is_triggered() {
+            let must_wait = window.len() >= BATCHES_IN_FLIGHT || idle_with_batches_out;
+            match self.settle(&mut window, must_wait).await {
+                Ok(Some(last)) => {
+                    advance_cursor(conn, &source, last).await?;
+                    cursor = last;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Whatever was sent after the failed batch is sent
+                    // again too, from the cursor, on a fresh channel.
+                    self.publish_failed(&e, publisher);
+                    window.clear();
+                    read_from = cursor;
+                    idle_with_batches_out = false;
+                    if !pause(shutdown, self.retry_backoff).await {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if window.len() >= BATCHES_IN_FLIGHT {
+                continue;
+            }
             // The lease is checked before every batch, in the statement
             // that reads it; an empty read publishes nothing and skips the
             // check (reading `pg_locks` costs more than the read).
             let (rows, held) = self
                 .log
-                .read_after_checking(conn, cursor, batch_limit, &lease_held)
+                .read_after_checking(conn, read_from, batch_limit, &lease_held)
                 .await?;
             if !held {
                 return Err(LoopError::LeaseLost(self.source()));
             }
             if let Some(last) = rows.last().map(|r| r.position) {
-                let started = Instant::now();
-                if !self.publish(&rows, publisher, shutdown).await? {
-                    return Ok(());
+                let batch = self.encode(&rows)?;
+                match self.send(publisher, &batch).await {
+                    Ok(confirms) => {
+                        window.push_back(InFlight {
+                            last,
+                            count: rows.len(),
+                            sent_at: Instant::now(),
+                            confirms: Box::pin(confirms.confirmed()),
+                        });
+                        read_from = last;
+                    }
+                    Err(e) => {
+                        self.publish_failed(&e, publisher);
+                        window.clear();
+                        read_from = cursor;
+                        if !pause(shutdown, self.retry_backoff).await {
+                            break;
+                        }
+                        continue;
+                    }
                 }
-                // Monotone: a stale leader (if one could exist) never moves
-                // the cursor back.
-                sqlx::query(
-                    "INSERT INTO relay.cursors (source_schema, position) VALUES ($1, $2)
-                     ON CONFLICT (source_schema) DO UPDATE
-                     SET position = greatest(relay.cursors.position, excluded.position),
-                         updated_at = now()",
-                )
-                .bind(&source)
-                .bind(last)
-                .execute(&mut *conn)
-                .await
-                .map_err(StoreError::new("advancing the relay cursor"))?;
-                cursor = last;
-                let count = rows.len();
-                metrics::counter!(m::PUBLISHED_TOTAL, "source" => source.clone())
-                    .increment(count as u64);
-                metrics::histogram!(m::BATCH_SIZE, "source" => source.clone()).record(count as f64);
-                metrics::histogram!(m::BATCH_SECONDS, "source" => source.clone())
-                    .record(started.elapsed().as_secs_f64());
             }
             if last_measure.is_none_or(|t| t.elapsed() >= self.measure_interval) {
                 let (max_position, lag_seconds) = self.log.lag_after(conn, cursor).await?;
@@ -200,78 +232,121 @@ impl SourceRelay {
                 metrics::gauge!(m::LAG_SECONDS, "source" => source.clone()).set(lag_seconds);
                 last_measure = Some(Instant::now());
             }
+            idle_with_batches_out = rows.is_empty() && !window.is_empty();
+            if idle_with_batches_out {
+                continue;
+            }
             delay = self.schedule.next_delay(delay, rows.len());
             if !delay.is_zero() && !pause(shutdown, delay).await {
                 break;
             }
         }
+        // Shutdown: the batches in flight are let finish and the cursor
+        // moves over them, so a graceful restart republishes nothing; one
+        // that fails now is published again by whoever leads next.
+        while !window.is_empty() {
+            match self.settle(&mut window, true).await {
+                Ok(Some(last)) => advance_cursor(conn, &source, last).await?,
+                Ok(None) => {}
+                Err(e) => {
+                    self.publish_failed(&e, publisher);
+                    break;
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Publish the batch, retrying through broker failures until it is
-    /// wholly confirmed. False when shutdown came first (the cursor then
-    /// stays, and the batch is published again by whoever leads next).
-    async fn publish(
+    /// Take the batches at the front of `window` that the broker confirmed
+    /// whole, in order, and return the last one's position; with `wait`,
+    /// wait (up to its deadline) for the oldest first. A batch past its
+    /// deadline, nacked or returned is an error: nothing from it on counts
+    /// as sent.
+    async fn settle(
         &self,
-        rows: &[stratavore_store::LogRow],
-        publisher: &mut Option<Publisher>,
-        shutdown: &Shutdown,
-    ) -> Result<bool, LoopError> {
-        let source = self.source();
-        let mut batch = Vec::with_capacity(rows.len());
-        for row in rows {
-            match outgoing_for(&self.topology, row) {
-                Ok(out) => batch.push(out),
-                Err(e) => {
-                    // A row that cannot be encoded is a writer bug; skipping
-                    // it would lose it, so the relay stops at it, loudly,
-                    // and retries from the cursor.
-                    tracing::error!(source = %source, error = %e, "cannot encode a log row");
-                    metrics::counter!(m::PUBLISH_FAILURES_TOTAL, "source" => source.clone(), "reason" => "encode")
-                        .increment(1);
-                    return Err(e.into());
-                }
-            }
-        }
-        loop {
-            if shutdown.is_triggered() {
-                return Ok(false);
-            }
-            // Bounded: a broker that stops answering (no confirm, no error)
-            // must count as a failed batch, published again on a fresh
-            // channel, not as a relay that hangs.
-            let attempt = async {
-                match self.publisher(publisher).await {
-                    Ok(p) => p.publish_batch(&batch).await,
-                    Err(e) => Err(e),
-                }
-            };
-            let result = match tokio::time::timeout(self.publish_timeout, attempt).await {
-                Ok(result) => result,
-                Err(_) => Err(PublishError::TimedOut(self.publish_timeout)),
-            };
-            match result {
-                Ok(()) => return Ok(true),
-                Err(e) => {
-                    let reason = match &e {
-                        PublishError::Broker(_) => "broker",
-                        PublishError::Nacked { .. } => "nacked",
-                        PublishError::Returned { .. } => "returned",
-                        PublishError::TimedOut(_) => "timeout",
-                    };
-                    metrics::counter!(m::PUBLISH_FAILURES_TOTAL, "source" => source.clone(), "reason" => reason)
-                        .increment(1);
-                    tracing::warn!(source = %source, error = %e, "publishing a batch failed; retrying it");
-                    // Unconfirmed publishes count as not sent: start over on
-                    // a fresh channel.
-                    *publisher = None;
-                    self.readiness.set("broker", false, e.to_string());
-                    if !pause(shutdown, self.retry_backoff).await {
-                        return Ok(false);
+        window: &mut VecDeque<InFlight>,
+        wait: bool,
+    ) -> Result<Option<i64>, PublishError> {
+        let mut settled = None;
+        while let Some(front) = window.front_mut() {
+            // Bounded: a broker that stops answering (no confirm, no
+            // error) must count as a failed batch, not as a relay that
+            // hangs.
+            let deadline = front.sent_at + self.publish_timeout;
+            let answer = if wait && settled.is_none() {
+                tokio::time::timeout_at(deadline.into(), front.confirms.as_mut())
+                    .await
+                    .unwrap_or(Err(PublishError::TimedOut(self.publish_timeout)))
+            } else {
+                match front.confirms.as_mut().now_or_never() {
+                    Some(answer) => answer,
+                    None if Instant::now() >= deadline => {
+                        Err(PublishError::TimedOut(self.publish_timeout))
                     }
+                    None => break,
                 }
-            }
+            };
+            answer?;
+            let Some(done) = window.pop_front() else {
+                break;
+            };
+            let source = self.source();
+            metrics::counter!(m::PUBLISHED_TOTAL, "source" => source.clone())
+                .increment(done.count as u64);
+            metrics::histogram!(m::BATCH_SIZE, "source" => source.clone())
+                .record(done.count as f64);
+            metrics::histogram!(m::BATCH_SECONDS, "source" => source)
+                .record(done.sent_at.elapsed().as_secs_f64());
+            settled = Some(done.last);
         }
+        Ok(settled)
+    }
+
+    /// The messages of a batch of rows. A row that cannot be encoded is a
+    /// writer bug; skipping it would lose it, so the relay stops at it,
+    /// loudly, and retries from the cursor.
+    fn encode(&self, rows: &[stratavore_store::LogRow]) -> Result<Vec<OutgoingMessage>, LoopError> {
+        rows.iter()
+            .map(|row| {
+                outgoing_for(&self.topology, row).map_err(|e| {
+                    let source = self.source();
+                    tracing::error!(source = %source, error = %e, "cannot encode a log row");
+                    metrics::counter!(m::PUBLISH_FAILURES_TOTAL, "source" => source, "reason" => "encode")
+                        .increment(1);
+                    e.into()
+                })
+            })
+            .collect()
+    }
+
+    /// Send a batch without waiting for its confirms, connecting first if
+    /// need be; bounded like a confirm.
+    async fn send(
+        &self,
+        publisher: &mut Option<Publisher>,
+        batch: &[OutgoingMessage],
+    ) -> Result<Confirms, PublishError> {
+        let attempt = async { self.publisher(publisher).await?.send_batch(batch).await };
+        tokio::time::timeout(self.publish_timeout, attempt)
+            .await
+            .unwrap_or(Err(PublishError::TimedOut(self.publish_timeout)))
+    }
+
+    /// Count and log a failed batch, and drop the channel: unconfirmed
+    /// publishes count as not sent, and are sent again on a fresh one.
+    fn publish_failed(&self, e: &PublishError, publisher: &mut Option<Publisher>) {
+        let source = self.source();
+        let reason = match e {
+            PublishError::Broker(_) => "broker",
+            PublishError::Nacked { .. } => "nacked",
+            PublishError::Returned { .. } => "returned",
+            PublishError::TimedOut(_) => "timeout",
+        };
+        metrics::counter!(m::PUBLISH_FAILURES_TOTAL, "source" => source.clone(), "reason" => reason)
+            .increment(1);
+        tracing::warn!(source = %source, error = %e, "publishing a batch failed; retrying from the cursor");
+        *publisher = None;
+        self.readiness.set("broker", false, e.to_string());
     }
 
     async fn publisher<'a>(
@@ -297,6 +372,46 @@ impl SourceRelay {
         };
         Ok(slot.insert(publisher))
     }
+}
+
+/// Batches the relay may have sent and not yet seen confirmed. It sends the
+/// next while the broker confirms the last: a quorum queue's confirm waits
+/// for its log's fsync, a few milliseconds that each batch used to wait out
+/// before the next was read (most of the relay's cycle at half the
+/// pipeline's peak, docs/performance.md). The cursor still moves only over
+/// batches confirmed whole, in order; a crash republishes at most these.
+pub const BATCHES_IN_FLIGHT: usize = 4;
+
+/// A batch sent and not yet confirmed.
+struct InFlight {
+    /// Its last row's position: where the cursor moves once it is confirmed.
+    last: i64,
+    /// Its rows.
+    count: usize,
+    sent_at: Instant,
+    /// The broker's answer.
+    confirms: Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>,
+}
+
+/// Move the cursor to `last`. Monotone: a stale leader (if one could
+/// exist) never moves it back.
+async fn advance_cursor(
+    conn: &mut PgConnection,
+    source: &str,
+    last: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO relay.cursors (source_schema, position) VALUES ($1, $2)
+         ON CONFLICT (source_schema) DO UPDATE
+         SET position = greatest(relay.cursors.position, excluded.position),
+             updated_at = now()",
+    )
+    .bind(source)
+    .bind(last)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::new("advancing the relay cursor"))?;
+    Ok(())
 }
 
 /// Sleep unless shutdown comes first; true when the full wait elapsed.

@@ -5,6 +5,7 @@
 mod support;
 
 mod append_errors;
+mod broker_cut;
 mod concurrent_appends;
 mod failover;
 mod kill_relay;

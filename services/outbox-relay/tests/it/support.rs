@@ -59,6 +59,30 @@ pub async fn append_committed(pool: &PgPool, entries: &[NewEntry]) -> anyhow::Re
     Ok(entries.iter().map(|e| e.envelope.id).collect())
 }
 
+/// A writer in the background: `rounds` appends of `per_round` new streams
+/// named `<tag><round>-<i>`, each committed, `pause` apart; it ends with the
+/// ids it committed, in order.
+pub fn spawn_writer(
+    pool: &PgPool,
+    tag: &'static str,
+    rounds: usize,
+    per_round: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<Vec<Uuid>> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for round in 0..rounds {
+            let entries: Vec<_> = (0..per_round)
+                .map(|i| project_created(&format!("{tag}{round}-{i}"), 1))
+                .collect();
+            ids.extend(append_committed(&pool, &entries).await.unwrap());
+            tokio::time::sleep(pause).await;
+        }
+        ids
+    })
+}
+
 /// The committed rows' ids in position order, read back from the log.
 pub async fn ids_in_position_order(conn: &mut PgConnection) -> anyhow::Result<Vec<Uuid>> {
     Ok(

@@ -49,6 +49,15 @@ async fn a_batch_is_read_with_whether_this_backend_holds_the_lease() {
         .await
         .unwrap();
     assert!(!held, "another backend holds the lease");
+    // Let go explicitly: a closed connection's backend releases its locks
+    // only as it exits, after `close` has returned.
+    let released: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1, $2)")
+        .bind(LEASE_KEY_SPACE)
+        .bind(key)
+        .fetch_one(&mut theirs)
+        .await
+        .unwrap();
+    assert!(released);
     theirs.close().await.unwrap();
 
     // Ours now, and the rows above a cursor come with it.

@@ -185,6 +185,19 @@ impl Figure {
         self
     }
 
+    /// The p50 and the p99 of `summary`, in ms, named by `name` from "p50"
+    /// and "p99" (each figure of latency a scenario reports is such a
+    /// pair).
+    pub fn percentiles(
+        summary: &crate::stats::LatencySummary,
+        name: impl Fn(&str) -> String,
+    ) -> [Self; 2] {
+        [
+            Self::plain(&name("p50"), summary.p50_ms, "ms"),
+            Self::plain(&name("p99"), summary.p99_ms, "ms"),
+        ]
+    }
+
     /// Set the target and judge it.
     pub fn target(mut self, target: Target) -> Self {
         self.target = Some(target);

@@ -124,17 +124,17 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
             "services",
             "orchestrator, gateway, relay in the bench process; runner-supervisor binary",
         );
-    r.push(Figure::plain("POST /projects p50", creates.p50_ms, "ms"));
-    r.push(Figure::plain("POST /projects p99", creates.p99_ms, "ms"));
+    let [p50, p99] = Figure::percentiles(&creates, |p| format!("POST /projects {p}"));
+    r.push(p50).push(p99);
     r.push(Figure::plain(
         "POST /projects sustained",
         sustained,
         "creates/s",
     ));
-    r.push(Figure::plain("POST /runners p50", launches.p50_ms, "ms"));
-    r.push(Figure::plain("POST /runners p99", launches.p99_ms, "ms"));
-    r.push(Figure::plain("launch to running p50", running.p50_ms, "ms"));
-    r.push(Figure::plain("launch to running p99", running.p99_ms, "ms"));
+    let [p50, p99] = Figure::percentiles(&launches, |p| format!("POST /runners {p}"));
+    r.push(p50).push(p99);
+    let [p50, p99] = Figure::percentiles(&running, |p| format!("launch to running {p}"));
+    r.push(p50).push(p99);
     r.note("latency is timed from when each request was due (open loop), so a slow answer cannot lower the offered rate");
     Ok(())
 }

@@ -180,29 +180,14 @@ async fn measure(stack: &Binaries, shape: Shape, r: &mut ScenarioResult) -> anyh
     );
     let summary = stats::summarise(&latencies.total)
         .ok_or_else(|| anyhow::anyhow!("the latency phase measured nothing"))?;
-    r.push(Figure::plain(
-        "latency p50 at half peak",
-        summary.p50_ms,
-        "ms",
-    ));
-    r.push(
-        Figure::plain("latency p99 at half peak", summary.p99_ms, "ms")
-            .target(Target::AtMost(20.0)),
-    );
+    let [p50, p99] = Figure::percentiles(&summary, |p| format!("latency {p} at half peak"));
+    r.push(p50).push(p99.target(Target::AtMost(20.0)));
     // Where the latency goes: each part's own p50 and p99 (the parts'
     // percentiles do not add up to the whole's).
     for (hop, samples) in HOPS.iter().zip(&latencies.hops) {
         if let Some(part) = stats::summarise(samples) {
-            r.push(Figure::plain(
-                &format!("latency p50, {hop}"),
-                part.p50_ms,
-                "ms",
-            ));
-            r.push(Figure::plain(
-                &format!("latency p99, {hop}"),
-                part.p99_ms,
-                "ms",
-            ));
+            let [p50, p99] = Figure::percentiles(&part, |p| format!("latency {p}, {hop}"));
+            r.push(p50).push(p99);
         }
     }
     r.push(
@@ -212,16 +197,10 @@ async fn measure(stack: &Binaries, shape: Shape, r: &mut ScenarioResult) -> anyh
     r.push(
         Figure::plain("bare pipeline throughput", bare_peak, "events/s").against(lower_name, lower),
     );
-    r.push(Figure::plain(
-        "bare pipeline latency p50 at the same load",
-        bare_summary.p50_ms,
-        "ms",
-    ));
-    r.push(Figure::plain(
-        "bare pipeline latency p99 at the same load",
-        bare_summary.p99_ms,
-        "ms",
-    ));
+    let [p50, p99] = Figure::percentiles(&bare_summary, |p| {
+        format!("bare pipeline latency {p} at the same load")
+    });
+    r.push(p50).push(p99);
     r.push(Figure::plain("broker baseline", broker, "msgs/s"));
     r.push(Figure::plain("database baseline", database, "rows/s"));
     r.push(Figure::plain(

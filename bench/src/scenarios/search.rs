@@ -122,16 +122,8 @@ async fn measure(pool: &PgPool, shape: Shape, r: &mut ScenarioResult) -> anyhow:
             );
         }
         let s = stats::summarise(&times).ok_or_else(|| anyhow::anyhow!("no searches timed"))?;
-        r.push(Figure::plain(
-            &format!("search p50 at {target} chunks"),
-            s.p50_ms,
-            "ms",
-        ));
-        r.push(Figure::plain(
-            &format!("search p99 at {target} chunks"),
-            s.p99_ms,
-            "ms",
-        ));
+        let [p50, p99] = Figure::percentiles(&s, |p| format!("search {p} at {target} chunks"));
+        r.push(p50).push(p99);
         r.note(format!(
             "HNSW index over {target} chunks built in {:.1} s; plan at {target} chunks:\n{}",
             build.as_secs_f64(),

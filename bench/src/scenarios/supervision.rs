@@ -286,15 +286,9 @@ async fn measure(stack: &InProcess, shape: Shape, r: &mut ScenarioResult) -> any
     for (service, samples) in lags {
         let s = stats::summarise(&samples)
             .ok_or_else(|| anyhow::anyhow!("no usage reached the {service} in the window"))?;
-        r.push(Figure::plain(
-            &format!("usage lag p50 ({service})"),
-            s.p50_ms,
-            "ms",
-        ));
-        r.push(
-            Figure::plain(&format!("usage lag p99 ({service})"), s.p99_ms, "ms")
-                .target(Target::AtMost(LAG_TARGET.as_secs_f64() * 1000.0)),
-        );
+        let [p50, p99] = Figure::percentiles(&s, |p| format!("usage lag {p} ({service})"));
+        r.push(p50)
+            .push(p99.target(Target::AtMost(LAG_TARGET.as_secs_f64() * 1000.0)));
     }
     r.note("usage lag: from the usage event's own time (when the node derived it from the transcript) to the inbox row's update to applied");
     Ok(())

@@ -2,7 +2,7 @@
 //! on a service pool, whose search path puts the service's schema first.
 
 use crate::received::{ReceivedMessage, envelope_of_stored};
-use sqlx::{PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
 use stratavore_events::Envelope;
 use stratavore_store::StoreError;
 use uuid::Uuid;
@@ -56,11 +56,8 @@ pub async fn insert_batch(
     // The numbers are drawn after the sort on the apply order: Postgres
     // evaluates a volatile target expression after the ORDER BY of its
     // SELECT (as in `record_applied`).
-    let new: Vec<bool> = sqlx::query_scalar(
-        "WITH versions AS (
-             INSERT INTO stream_versions (source_log, stream, version)
-             SELECT * FROM unnest($11::text[], $12::text[], $13::bigint[])
-             ON CONFLICT (source_log, stream) DO UPDATE SET version = excluded.version)
+    let new: Vec<bool> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "WITH versions AS ({})
          INSERT INTO inbox (message_id, source_log, stream, stream_version, type, status, attempts,
                             last_error, message, owner, applied_seq)
          SELECT t.id, t.source, t.stream, t.version, t.type,
@@ -75,7 +72,8 @@ pub async fn insert_batch(
          ORDER BY a.ord
          ON CONFLICT (message_id) DO NOTHING
          RETURNING status = 'applied'",
-    )
+        upsert_versions(11)
+    )))
     .bind(&ids)
     .bind(&sources)
     .bind(&streams)
@@ -363,16 +361,14 @@ pub async fn record_applied(
         return Ok(());
     }
     let (sources, streams, numbers) = version_columns(versions);
-    sqlx::query(
-        "WITH versions AS (
-             INSERT INTO stream_versions (source_log, stream, version)
-             SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[])
-             ON CONFLICT (source_log, stream) DO UPDATE SET version = excluded.version)
+    sqlx::query(AssertSqlSafe(format!(
+        "WITH versions AS ({})
          UPDATE inbox SET status = 'applied', applied_seq = o.seq
          FROM (SELECT id, nextval('inbox_applied_seq') AS seq
                FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, ord) ORDER BY ord) o
          WHERE inbox.message_id = o.id",
-    )
+        upsert_versions(2)
+    )))
     .bind(message_ids)
     .bind(&sources)
     .bind(&streams)
@@ -381,6 +377,20 @@ pub async fn record_applied(
     .await
     .map_err(StoreError::new("recording applied inbox rows"))?;
     Ok(())
+}
+
+/// The upsert of the versions streams' state now reflects, from the three
+/// arrays of [`version_columns`] bound from parameter `$first` on: the
+/// `WITH` part of each statement that records what a transaction applied.
+fn upsert_versions(first: usize) -> String {
+    format!(
+        "INSERT INTO stream_versions (source_log, stream, version)
+         SELECT * FROM unnest(${}::text[], ${}::text[], ${}::bigint[])
+         ON CONFLICT (source_log, stream) DO UPDATE SET version = excluded.version",
+        first,
+        first + 1,
+        first + 2
+    )
 }
 
 /// The columns of stream versions to record, as the arrays a statement

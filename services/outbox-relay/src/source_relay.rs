@@ -177,13 +177,8 @@ impl SourceRelay {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    // Whatever was sent after the failed batch is sent
-                    // again too, from the cursor, on a fresh channel.
-                    self.publish_failed(&e, publisher);
-                    window.clear();
                     read_from = cursor;
-                    idle_with_batches_out = false;
-                    if !pause(shutdown, self.retry_backoff).await {
+                    if !self.start_over(&e, publisher, &mut window, shutdown).await {
                         break;
                     }
                     continue;
@@ -215,10 +210,8 @@ impl SourceRelay {
                         read_from = last;
                     }
                     Err(e) => {
-                        self.publish_failed(&e, publisher);
-                        window.clear();
                         read_from = cursor;
-                        if !pause(shutdown, self.retry_backoff).await {
+                        if !self.start_over(&e, publisher, &mut window, shutdown).await {
                             break;
                         }
                         continue;
@@ -255,6 +248,22 @@ impl SourceRelay {
             }
         }
         Ok(())
+    }
+
+    /// After a failed batch: count it, drop the channel and every batch out
+    /// (whatever was sent after the failed one is sent again too, from the
+    /// cursor, on a fresh channel), and wait before reading again. False
+    /// when shutdown came first.
+    async fn start_over(
+        &self,
+        e: &PublishError,
+        publisher: &mut Option<Publisher>,
+        window: &mut VecDeque<InFlight>,
+        shutdown: &Shutdown,
+    ) -> bool {
+        self.publish_failed(e, publisher);
+        window.clear();
+        pause(shutdown, self.retry_backoff).await
     }
 
     /// Take the batches at the front of `window` that the broker confirmed

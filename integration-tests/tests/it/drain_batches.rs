@@ -167,6 +167,7 @@ impl Fixture {
             name: "probe".into(),
             owner: String::new(),
             lag: stratavore_consumer::ApplyLag::default(),
+            commits: stratavore_consumer::Commits::default(),
             turn: Default::default(),
         }
     }

@@ -70,6 +70,42 @@ async fn a_project_is_created_read_listed_updated_archived_and_unarchived_throug
     stack.cleanup().await;
 }
 
+/// A waiting request reads its outcome again as soon as this gateway's
+/// drain commits, not at its next poll: with the poll at a minute, creates
+/// still answer 201 within their wait (they would answer 202 at its end
+/// if only the poll read again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_request_is_answered_when_its_gateway_applies_the_outcome() {
+    let env = stratavore_testkit::TestEnv::new().await.unwrap();
+    let stack = Stack::start_tuned(env, |g| g.api.outcome_poll_ms = 60_000).await;
+    for name in ["one", "two", "three"] {
+        let started = Instant::now();
+        let r = post(
+            &stack,
+            "/api/v1/projects?wait=20",
+            json!({"name": name, "path": format!("{ROOT}/{name}")}),
+            None,
+        )
+        .await;
+        assert_eq!(r.status.as_u16(), 201, "{r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+    }
+    // A rejection is an outcome too.
+    post(
+        &stack,
+        "/api/v1/projects?wait=20",
+        json!({"name": "one", "path": format!("{ROOT}/other")}),
+        None,
+    )
+    .await
+    .assert_problem(409, "conflict");
+    stack.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_not_decided_within_its_wait_answers_202_and_its_status_can_be_read() {
     let stack = Stack::start().await;

@@ -332,6 +332,7 @@ fn drainer(env: &TestEnv, pool: PgPool, quiet: bool) -> Drainer<Probed> {
         name: drainer.name,
         owner: drainer.owner,
         lag: drainer.lag,
+        commits: drainer.commits,
         turn: Default::default(),
     }
 }

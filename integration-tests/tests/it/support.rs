@@ -65,12 +65,19 @@ impl Stack {
     }
 
     pub async fn start_on(env: TestEnv) -> Stack {
+        Self::start_tuned(env, |_| {}).await
+    }
+
+    /// The stack with the gateway's configuration changed by `tune`.
+    pub async fn start_tuned(env: TestEnv, tune: impl FnOnce(&mut GatewayConfig)) -> Stack {
         let (o, g, r) = (Shutdown::new(), Shutdown::new(), Shutdown::new());
         session_orchestrator::start(orchestrator_config(&env), o.clone())
             .await
             .unwrap()
             .unwrap();
-        let gateway = api_gateway::start(gateway_config(&env), g.clone())
+        let mut gateway_config = gateway_config(&env);
+        tune(&mut gateway_config);
+        let gateway = api_gateway::start(gateway_config, g.clone())
             .await
             .unwrap()
             .unwrap();

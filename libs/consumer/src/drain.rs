@@ -20,12 +20,12 @@ mod on_receipt;
 mod quiet_run;
 mod tally;
 
-use crate::ApplyLag;
 use crate::batch::{Candidate, contiguous, window};
 use crate::inbox::{self, Inserted, NextRow};
 use crate::metrics as m;
 use crate::received::ReceivedMessage;
 use crate::service::{Decider, HandleError, Projection};
+use crate::{ApplyLag, Commits};
 use sqlx::{PgConnection, PgPool};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -140,6 +140,8 @@ pub struct Drainer<S> {
     pub owner: String,
     /// How far behind the drain runs, as its transactions commit.
     pub lag: ApplyLag,
+    /// Ticked after each transaction that applied messages commits.
+    pub commits: Commits,
     /// Held by each drain transaction, so that a process applies one at a
     /// time: the consuming loop's on receipt and the drain task's never
     /// wait for (or deadlock with) each other over the same projection
@@ -158,6 +160,7 @@ impl<S> Clone for Drainer<S> {
             name: self.name.clone(),
             owner: self.owner.clone(),
             lag: self.lag.clone(),
+            commits: self.commits.clone(),
             turn: self.turn.clone(),
         }
     }
@@ -479,8 +482,11 @@ impl<S: Decider + Projection> Drainer<S> {
         }
     }
 
-    /// Metrics and logs of a committed pass.
+    /// Metrics, logs and the tick of a committed pass.
     fn count(&self, pass: &Pass) {
+        if pass.applied > 0 {
+            self.commits.tick();
+        }
         if let Some(oldest) = pass.oldest {
             let lag = (chrono::Utc::now() - oldest).to_std().unwrap_or_default();
             self.lag.record(lag);

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod amqp_loop;
 pub mod apply_lag;
 pub mod batch;
+pub mod commits;
 pub mod dead_letters;
 pub mod drain;
 pub mod inbox;
@@ -22,6 +23,7 @@ pub mod settings;
 
 pub use amqp_loop::{Consumer, ConsumerSettings};
 pub use apply_lag::ApplyLag;
+pub use commits::Commits;
 pub use drain::{DrainError, Drainer, record_own};
 pub use service::{Decider, HandleError, Projection};
 pub use settings::ConsumerSection;

@@ -13,7 +13,7 @@ use crate::service::GatewayService;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
-use stratavore_consumer::record_own;
+use stratavore_consumer::{Commits, record_own};
 use stratavore_events::Message;
 use stratavore_runtime::{Clock, Shutdown};
 use stratavore_store::{AppendError, Log, NewEntry};
@@ -33,8 +33,11 @@ pub struct Api {
     pub service: Arc<GatewayService>,
     /// Wall clock for command times.
     pub clock: Arc<dyn Clock>,
-    /// How often a waiting request reads the outcome.
+    /// How often a waiting request reads the outcome at least (it reads
+    /// again at once when this process's drain applies something).
     pub outcome_poll: Duration,
+    /// The ticks of this process's drain.
+    pub commits: Commits,
     /// The latest heartbeat of each node this process heard.
     pub heartbeats: HeartbeatCache,
     /// Reads transcripts from the nodes.
@@ -117,24 +120,22 @@ impl Api {
     }
 
     /// The command's view once it is decided, or None if it is still
-    /// pending after `wait`.
+    /// pending after `wait`. Read again each time this process's drain
+    /// commits (most outcomes are applied here, and the request is answered
+    /// as they commit), and every `outcome_poll` for those another replica
+    /// applies.
     pub async fn await_outcome(
         &self,
         id: Uuid,
         wait: Duration,
     ) -> Result<Option<CommandView>, ApiError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let view = read_models::get_command(&self.pool, id)
-                .await
-                .map_err(ApiError::internal)?;
-            if let Some(view) = view.filter(|v| v.status != "pending") {
-                return Ok(Some(view));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(self.outcome_poll).await;
-        }
+        self.commits
+            .wait_for(self.outcome_poll, wait, || async {
+                let view = read_models::get_command(&self.pool, id)
+                    .await
+                    .map_err(ApiError::internal)?;
+                Ok(view.filter(|v| v.status != "pending"))
+            })
+            .await
     }
 }

@@ -38,7 +38,10 @@ pub struct ApiSection {
     /// (`STRATAVORE__API__ALLOWED_HOSTS=a.example,b.example:8443`).
     pub allowed_hosts: Vec<String>,
     /// How often a request waiting for its command's outcome reads the read
-    /// model (every replica learns outcomes from it, not from deliveries).
+    /// model at least (every replica learns outcomes from it, not from
+    /// deliveries). It also reads at once whenever this process's drain
+    /// commits, which answers most requests: the poll is for the outcomes
+    /// another replica's drain applies.
     pub outcome_poll_ms: u64,
     /// The secret the gateway presents to the supervisor nodes to read
     /// their transcripts (`STRATAVORE__API__NODE_TOKEN`; `stratavore up`
@@ -87,7 +90,7 @@ impl Default for ApiSection {
     fn default() -> Self {
         Self {
             allowed_hosts: Vec::new(),
-            outcome_poll_ms: 5,
+            outcome_poll_ms: 50,
             node_token: NodeToken::default(),
             node_timeout_ms: 10_000,
         }

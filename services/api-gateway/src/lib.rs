@@ -55,6 +55,7 @@ pub fn drainer(config: &GatewayConfig, pool: sqlx::PgPool) -> Drainer<GatewaySer
         // Replicas are interchangeable: any may apply any row.
         owner: String::new(),
         lag: stratavore_consumer::ApplyLag::default(),
+        commits: stratavore_consumer::Commits::default(),
         turn: Default::default(),
     }
 }
@@ -110,19 +111,20 @@ pub async fn start(
     let clock = clock_from_section(&config.base.clock);
     let heartbeats = HeartbeatCache::default();
     let outputs = OutputHub::default();
+    let drainer = drainer(&config, base.pool.clone());
     state.set(Api {
         pool: base.pool.clone(),
         log: gateway_log(&config),
         service: Arc::new(GatewayService),
         clock: clock.clone(),
         outcome_poll: Duration::from_millis(config.api.outcome_poll_ms),
+        commits: drainer.commits.clone(),
         heartbeats: heartbeats.clone(),
         transcripts,
         outputs: outputs.clone(),
         shutdown: shutdown.clone(),
         search: Arc::clone(&search),
     });
-    let drainer = drainer(&config, base.pool.clone());
     search::worker::EmbeddingWorker::new(
         base.pool.clone(),
         search,

@@ -104,6 +104,7 @@ fn drainer_for(
         // queues delivered (several may share one database).
         owner: config.node.id.clone(),
         lag: stratavore_consumer::ApplyLag::default(),
+        commits: stratavore_consumer::Commits::default(),
         turn: Default::default(),
     }
 }

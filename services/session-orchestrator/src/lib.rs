@@ -59,6 +59,7 @@ pub fn drainer(config: &OrchestratorConfig, pool: sqlx::PgPool) -> Drainer<Orche
         // Replicas are interchangeable: any may apply any row.
         owner: String::new(),
         lag: stratavore_consumer::ApplyLag::default(),
+        commits: stratavore_consumer::Commits::default(),
         turn: Default::default(),
     }
 }

@@ -300,10 +300,9 @@ impl Log {
         .await
         .map_err(StoreError::new("reading the log"))?;
         let checked = match rows.first() {
-            Some(row) => row.try_get::<bool, _>("checked").map_err(|e| StoreError {
-                context: "decoding a log row",
-                source: e,
-            })?,
+            Some(row) => row
+                .try_get::<bool, _>("checked")
+                .map_err(StoreError::new("decoding a log row"))?,
             None => true,
         };
         Ok((
